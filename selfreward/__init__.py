@@ -1,0 +1,3 @@
+"""selfreward: Self-Rewarding Language Models (Yuan et al., 2024) as a library and CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,104 @@
+"""AIFT(M): prompts -> candidates -> judgments -> pairs for one model, in one directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from selfreward.config import Config, build_config, config_to_dict, yaml_load
+from selfreward.engines import Engine, make_engine
+from selfreward.errors import SelfRewardError
+from selfreward.models import resolve_model
+from selfreward.records import StageFiles, write_atomic
+from selfreward.seed import load_ift
+from selfreward.stages.candidates import generate_candidates
+from selfreward.stages.common import derive_seed
+from selfreward.stages.judge import judge_candidates
+from selfreward.stages.pairs import make_pairs
+from selfreward.stages.prompts import generate_prompts
+
+STAGES = ("prompts", "candidates", "judgments", "pairs")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def bind_config(directory: Path, config: Config, force: bool = False) -> None:
+    """Record the config a directory is made with; refuse to continue it with another one."""
+    path = directory / "config.yaml"
+    new = config_to_dict(config)
+    if path.exists() and not force:
+        old = config_to_dict(build_config(yaml_load(path.read_text(encoding="utf-8")) or {}))
+        changed = config_differences(old, new)
+        if changed:
+            raise SelfRewardError(f"{directory} was made with another config (differs in: {', '.join(changed)}); use --force to continue anyway")
+    write_atomic(path, yaml.safe_dump(new, sort_keys=False))
+
+
+class EngineCache:
+    """Loads each model once and only when a stage needs it."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.engines: dict[str, Engine] = {}
+
+    def get(self, name_or_path: str) -> Engine:
+        if name_or_path not in self.engines:
+            for engine in self.engines.values():
+                engine.close()
+            self.engines = {name_or_path: make_engine(self.config, name_or_path)}
+        return self.engines[name_or_path]
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
+        self.engines = {}
+
+
+def run_aift(config: Config, out_dir: Path, model: str | None = None, tag: str = "aift", force: bool = False, console: Console | None = None) -> dict[str, dict[str, Any]]:
+    """Create (or resume) AIFT data of `model` (default: config.model) in `out_dir`; returns stats per stage."""
+    console = console or Console()
+    model_path = resolve_model(model or config.model.name_or_path)
+    generator = resolve_model(config.prompts.generator) if config.prompts.generator else model_path
+    seed_examples, reports = load_ift(config.data.ift, config.data.lang, config.data.max_ift)
+    for report in reports:
+        console.print(f"seed data: {report.summary()}")
+    seed_prompts = [e.prompt for e in seed_examples]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bind_config(out_dir, config, force)
+    engines = EngineCache(config)
+    batch = config.engine.batch_size
+    stats: dict[str, dict[str, Any]] = {}
+    try:
+        def done(stage: str) -> dict[str, Any] | None:
+            files = StageFiles(out_dir, stage)
+            return files.read_stats() if files.done() else None
+
+        stats["prompts"] = done("prompts") or generate_prompts(
+            config.prompts, engines.get(generator), seed_prompts, out_dir, derive_seed(config.seed, f"{tag}-prompts"), batch
+        )
+        stats["candidates"] = done("candidates") or generate_candidates(
+            config.candidates, engines.get(model_path), out_dir, derive_seed(config.seed, f"{tag}-candidates"), batch
+        )
+        stats["judgments"] = done("judgments") or judge_candidates(
+            config.judge, engines.get(model_path), out_dir, derive_seed(config.seed, f"{tag}-judge"), batch
+        )
+        stats["pairs"] = make_pairs(config.pairs, out_dir)
+    finally:
+        engines.close()
+    return stats

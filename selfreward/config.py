@@ -1,0 +1,222 @@
+"""The validated run configuration: YAML presets + `key=value` overrides -> `Config`.
+
+Defaults are the paper's values (PAPER.md); the `demo` preset shrinks sizes for a CPU.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from selfreward.errors import SelfRewardError
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+DEFAULT_BLACKLIST = [
+    "image", "images", "picture", "pictures", "graph", "graphs", "file", "files", "map", "maps",
+    "draw", "plot", "video", "audio", "music", "diagram", "flowchart",
+]
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2 booleans: only true/false, so `fallback: off` stays the string "off"."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = "smollm2-135m-instruct"
+    """Hugging Face id, local directory, or the embedded `smollm2-135m-instruct`."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """`auto`: bfloat16 for generation (CPU with AMX/AVX-512 or GPU), float32 for training."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    trust_remote_code: bool = False
+    max_length: int = Field(2048, gt=16)
+    """Tokenizer model_max_length: prompts are truncated from the left to fit."""
+
+
+class EngineConfig(Section):
+    kind: Literal["hf"] = "hf"
+    batch_size: int = Field(32, gt=0)
+    """Sequences per generate() call (prompts sorted by length)."""
+
+
+class DataConfig(Section):
+    ift: list[str] = ["demo"]
+    """IFT seed sources: `demo`, a hub dataset name, or a JSONL/Parquet path (oasst1 messages,
+    Open Assistant trees, `{prompt, response}` or `{prompt, responses}` rows)."""
+    ranked: list[str] = ["demo"]
+    """Human-ranked groups for EFT and reward-model evaluation (same source kinds)."""
+    max_ift: int | None = Field(None, gt=0)
+    lang: str = "en"
+
+
+class PromptsConfig(Section):
+    """Few-shot self-instruct prompt generation (Self-Instruct's template and filters)."""
+
+    num_prompts: int = Field(1000, gt=0)
+    generator: str | None = None
+    """Model that writes prompts; None = the model being trained (paper: a fixed Llama 2-Chat)."""
+    seed_shots: int = Field(6, ge=0)
+    generated_shots: int = Field(2, ge=0)
+    tasks_per_request: int = Field(4, gt=0)
+    """How many new tasks each request asks for."""
+    requests_per_round: int = Field(16, gt=0)
+    max_rounds: int = Field(200, gt=0)
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(256, gt=0)
+    rouge_threshold: float = Field(0.7, gt=0, le=1)
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(150, gt=1)
+    blacklist: list[str] = DEFAULT_BLACKLIST
+
+
+class CandidatesConfig(Section):
+    n: int = Field(4, gt=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(512, gt=0)
+
+
+class JudgeConfig(Section):
+    k: int = Field(3, gt=0)
+    """Judgments per candidate; valid scores are averaged."""
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(256, gt=0)
+    template: str = "judge_additive_5pt"
+    """A template name in selfreward/prompts or a path to a text file with {instruction} and {response}."""
+    fallback: Literal["off", "fallback", "always"] = "off"
+    """Digit probabilities after `Score: `: off; only when the text has no score; for every judgment."""
+
+
+class PairsConfig(Section):
+    min_margin: float = Field(0.0, ge=0)
+    """Drop a pair unless chosen - rejected average score exceeds this (ties are always dropped)."""
+
+
+class Config(Section):
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
+    data: DataConfig = DataConfig()
+    prompts: PromptsConfig = PromptsConfig()
+    candidates: CandidatesConfig = CandidatesConfig()
+    judge: JudgeConfig = JudgeConfig()
+    pairs: PairsConfig = PairsConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.prompts.min_words > self.prompts.max_words:
+            raise ValueError("prompts.min_words must not exceed prompts.max_words")
+        return self
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SelfRewardError(f"config {path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise SelfRewardError(f"config {path}: the top level must be a mapping of keys")
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_raw(source: str | None) -> dict[str, Any]:
+    """A preset name or a YAML path -> raw dict. A file may name a preset to build on with `base:`."""
+    source = source or "demo"
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        path = PRESETS_DIR / f"{source}.yaml"
+        if not path.exists():
+            raise SelfRewardError(f"unknown preset {source!r} (presets: {', '.join(preset_names())}; or give a YAML file)")
+    elif not path.is_file():
+        raise SelfRewardError(f"config file not found: {source}")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str) or Path(base).resolve() == path.resolve():
+            raise SelfRewardError(f"config {path}: `base` must name another preset or YAML file")
+        data = _merge(load_raw(base), data)
+    return data
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["judge.k=5", "data.ift=[a.jsonl]"]` -> nested dict; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SelfRewardError(f"override {item!r} must look like section.key=value")
+        try:
+            value = yaml_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SelfRewardError(f"override {item!r} conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+        else:
+            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return "config error: " + "; ".join(problems)
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise SelfRewardError(format_validation_error(exc)) from None
+
+
+def load_config(source: str | None = None, overrides: list[str] | None = None) -> Config:
+    return build_config(_merge(load_raw(source), parse_overrides(overrides or [])))
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return config.model_dump(mode="json")

@@ -1,0 +1,55 @@
+"""The generation interface every engine implements: chat requests + sampling -> texts."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sequence to generate: a chat rendered with the tokenizer's template, then `prefix`
+    (text the assistant turn starts with, e.g. `Task 9:`)."""
+
+    messages: tuple[tuple[str, str], ...]
+    prefix: str = ""
+
+    @classmethod
+    def user(cls, content: str, prefix: str = "") -> Request:
+        return cls(messages=(("user", content),), prefix=prefix)
+
+
+@dataclass
+class Completion:
+    text: str
+    num_tokens: int
+    finished: bool = field(default=True)
+    """False when generation stopped at max_new_tokens instead of end-of-sequence."""
+
+
+class Engine(ABC):
+    """Generates completions for chat requests. One call is one batch; `seed` makes it repeatable."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    def generate(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Completion]: ...
+
+    def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float]]:
+        """Probabilities of each single-token choice right after each request's rendered text
+        (prefix included), renormalised over the choices."""
+        raise NotImplementedError(f"the {self.name} engine cannot read token probabilities")
+
+    def prompt_length(self, request: Request) -> int:
+        """A cheap, deterministic size of the rendered request, used to sort work into batches."""
+        return sum(len(content) for _, content in request.messages) + len(request.prefix)
+
+    def close(self) -> None:
+        """Release memory (models, server handles)."""

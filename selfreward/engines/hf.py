@@ -1,0 +1,104 @@
+"""The transformers engine: batched `generate` with left padding, seeded sampling, bf16 on CPU."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+from selfreward.config import ModelConfig
+from selfreward.engines.base import Completion, Engine, Request, Sampling
+from selfreward.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+
+
+class HFEngine(Engine):
+    name = "hf"
+
+    def __init__(self, model: ModelConfig, batch_size: int, name_or_path: str | None = None):
+        path = resolve_model(name_or_path or model.name_or_path)
+        self.device = pick_device(model.device)
+        self.batch_size = batch_size
+        self.tokenizer = load_tokenizer(path, model.max_length, model.trust_remote_code)
+        self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"
+        self.model = load_model(path, pick_dtype(model.dtype, self.device), self.device, model.trust_remote_code)
+        self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer.eos_token_id not in eos:
+            eos.append(self.tokenizer.eos_token_id)
+        self.eos_ids = eos
+
+    def render(self, request: Request) -> str:
+        messages = [{"role": role, "content": content} for role, content in request.messages]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + request.prefix
+
+    def _encode(self, texts: list[str], room: int) -> dict[str, torch.Tensor]:
+        limit = max(8, self.tokenizer.model_max_length - room)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit, add_special_tokens=False)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    @torch.inference_mode()
+    def generate(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Completion]:
+        texts = [self.render(r) for r in requests]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[Completion | None] = [None] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            enc = self._encode([texts[i] for i in chunk], sampling.max_new_tokens)
+            torch.manual_seed(seed + start)
+            do_sample = sampling.temperature > 0
+            generated = self.model.generate(
+                **enc,
+                do_sample=do_sample,
+                temperature=sampling.temperature if do_sample else None,
+                top_p=sampling.top_p if do_sample else None,
+                top_k=None,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )[:, enc["input_ids"].shape[1] :]
+            for row, i in enumerate(chunk):
+                ids = generated[row].tolist()
+                stop = next((j for j, t in enumerate(ids) if t in self.eos_ids), None)
+                kept = ids if stop is None else ids[:stop]
+                text = self.tokenizer.decode(kept, skip_special_tokens=True)
+                out[i] = Completion(text=text.strip(), num_tokens=len(kept) + (stop is not None), finished=stop is not None)
+        return out  # type: ignore[return-value]
+
+    def _choice_token_ids(self, choices: list[str]) -> list[list[int]]:
+        """For each choice, the single-token spellings with and without a leading space."""
+        ids = []
+        for choice in choices:
+            variants = []
+            for spelling in (choice, " " + choice):
+                tokens = self.tokenizer.encode(spelling, add_special_tokens=False)
+                if len(tokens) == 1 and tokens[0] not in variants:
+                    variants.append(tokens[0])
+            if not variants:
+                raise ValueError(f"choice {choice!r} is not a single token for this tokenizer")
+            ids.append(variants)
+        return ids
+
+    @torch.inference_mode()
+    def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float]]:
+        token_ids = self._choice_token_ids(choices)
+        texts = [self.render(r) for r in requests]
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self._encode(texts[start : start + self.batch_size], room=1)
+            logits = self.model(**enc).logits[:, -1, :].float()
+            probs = torch.softmax(logits, dim=-1)
+            mass = torch.stack([probs[:, ids].sum(dim=-1) for ids in token_ids], dim=-1)
+            out.extend((mass / mass.sum(dim=-1, keepdim=True).clamp_min(1e-12)).tolist())
+        return out
+
+    def prompt_length(self, request: Request) -> int:
+        return len(self.render(request))
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

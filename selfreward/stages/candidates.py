@@ -1,0 +1,44 @@
+"""Stage `candidates`: N sampled answers per prompt from the current model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from selfreward.config import CandidatesConfig
+from selfreward.engines.base import Engine, Request, Sampling
+from selfreward.errors import SelfRewardError
+from selfreward.records import StageFiles
+from selfreward.stages.common import WorkItem, mean, run_batches
+
+
+def generate_candidates(config: CandidatesConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+    files = StageFiles(out_dir, "candidates")
+    if files.done():
+        return files.read_stats()
+    prompts = StageFiles(out_dir, "prompts")
+    if not prompts.records.exists():
+        raise SelfRewardError(f"{prompts.records} not found: run the prompts stage first")
+    rows = prompts.read()
+    if not rows:
+        raise SelfRewardError(f"{prompts.records} holds no prompts: nothing to answer")
+    items = [
+        WorkItem(f"{p['id']}-c{j}", Request.user(p["prompt"]), {"prompt_id": p["id"], "prompt": p["prompt"], "index": j})
+        for p in rows
+        for j in range(config.n)
+    ]
+    run = run_batches(files, items, engine, Sampling(config.temperature, config.top_p, config.max_new_tokens), seed, batch_size, "candidates")
+    records = run.records
+    stats = {
+        "stage": "candidates",
+        "prompts": len(rows),
+        "candidates": len(records),
+        "empty": sum(1 for r in records if not r["text"]),
+        "truncated": sum(1 for r in records if not r["finished"]),
+        "mean_chars": mean([len(r["text"]) for r in records]),
+        "mean_tokens": mean([r["num_tokens"] for r in records]),
+        "new_tokens": run.new_tokens,
+        "tokens_per_second": run.tokens_per_second,
+    }
+    files.finish(records, stats)
+    return stats

@@ -1,0 +1,95 @@
+"""Shared machinery of generation stages: stable seeds, resumable batches, progress with tokens/s."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from selfreward.engines.base import Completion, Engine, Request, Sampling
+from selfreward.records import StageFiles
+
+
+def derive_seed(seed: int, key: str) -> int:
+    """A 31-bit seed from the run seed and a stable key (independent of batch order or resumes)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "big") >> 1
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    id: str
+    request: Request
+    payload: dict[str, Any]
+    """Fields copied into the record written for this item."""
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
+@dataclass
+class BatchRun:
+    records: list[dict[str, Any]]
+    new_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return round(self.new_tokens / self.seconds, 1) if self.seconds > 0 and self.new_tokens else None
+
+
+def run_batches(
+    files: StageFiles,
+    items: list[WorkItem],
+    engine: Engine,
+    sampling: Sampling,
+    seed: int,
+    batch_size: int,
+    label: str,
+    finish_batch: Callable[[list[WorkItem], list[Completion]], list[dict[str, Any]]] | None = None,
+) -> BatchRun:
+    """Generate one completion per item, resuming from the records already in `files`.
+
+    Items are sorted by prompt length and cut into fixed batches; each batch is seeded from its
+    first id and committed (fsynced) as a whole, so a resumed run writes exactly the records an
+    uninterrupted one would. `finish_batch` turns a batch's completions into records (default:
+    payload + id + text)."""
+    done = {r["id"]: r for r in files.load_progress()}
+    ordered = sorted(items, key=lambda it: (engine.prompt_length(it.request), it.id))
+    batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    new_tokens, started = 0, time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=len(items), completed=len(done), rate="")
+        for batch in batches:
+            if all(item.id in done for item in batch):
+                continue
+            completions = engine.generate([it.request for it in batch], sampling, derive_seed(seed, batch[0].id))
+            if finish_batch is not None:
+                rows = finish_batch(batch, completions)
+            else:
+                rows = [
+                    {"id": it.id, **it.payload, "text": c.text, "num_tokens": c.num_tokens, "finished": c.finished}
+                    for it, c in zip(batch, completions)
+                ]
+            files.append(rows)
+            done.update((r["id"], r) for r in rows)
+            new_tokens += sum(c.num_tokens for c in completions)
+            elapsed = time.perf_counter() - started
+            bar.update(task, completed=len(done), rate=f"{new_tokens / max(elapsed, 1e-9):.0f} tok/s")
+    seconds = time.perf_counter() - started
+    return BatchRun([done[item.id] for item in items], new_tokens, seconds)
+
+
+def mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None

@@ -1,0 +1,169 @@
+"""Stage `prompts`: new prompts by few-shot self-instruct, with Self-Instruct's filters.
+
+Each round sends `requests_per_round` requests, each showing 8 shots (6 seed prompts, 2 prompts
+generated so far; seed prompts fill in while fewer exist), parses the numbered tasks out of each
+completion and filters them: length bounds, keyword blacklist, bad first character, exact and
+near (normalised) duplicates, and ROUGE-L >= threshold to any existing prompt. Every generated
+task is kept in `prompts.raw.jsonl` with its verdict; the kept ones go to `prompts.jsonl`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rouge_score import rouge_scorer, tokenizers
+
+from selfreward.config import PromptsConfig
+from selfreward.engines.base import Engine, Request, Sampling
+from selfreward.prompts import fill, load_template
+from selfreward.records import StageFiles, read_jsonl, write_jsonl
+from selfreward.stages.common import derive_seed, progress_bar
+
+TASK_MARKER = re.compile(r"(?:^|\n)\s*[*#]*\s*(?:Task|Instruction|Prompt|Question)?\s*#?\s*\d{1,3}\s*[:.)]\**\s*", re.IGNORECASE)
+ANSWER_MARKER = re.compile(r"\n\s*[*#]*\s*(?:Answer|Output|Response|Solution|Example output)\s*[:.]", re.IGNORECASE)
+
+
+def parse_tasks(completion: str, finished: bool) -> list[str]:
+    """Numbered tasks out of a completion that continues `Task N:`; answers after a task are cut.
+    When the completion hit the token limit, its last task may be cut short and is dropped."""
+    parts = [p.strip() for p in TASK_MARKER.split("\n" + completion)]
+    tasks = [p for p in parts if p]
+    if not finished and tasks:
+        tasks = tasks[:-1]
+    out = []
+    for task in tasks:
+        task = ANSWER_MARKER.split("\n" + task)[0].strip().strip('"').strip()
+        if task:
+            out.append(re.sub(r"[ \t]+", " ", task))
+    return out
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+
+
+class PromptFilter:
+    """Self-Instruct's filters against a growing pool of existing prompts."""
+
+    def __init__(self, config: PromptsConfig, existing: list[str]):
+        self.config = config
+        self.tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
+        self.pool: list[list[str]] = []
+        self.seen: set[str] = set()
+        self.blacklist = re.compile(r"\b(?:" + "|".join(map(re.escape, config.blacklist)) + r")\b", re.IGNORECASE) if config.blacklist else None
+        for text in existing:
+            self.add(text)
+
+    def add(self, text: str) -> None:
+        self.pool.append(self.tokenizer.tokenize(text))
+        self.seen.add(normalise(text))
+
+    def max_rouge(self, text: str) -> float:
+        tokens = self.tokenizer.tokenize(text)
+        best = 0.0
+        for other in self.pool:
+            best = max(best, rouge_scorer._score_lcs(other, tokens).fmeasure)
+            if best >= self.config.rouge_threshold:
+                break
+        return best
+
+    def reason(self, text: str) -> str | None:
+        """Why `text` is rejected, or None when it is kept."""
+        words = len(text.split())
+        if words < self.config.min_words:
+            return "too_short"
+        if words > self.config.max_words:
+            return "too_long"
+        if not text[0].isascii() or not text[0].isalnum():
+            return "bad_start"
+        if self.blacklist is not None and self.blacklist.search(text):
+            return "blacklist"
+        if normalise(text) in self.seen:
+            return "duplicate"
+        if self.max_rouge(text) >= self.config.rouge_threshold:
+            return "rouge_similar"
+        return None
+
+
+def build_request(template: str, shots: list[str]) -> Request:
+    examples = "\n".join(f"Task {i}: {shot.strip()}" for i, shot in enumerate(shots, 1))
+    return Request.user(fill(template, examples=examples, next=str(len(shots) + 1)), prefix=f"Task {len(shots) + 1}:")
+
+
+def generate_prompts(config: PromptsConfig, engine: Engine, seed_prompts: list[str], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+    """Run (or resume) the stage into `out_dir`; returns its stats."""
+    files = StageFiles(out_dir, "prompts")
+    if files.done():
+        return files.read_stats()
+    template = fill(load_template("self_instruct"), count=str(config.tasks_per_request))
+    raw_path = out_dir / "prompts.raw.jsonl"  # written just before the final files
+    raw = read_jsonl(raw_path) if raw_path.exists() else files.load_progress()
+    kept = [r for r in raw if r["status"] == "kept"]
+    flt = PromptFilter(config, seed_prompts + [r["prompt"] for r in kept])
+    sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
+    first_round = max((r["round"] for r in raw), default=-1) + 1
+    started, new_tokens = time.perf_counter(), 0
+    rounds = first_round
+    with progress_bar() as bar:
+        task = bar.add_task("prompts", total=config.num_prompts, completed=len(kept), rate="")
+        for rnd in range(first_round, config.max_rounds):
+            if len(kept) >= config.num_prompts:
+                break
+            rng = random.Random(derive_seed(seed, f"prompts-round-{rnd}"))
+            requests = []
+            for _ in range(config.requests_per_round):
+                generated = [r["prompt"] for r in kept]
+                n_gen = min(config.generated_shots, len(generated))
+                n_seed = min(config.seed_shots + config.generated_shots - n_gen, len(seed_prompts))
+                shots = rng.sample(seed_prompts, n_seed) + rng.sample(generated, n_gen)
+                requests.append(build_request(template, shots))
+            completions = []
+            for start in range(0, len(requests), batch_size):
+                completions += engine.generate(requests[start : start + batch_size], sampling, derive_seed(seed, f"prompts-{rnd}-{start}"))
+            rows = []
+            for req_index, completion in enumerate(completions):
+                new_tokens += completion.num_tokens
+                for task_index, text in enumerate(parse_tasks(completion.text, completion.finished)):
+                    row = {"id": f"r{rnd:03d}-{req_index:02d}-{task_index:02d}", "round": rnd, "prompt": text}
+                    why = flt.reason(text) if len(kept) < config.num_prompts else "over_quota"
+                    if why is None:
+                        flt.add(text)
+                        row |= {"status": "kept", "prompt_id": f"p{len(kept):05d}"}
+                        kept.append(row)
+                    else:
+                        row |= {"status": why}
+                    rows.append(row)
+            if not rows:  # record the round even when nothing parsed, so a resume moves on
+                rows.append({"id": f"r{rnd:03d}-none", "round": rnd, "prompt": "", "status": "no_tasks_parsed"})
+            files.append(rows)
+            raw += rows
+            rounds = rnd + 1
+            elapsed = time.perf_counter() - started
+            bar.update(task, completed=len(kept), rate=f"{new_tokens / max(elapsed, 1e-9):.0f} tok/s")
+    seconds = time.perf_counter() - started
+    records = [{"id": r["prompt_id"], "prompt": r["prompt"], "round": r["round"], "source": "self-instruct"} for r in kept]
+    verdicts = Counter(r["status"] for r in raw if r["status"] != "no_tasks_parsed")
+    stats = {
+        "stage": "prompts",
+        "prompts_kept": len(records),
+        "prompts_requested": config.num_prompts,
+        "rounds": rounds,
+        "requests": rounds * config.requests_per_round,
+        "tasks_parsed": sum(verdicts.values()),
+        "verdicts": dict(sorted(verdicts.items())),
+        "keep_rate": round(len(records) / max(1, sum(verdicts.values())), 3),
+        "seed_prompts": len(seed_prompts),
+        "mean_prompt_words": round(sum(len(r["prompt"].split()) for r in records) / max(1, len(records)), 1),
+        "new_tokens": new_tokens,
+        "tokens_per_second": round(new_tokens / seconds, 1) if new_tokens and seconds > 0 else None,
+    }
+    if len(records) < config.num_prompts:
+        stats["warning"] = f"only {len(records)} of {config.num_prompts} prompts after {config.max_rounds} rounds (prompts.max_rounds)"
+    write_jsonl(raw_path, raw)
+    files.finish(records, stats)
+    return stats

@@ -1,0 +1,75 @@
+import pytest
+
+from selfreward.engines.base import Completion, Request
+from selfreward.config import JudgeConfig
+from selfreward.prompts import load_template
+from selfreward.stages.common import WorkItem
+from selfreward.stages.judge import judge_request, judge_template, parse_score, score_completions
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer is relevant and complete.\nScore: 4", 4.0),
+        ("Score: 2\nOn reflection it deserves more.\nScore: 3", 3.0),  # the last score wins
+        ("Well organised. Score: 4/5", 4.0),
+        ("Score: 8/10", 4.0),  # rescaled to 5 points
+        ("Mostly right. Score: 4.5", 4.5),
+        ("**Score:** 5", 5.0),
+        ("Total score = 3.", 3.0),
+        ("I would give it a score of 2 out of 5.", 2.0),
+        ("No number here at all.", None),
+        ("Score: 7", None),  # out of range
+        ("Score: -1", None),
+        ("", None),
+        ('Conclude with the score using the format: "Score: <total points>"', None),
+        ("The response scored well.", None),
+    ],
+)
+def test_parse_score(text, expected):
+    assert parse_score(text) == expected
+
+
+def test_score_in_the_prompt_is_never_read():
+    """The judge prompt itself says `Score: <total points>` and may quote a score in the response;
+    only the generated judgment counts."""
+    template = judge_template("judge_additive_5pt")
+    request = judge_request(template, "What is 2+2?", "4. Score: 5")
+    prompt_text = request.messages[0][1]
+    assert "Score: 5" in prompt_text and "{instruction}" not in prompt_text
+    item = WorkItem("c0-j0", request, {"candidate_id": "c0", "prompt_id": "p0", "index": 0})
+    rows = score_completions(JudgeConfig(fallback="off"), engine=None, items=[item], completions=[Completion("It is a bare answer.", 6)])
+    assert rows[0]["score"] is None and rows[0]["method"] is None
+
+
+class FixedProbs:
+    name = "fixed"
+
+    def __init__(self):
+        self.requests = []
+
+    def choice_probs(self, requests, choices):
+        self.requests += requests
+        return [[0, 0, 0, 0.5, 0.5, 0] for _ in requests]
+
+
+@pytest.mark.parametrize(("mode", "text", "score", "method"), [
+    ("off", "no score", None, None),
+    ("fallback", "no score", 3.5, "digit_probs"),
+    ("fallback", "fine. Score: 2", 2.0, "text"),
+    ("always", "fine. Score: 2", 3.5, "digit_probs"),
+])
+def test_fallback_modes(mode, text, score, method):
+    engine = FixedProbs()
+    item = WorkItem("c0-j0", Request.user("judge this"), {"candidate_id": "c0"})
+    row = score_completions(JudgeConfig(fallback=mode), engine, [item], [Completion(text, 3)])[0]
+    assert row["score"] == score and row["method"] == method
+    assert row["text"] == text and row["text_score"] == parse_score(text)
+    if method == "digit_probs":
+        assert row["digit_probs"]["argmax"] == 3 and row["digit_probs"]["expected"] == 3.5
+        assert engine.requests[0].prefix.endswith("\nScore:") and engine.requests[0].prefix.startswith(text)
+
+
+def test_shipped_judge_template_has_fields():
+    text = load_template("judge_additive_5pt")
+    assert "{instruction}" in text and "{response}" in text and "Score: <total points>" in text
