@@ -73,11 +73,11 @@ class EngineCache:
 def run_aift(config: Config, out_dir: Path, model: str | None = None, tag: str = "aift", force: bool = False, console: Console | None = None) -> dict[str, dict[str, Any]]:
     """Create (or resume) AIFT data of `model` (default: config.model) in `out_dir`; returns stats per stage."""
     console = console or Console()
-    model_path = resolve_model(model or config.model.name_or_path)
-    generator = resolve_model(config.prompts.generator) if config.prompts.generator else model_path
     seed_examples, reports = load_ift(config.data.ift, config.data.lang, config.data.max_ift)
     for report in reports:
         console.print(f"seed data: {report.summary()}")
+    model_path = resolve_model(model or config.model.name_or_path)
+    generator = resolve_model(config.prompts.generator) if config.prompts.generator else model_path
     seed_prompts = [e.prompt for e in seed_examples]
     out_dir.mkdir(parents=True, exist_ok=True)
     bind_config(out_dir, config, force)

@@ -95,8 +95,8 @@ def _stage(name: str, config: str | None, out: Path, set_: list[str] | None, mod
         bind_config(out, cfg, force)
         show_stats({name: make_pairs(cfg.pairs, out)})
         return
-    path = resolve_model(model or (cfg.prompts.generator if name == "prompts" and cfg.prompts.generator else cfg.model.name_or_path))
     seed_prompts = [e.prompt for e in load_ift(cfg.data.ift, cfg.data.lang, cfg.data.max_ift)[0]] if name == "prompts" else []
+    path = resolve_model(model or (cfg.prompts.generator if name == "prompts" and cfg.prompts.generator else cfg.model.name_or_path))
     out.mkdir(parents=True, exist_ok=True)
     bind_config(out, cfg, force)
     engine = make_engine(cfg, path)

@@ -22,9 +22,8 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from selfreward.seed import DEMO_FILES
-
-    corpus = [line for f in DEMO_FILES.values() for line in f.read_text(encoding="utf-8").splitlines()]
+    words = "the a of to and is in for with on how what why explain write list describe answer response user score task".split()
+    corpus = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(12)) for i in range(200)]
     corpus += ["Score: 0 1 2 3 4 5", "Task 1: Task 2: Task 9:"]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

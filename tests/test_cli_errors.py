@@ -1,0 +1,50 @@
+"""What a new user sees on bad input: one line naming the problem, exit code 2, nothing written."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from selfreward.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "data.ift=[{tmp}/missing.jsonl]"], "data file not found"),
+    (["--set", "judge.kk=3"], "unknown key 'judge.kk'"),
+    (["--set", "judge.k=three"], "judge.k: Input should be a valid integer"),
+    (["--set", "model.name_or_path={tmp}/no/such/model"], "model path does not exist"),
+    (["{tmp}/nope.yaml"], "config file not found"),
+])
+def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    result = run("aift", *[a.replace("{tmp}", str(tmp_path)) for a in args], "--out", str(out))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_malformed_rows_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "seed.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n{oops\n" + json.dumps({"prompt": 1}) + "\n")
+    result = run("data", str(path))
+    assert result.exit_code == 0
+    assert "3 rows, 1 usable, 2 skipped (first: line 2: not valid JSON" in result.output
+
+
+def test_model_directory_without_config(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("candidates", "--set", f"model.name_or_path={tmp_path / 'empty'}", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "has no config.json" in result.stderr
+
+
+def test_stage_without_its_input(tiny_model, tmp_path):
+    result = run("judge", "--set", f"model.name_or_path={tiny_model}", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "candidates.jsonl not found: run the candidates stage first" in result.stderr

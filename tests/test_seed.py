@@ -1,0 +1,105 @@
+import json
+
+import pytest
+
+from selfreward.errors import SelfRewardError
+from selfreward.seed import DEMO_FILES, load_ift, load_ranked
+
+
+def _jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def _message(mid, parent, role, text, rank=None, lang="en", quality=None):
+    row = {"message_id": mid, "parent_id": parent, "role": role, "text": text, "lang": lang, "rank": rank, "deleted": False}
+    if quality is not None:
+        row["labels"] = {"name": ["spam", "quality"], "value": [0.0, quality], "count": [3, 3]}
+    return row
+
+
+def test_oasst_messages_first_turn_english_rank0(tmp_path):
+    path = _jsonl(tmp_path / "m.jsonl", [
+        _message("r1", None, "prompter", "Question one?"),
+        _message("a1", "r1", "assistant", "good", 0, quality=0.9),
+        _message("a2", "r1", "assistant", "bad", 1, quality=0.2),
+        _message("a3", "r1", "assistant", "unranked"),
+        _message("f1", "a1", "prompter", "follow-up?"),
+        _message("a4", "f1", "assistant", "second turn", 0),
+        _message("r2", None, "prompter", "Frage?", lang="de"),
+        _message("a5", "r2", "assistant", "Antwort", 0, lang="de"),
+        {"message_id": "x", "role": "robot", "text": "?"},
+    ])
+    ift, reports = load_ift([path])
+    assert [(e.prompt, e.response) for e in ift] == [("Question one?", "good")]
+    assert reports[0].format == "oasst-messages" and reports[0].skipped == 1 and "unknown role" in reports[0].first_bad
+    groups, _ = load_ranked([path])
+    assert len(groups) == 1
+    assert [(r.text, r.rank, r.quality) for r in groups[0].responses] == [("good", 0, 0.9), ("bad", 1, 0.2)]
+
+
+def test_oasst_tree(tmp_path):
+    tree = {"message_tree_id": "t1", "prompt": {"message_id": "t1", "text": "Root?", "role": "prompter", "lang": "en", "replies": [
+        {"message_id": "b", "text": "second", "role": "assistant", "lang": "en", "rank": 1, "replies": []},
+        {"message_id": "a", "text": "first", "role": "assistant", "lang": "en", "rank": 0, "replies": []},
+    ]}}
+    path = _jsonl(tmp_path / "t.jsonl", [tree, {"message_tree_id": "t2", "prompt": "not a tree"}])
+    groups, reports = load_ranked([path])
+    assert [r.text for r in groups[0].responses] == ["first", "second"]
+    assert reports[0].skipped == 1
+    assert load_ift([path])[0][0].response == "first"
+
+
+def test_plain_jsonl_rows_and_malformed_rows_are_counted(tmp_path):
+    path = _jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "p1", "response": "r1"},
+        "{not json",
+        {"prompt": "", "response": "r"},
+        [1, 2],
+        {"prompt": "p2", "response": "r2"},
+    ])
+    ift, reports = load_ift([path])
+    assert [e.prompt for e in ift] == ["p1", "p2"]
+    assert (reports[0].rows, reports[0].skipped) == (5, 3)
+    assert reports[0].first_bad.startswith("line 2: not valid JSON")
+
+
+def test_ranked_rows_and_question_answer_rows(tmp_path):
+    ranked = _jsonl(tmp_path / "r.jsonl", [{"prompt": "q", "responses": [{"text": "meh", "rank": 2}, {"text": "best", "rank": 0}, {"text": "ok", "rank": 1}]}])
+    groups, _ = load_ranked([ranked])
+    assert [r.text for r in groups[0].responses] == ["best", "ok", "meh"]
+    qa = _jsonl(tmp_path / "qa.jsonl", [{"question": "q1", "answer": "b", "rank": 1.0}, {"question": "q1", "answer": "a", "rank": 0.0}, {"question": "q2", "answer": "c", "rank": 2.0}])
+    groups, _ = load_ranked([qa])
+    assert len(groups) == 1 and [r.text for r in groups[0].responses] == ["a", "b"]
+    assert [e.prompt for e in load_ift([qa])[0]] == ["q1"]  # q2 has no rank-0 answer
+
+
+def test_errors(tmp_path):
+    with pytest.raises(SelfRewardError, match="data file not found"):
+        load_ift([str(tmp_path / "missing.jsonl")])
+    bad = _jsonl(tmp_path / "bad.jsonl", ["nope", {"text": "x"}])
+    with pytest.raises(SelfRewardError, match=r"no usable rows .* first problem at line 1"):
+        load_ift([bad])
+    single = _jsonl(tmp_path / "single.jsonl", [{"prompt": "p", "response": "r"}])
+    with pytest.raises(SelfRewardError, match="two or more ranked"):
+        load_ranked([single])
+
+
+def test_demo_data_is_embedded_and_sized():
+    ift, _ = load_ift(["demo"])
+    groups, _ = load_ranked(["demo"])
+    assert len(ift) >= 60 and len(groups) >= 30
+    assert all(len(g.responses) == 3 and [r.rank for r in g.responses] == [0, 1, 2] for g in groups)
+    assert not {e.prompt for e in ift} & {g.prompt for g in groups}
+    assert all(p.exists() for p in DEMO_FILES.values())
+
+
+def test_shared_oasst_files(shared_data):
+    oasst = shared_data / "oasst1"
+    groups, _ = load_ranked([str(oasst / "oasst1_en_validation_messages.jsonl")])
+    assert len(groups) == 186 and sum(len(g.responses) for g in groups) == 541
+    assert sum(r.quality is not None for g in groups for r in g.responses) > 400
+    ranked_view, _ = load_ranked([str(oasst / "oasst1_en_validation_firstturn_ranked.jsonl")])
+    assert {g.prompt for g in ranked_view} == {g.prompt for g in groups}
+    trees, _ = load_ranked([str(oasst / "oa_en_100_tree.jsonl")])
+    assert len(trees) == 99
