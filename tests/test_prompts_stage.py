@@ -3,7 +3,7 @@ from selfreward.stages.prompts import PromptFilter, build_request, parse_tasks
 
 
 def test_parse_tasks_splits_numbered_tasks_and_cuts_answers():
-    completion = " Name three uses of baking soda.\nTask 10: Explain why leaves change colour in autumn.\nAnswer: Chlorophyll breaks down.\n11. Write a limerick about a cat."
+    completion = " Name three uses of baking soda.\n\nHere are more tasks:\nTask 10: Explain why leaves change colour in autumn.\nAnswer: Chlorophyll breaks down.\n11. Write a limerick about a cat."
     assert parse_tasks(completion, finished=True) == [
         "Name three uses of baking soda.",
         "Explain why leaves change colour in autumn.",

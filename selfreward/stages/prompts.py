@@ -29,15 +29,16 @@ ANSWER_MARKER = re.compile(r"\n\s*[*#]*\s*(?:Answer|Output|Response|Solution|Exa
 
 
 def parse_tasks(completion: str, finished: bool) -> list[str]:
-    """Numbered tasks out of a completion that continues `Task N:`; answers after a task are cut.
-    When the completion hit the token limit, its last task may be cut short and is dropped."""
+    """Numbered tasks out of a completion that continues `Task N:`. A task is its first paragraph
+    (answers and chatter after it are cut). When the completion hit the token limit, its last
+    task may be cut short and is dropped."""
     parts = [p.strip() for p in TASK_MARKER.split("\n" + completion)]
     tasks = [p for p in parts if p]
     if not finished and tasks:
         tasks = tasks[:-1]
     out = []
     for task in tasks:
-        task = ANSWER_MARKER.split("\n" + task)[0].strip().strip('"').strip()
+        task = ANSWER_MARKER.split("\n" + task)[0].strip().split("\n\n")[0].strip().strip('"').strip()
         if task:
             out.append(re.sub(r"[ \t]+", " ", task))
     return out
@@ -156,7 +157,7 @@ def generate_prompts(config: PromptsConfig, engine: Engine, seed_prompts: list[s
         "requests": rounds * config.requests_per_round,
         "tasks_parsed": sum(verdicts.values()),
         "verdicts": dict(sorted(verdicts.items())),
-        "keep_rate": round(len(records) / max(1, sum(verdicts.values())), 3),
+        "keep_rate": round(len(records) / max(1, sum(verdicts.values()) - verdicts["over_quota"]), 3),
         "seed_prompts": len(seed_prompts),
         "mean_prompt_words": round(sum(len(r["prompt"].split()) for r in records) / max(1, len(records)), 1),
         "new_tokens": new_tokens,
