@@ -142,6 +142,38 @@ def pairs(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOp
 
 @app.command()
 @friendly
+def run(
+    config: ConfigArg = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<preset>-<time>).")] = None,
+    set_: SetOpt = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this directory.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """The whole loop: SFT baseline, EFT, M1 = SFT, then AIFT(M_t) -> DPO -> M_{t+1} per iteration."""
+    from datetime import datetime
+
+    from selfreward.pipeline import open_run, preamble_table, run_pipeline, summary_table
+
+    if resume is not None:
+        given = config is not None or bool(set_)
+        saved = resume / "config.yaml"  # overrides apply to the run's own config unless CONFIG is given
+        cfg = open_run(resume, _config(config or (str(saved) if saved.exists() else None), set_) if given else None, given, force)
+        run_dir = resume
+    else:
+        cfg = _config(config, set_)
+        name = Path(config).stem if config else "demo"
+        run_dir = out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+        if (run_dir / "manifest.json").exists():
+            raise SelfRewardError(f"{run_dir} already holds a run; continue it with `selfreward run --resume {run_dir}`")
+    console.print(f"run directory: {run_dir}")
+    summary = run_pipeline(cfg, run_dir, console, force=force)
+    console.print(preamble_table(summary))
+    console.print(summary_table(summary))
+    console.print(f"models: {', '.join(str(run_dir / 'models' / m) for m in summary['models'])}")
+
+
+@app.command()
+@friendly
 def data(sources: Annotated[list[str], typer.Argument(help="Data files, hub names or `demo`.")], ranked: Annotated[bool, typer.Option(help="Load ranked groups instead of IFT examples.")] = False, lang: str = "en") -> None:
     """Check seed data: rows read, usable, skipped (with the first bad row)."""
     from selfreward.seed import load_ift, load_ranked

@@ -115,6 +115,71 @@ class PairsConfig(Section):
     """Drop a pair unless chosen - rejected average score exceeds this (ties are always dropped)."""
 
 
+class EFTConfig(Section):
+    """Evaluation fine-tuning data: judgments of human-ranked responses that agree with the ranking."""
+
+    judge: str = "baseline"
+    """Who writes the judgments: `baseline` (the SFT baseline, as in the paper), `seed` (M0) or a model path/id."""
+    eval_fraction: float = Field(0.25, ge=0, lt=1)
+    """Share of ranked prompts held out (by prompt) as the reward-modelling test set."""
+    max_groups: int | None = Field(None, gt=0)
+    """Use at most this many training groups (None: all)."""
+    downsample: bool = True
+    """Down-sample the most frequent score to the count of the second most frequent."""
+
+
+class TrainConfig(Section):
+    learning_rate: float = Field(gt=0)
+    final_learning_rate: float = Field(ge=0)
+    """The learning rate decays linearly from learning_rate to this value."""
+    batch_size: int = Field(16, gt=0)
+    """Effective batch: micro_batch_size x gradient accumulation (x GPUs)."""
+    micro_batch_size: int = Field(1, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Set on every dropout field the model's config has (Llama: attention_dropout)."""
+    max_length: int = Field(1024, gt=16)
+    bf16: bool | Literal["auto"] = "auto"
+    """Mixed precision: auto = on for GPUs with bf16 and CPUs with AMX/AVX-512-BF16."""
+    gradient_checkpointing: bool = False
+    save_steps: int = Field(200, gt=0)
+    """A Trainer checkpoint every this many optimizer steps (also what a resumed stage restarts from)."""
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> TrainConfig:
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError("batch_size must be a multiple of micro_batch_size")
+        if self.final_learning_rate > self.learning_rate:
+            raise ValueError("final_learning_rate must not exceed learning_rate")
+        return self
+
+
+class SFTConfig(TrainConfig):
+    learning_rate: float = Field(5.5e-6, gt=0)
+    final_learning_rate: float = Field(1.1e-6, ge=0)
+    baseline: bool = True
+    """Also train the SFT baseline (IFT only), for comparison and as the default EFT judge."""
+
+
+class DPOConfig(TrainConfig):
+    learning_rate: float = Field(1e-6, gt=0)
+    final_learning_rate: float = Field(1e-7, ge=0)
+    bf16: bool | Literal["auto"] = False
+    """fp32 by default: bf16 DPO margins on small models are rounding noise."""
+    beta: float = Field(0.1, gt=0)
+    loss_type: str = "sigmoid"
+    """Any of TRL's DPO loss types (sigmoid, ipo, hinge, robust, ...)."""
+    reference: str = "previous"
+    """`previous`: M_t, the model being trained, as in the paper; `m1`: a fixed M1; or a model path."""
+
+
+class LoopConfig(Section):
+    iterations: int = Field(2, ge=0)
+    """DPO iterations after M1: 2 gives M2 and M3 as in the paper."""
+    on_no_pairs: Literal["stop", "skip"] = "stop"
+    """An iteration with zero pairs: stop the run cleanly, or skip its DPO (M_{t+1} = M_t)."""
+
+
 class Config(Section):
     seed: int = 0
     model: ModelConfig = ModelConfig()
@@ -124,6 +189,10 @@ class Config(Section):
     candidates: CandidatesConfig = CandidatesConfig()
     judge: JudgeConfig = JudgeConfig()
     pairs: PairsConfig = PairsConfig()
+    eft: EFTConfig = EFTConfig()
+    sft: SFTConfig = SFTConfig()
+    dpo: DPOConfig = DPOConfig()
+    loop: LoopConfig = LoopConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -40,6 +40,9 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    # A random model almost never ends a sequence; a bias on EOS gives it finished answers of
+    # ~15 tokens, like a real model's (prompts parse as complete tasks, judgments end).
+    model.generation_config.sequence_bias = [[[tokenizer.eos_token_id], 3.5]]
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -1,0 +1,46 @@
+"""Stage `sft`: TRL's SFTTrainer on prompt/completion rows, loss on completion tokens only."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from selfreward.config import ModelConfig, SFTConfig
+from selfreward.errors import SelfRewardError
+from selfreward.models import pick_device
+from selfreward.records import write_json
+from selfreward.training import latest_checkpoint, load_for_training, log_metrics, save_final, trainer_arguments
+
+
+def sft_rows(examples: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """(prompt, completion) -> TRL's conversational prompt/completion format (the chat template applies)."""
+    return [{"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": c}]} for p, c in examples]
+
+
+def train_sft(model_config: ModelConfig, config: SFTConfig, base_model: str, examples: list[tuple[str, str]], stage_dir: Path, target: Path, seed: int) -> dict[str, Any]:
+    """Fine-tune `base_model` on `examples` and save the result to `target`; returns stats."""
+    if not examples:
+        raise SelfRewardError(f"no training examples for {target.name}")
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    device = pick_device(model_config.device)
+    model, tokenizer = load_for_training(model_config, base_model, config)
+    args = TRLSFTConfig(**trainer_arguments(config, stage_dir / "trainer", seed, device), completion_only_loss=True, packing=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(examples)), processing_class=tokenizer)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=latest_checkpoint(stage_dir / "trainer"))
+    save_final(trainer, tokenizer, target)
+    stats = {
+        "stage": "sft",
+        "base_model": base_model,
+        "examples": len(examples),
+        "bf16": args.bf16,
+        **log_metrics(trainer, ("loss",)),
+        "seconds": round(time.perf_counter() - started, 1),
+        "model": str(target),
+    }
+    write_json(stage_dir / "sft.stats.json", stats)
+    return stats

@@ -1,0 +1,97 @@
+"""What SFT and DPO share: TRL arguments from our config, dropout, precision, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfreward.config import ModelConfig, TrainConfig
+from selfreward.models import cpu_supports_bf16, load_model, load_tokenizer, resolve_model
+
+DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def use_bf16(setting: bool | str, device: str) -> bool:
+    if setting != "auto":
+        return bool(setting)
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
+def load_for_training(model_config: ModelConfig, name_or_path: str, train: TrainConfig) -> tuple[Any, Any]:
+    """Model in fp32 (mixed precision comes from the Trainer) with the configured dropout, and its tokenizer."""
+    path = resolve_model(name_or_path)
+    tokenizer = load_tokenizer(path, train.max_length, model_config.trust_remote_code)
+    model = load_model(path, torch.float32, "cpu", model_config.trust_remote_code)
+    for field in DROPOUT_FIELDS:
+        if hasattr(model.config, field):
+            setattr(model.config, field, train.dropout)
+    for module in model.modules():  # modules built with dropout rates read at init time
+        if isinstance(module, torch.nn.Dropout):
+            module.p = train.dropout
+    return model, tokenizer
+
+
+def trainer_arguments(train: TrainConfig, output_dir: Path, seed: int, device: str) -> dict[str, Any]:
+    """Keyword arguments shared by TRL's SFTConfig and DPOConfig."""
+    accumulation = train.batch_size // train.micro_batch_size
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        accumulation = max(1, accumulation // torch.cuda.device_count())
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": "polynomial",  # power 1: linear decay from learning_rate to lr_end
+        "lr_scheduler_kwargs": {"lr_end": train.final_learning_rate, "power": 1.0},
+        "warmup_steps": 0,
+        "per_device_train_batch_size": train.micro_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "num_train_epochs": train.epochs,
+        "max_length": train.max_length,
+        "bf16": use_bf16(train.bf16, device),
+        "activation_checkpointing": train.gradient_checkpointing,
+        "use_cpu": device == "cpu",
+        "save_strategy": "steps",
+        "save_steps": train.save_steps,
+        "logging_steps": 1,
+        "report_to": "none",
+        "seed": seed,
+        "data_seed": seed,
+        "disable_tqdm": False,
+    }
+
+
+def latest_checkpoint(output_dir: Path) -> str | None:
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def save_final(trainer: Any, tokenizer: Any, target: Path) -> None:
+    """Save a plain Hugging Face checkpoint (safetensors) atomically: a temp dir, then a rename."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def log_metrics(trainer: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """First/last/mean of per-step logged values, plus the trainer's final summary."""
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    out: dict[str, Any] = {"steps": trainer.state.global_step}
+    for key in keys:
+        values = [h[key] for h in history if key in h and isinstance(h[key], (int, float)) and math.isfinite(h[key])]
+        if values:
+            name = key.replace("rewards/", "reward_")
+            out[f"{name}_first"] = round(values[0], 4)
+            out[f"{name}_last"] = round(values[-1], 4)
+            out[f"{name}_mean"] = round(sum(values) / len(values), 4)
+    final = next((h for h in reversed(trainer.state.log_history) if "train_loss" in h), {})
+    if "train_loss" in final:
+        out["train_loss"] = round(final["train_loss"], 4)
+    return out
