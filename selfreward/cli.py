@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,16 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Directory for the stage's artifacts.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model to use instead of model.name_or_path.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a directory made with a different config.")]
+
+
+@app.callback()
+def quiet_libraries() -> None:
+    """Our own progress bars say what runs; silence the libraries' loading and mapping bars."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,6 +181,151 @@ def run(
     console.print(preamble_table(summary))
     console.print(summary_table(summary))
     console.print(f"models: {', '.join(str(run_dir / 'models' / m) for m in summary['models'])}")
+
+
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `selfreward run`.")]
+ModelsOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Checkpoint names to evaluate (default: all in RUN_DIR/models).")]
+
+
+def _run_config(run_dir: Path, set_: list[str] | None) -> Config:
+    """A run's own config plus overrides (eval settings such as the judge may change freely)."""
+    from selfreward.pipeline import open_run
+
+    open_run(run_dir, None, False, False)  # a clear error when RUN_DIR is not a run
+    return _config(str(run_dir / "config.yaml"), set_)
+
+
+@app.command("eval")
+@friendly
+def eval_(
+    run_dir: RunDirArg,
+    set_: SetOpt = None,
+    models: ModelsOpt = None,
+    no_h2h: Annotated[bool, typer.Option("--no-h2h", help="Skip head-to-head.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete earlier results in RUN_DIR/eval and start over.")] = False,
+) -> None:
+    """Reward-model metrics, test answers and head-to-head for every checkpoint of a run -> RUN_DIR/eval."""
+    from selfreward.eval.report import tables
+    from selfreward.eval.runner import evaluate_run
+
+    evaluate_run(run_dir, _run_config(run_dir, set_), console, models, head_to_head=not no_h2h, fresh=fresh)
+    _print_tables(run_dir, ("Reward modelling", "Head-to-head", "Answer lengths"), tables)
+
+
+def _print_tables(run_dir: Path, prefixes: tuple[str, ...], tables: Callable[[dict[str, Any]], list[Any]]) -> None:
+    from selfreward.eval.report import cell, gather
+
+    for title, headers, rows in tables(gather(run_dir)):
+        if title.startswith(prefixes):
+            table = Table(title=title, title_justify="left")
+            for header in headers:
+                table.add_column(header, justify="right")
+            for row in rows:
+                table.add_row(*(cell(c) for c in row))
+            console.print(table)
+
+
+@app.command()
+@friendly
+def alpaca(
+    run_dir: RunDirArg,
+    prompts_file: Annotated[Path, typer.Option("--prompts", help="AlpacaEval prompts: a JSON list of {instruction, ...}.")],
+    reference: Annotated[Path | None, typer.Option("--reference", help="Reference outputs (AlpacaEval format) for a win rate.")] = None,
+    set_: SetOpt = None,
+    models: ModelsOpt = None,
+) -> None:
+    """AlpacaEval-style: model_outputs.json per checkpoint (for the official alpaca_eval) and a win rate vs a reference."""
+    from selfreward.engines import Sampling, make_engine, make_eval_judge
+    from selfreward.eval.benchmarks import alpaca_outputs, alpaca_win_rate, read_alpaca
+    from selfreward.eval.runner import run_models
+    from selfreward.models import resolve_model
+    from selfreward.records import write_json
+    from selfreward.stages.common import derive_seed
+
+    cfg = _run_config(run_dir, set_)
+    rows = read_alpaca(prompts_file)
+    ref_rows = read_alpaca(reference, need_output=True) if reference else None
+    checkpoints = run_models(run_dir, models)
+    sampling = Sampling(cfg.eval.answer_temperature, cfg.candidates.top_p, cfg.eval.answer_max_new_tokens)
+    bench_path = run_dir / "eval" / "benchmarks.json"
+    results = json.loads(bench_path.read_text()) if bench_path.exists() else {}
+    outputs = {}
+    for name, path in checkpoints.items():
+        engine = make_engine(cfg, str(path))
+        try:
+            outputs[name] = alpaca_outputs(engine, rows, name, run_dir / "eval" / "alpaca" / name, sampling, derive_seed(cfg.seed, "alpaca"), cfg.engine.batch_size)
+        finally:
+            engine.close()
+        console.print(f"{name}: {run_dir / 'eval' / 'alpaca' / name / 'model_outputs.json'}")
+    if ref_rows is not None:
+        judge = make_eval_judge(cfg, resolve_model(cfg.model.name_or_path))
+        judge_sampling = Sampling(cfg.eval.judge.temperature, 1.0, cfg.eval.judge.max_new_tokens)
+        try:
+            for name in checkpoints:
+                results.setdefault("alpaca", {})[name] = alpaca_win_rate(judge, outputs[name], ref_rows, run_dir / "eval" / "alpaca" / name, judge_sampling, derive_seed(cfg.seed, f"alpaca-judge-{name}"), cfg.engine.batch_size)
+        finally:
+            judge.close()
+        write_json(bench_path, results)
+        from selfreward.eval.report import tables
+
+        _print_tables(run_dir, ("AlpacaEval",), tables)
+
+
+@app.command("mt-bench")
+@friendly
+def mt_bench(
+    run_dir: RunDirArg,
+    questions: Annotated[Path, typer.Option("--questions", help="FastChat MT-Bench question.jsonl.")],
+    grade: Annotated[bool, typer.Option("--grade", help="Also grade each turn 1-10 with the configured judge.")] = False,
+    set_: SetOpt = None,
+    models: ModelsOpt = None,
+) -> None:
+    """MT-Bench: answers to both turns in FastChat's answer format, optionally graded by the judge."""
+    from selfreward.engines import Sampling, make_engine, make_eval_judge
+    from selfreward.eval.benchmarks import grade_mt_bench, mt_bench_answers, read_mt_bench
+    from selfreward.eval.runner import run_models
+    from selfreward.models import resolve_model
+    from selfreward.records import write_json
+    from selfreward.stages.common import derive_seed
+
+    cfg = _run_config(run_dir, set_)
+    rows = read_mt_bench(questions)
+    checkpoints = run_models(run_dir, models)
+    out_dir = run_dir / "eval" / "mt_bench"
+    sampling = Sampling(cfg.eval.answer_temperature, cfg.candidates.top_p, cfg.eval.answer_max_new_tokens)
+    files = {}
+    for name, path in checkpoints.items():
+        engine = make_engine(cfg, str(path))
+        try:
+            files[name] = mt_bench_answers(engine, rows, name, out_dir, sampling, derive_seed(cfg.seed, "mt-bench"), cfg.engine.batch_size)
+        finally:
+            engine.close()
+        console.print(f"{name}: {files[name]}")
+    if grade:
+        bench_path = run_dir / "eval" / "benchmarks.json"
+        results = json.loads(bench_path.read_text()) if bench_path.exists() else {}
+        judge = make_eval_judge(cfg, resolve_model(cfg.model.name_or_path))
+        try:
+            for name, answer_file in files.items():
+                results.setdefault("mt_bench", {})[name] = grade_mt_bench(judge, rows, answer_file, out_dir, Sampling(cfg.eval.judge.temperature, 1.0, cfg.eval.judge.max_new_tokens), derive_seed(cfg.seed, f"mt-grade-{name}"), cfg.engine.batch_size)
+        finally:
+            judge.close()
+        write_json(bench_path, results)
+        from selfreward.eval.report import tables
+
+        _print_tables(run_dir, ("MT-Bench",), tables)
+
+
+@app.command()
+@friendly
+def report(run_dir: RunDirArg) -> None:
+    """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html (tables and plots)."""
+    from selfreward.eval.report import write_report
+    from selfreward.pipeline import open_run
+
+    open_run(run_dir, None, False, False)
+    md, page = write_report(run_dir)
+    console.print(f"wrote {md} and {page}")
 
 
 @app.command()

@@ -180,6 +180,44 @@ class LoopConfig(Section):
     """An iteration with zero pairs: stop the run cleanly, or skip its DPO (M_{t+1} = M_t)."""
 
 
+class EvalJudgeConfig(Section):
+    """The judge of head-to-head, AlpacaEval-style and MT-Bench grading: a local model or a server."""
+
+    kind: Literal["hf", "openai"] = "hf"
+    model: str | None = None
+    """hf: a model path/id (None: the run's seed model M0); openai: the server's model name."""
+    base_url: str | None = None
+    """openai: the server's base URL, e.g. http://localhost:8000/v1."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key (the key itself is never stored)."""
+    timeout: float = Field(120.0, gt=0)
+    concurrency: int = Field(8, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    max_new_tokens: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _check_server(self) -> EvalJudgeConfig:
+        if self.kind == "openai" and (not self.base_url or not self.model):
+            raise ValueError("eval.judge.kind openai needs eval.judge.base_url and eval.judge.model")
+        return self
+
+
+class EvalConfig(Section):
+    ranked: list[str] = []
+    """Held-out ranked groups for reward-model metrics, besides the run's EFT eval split."""
+    rm_samples: int = Field(3, gt=0)
+    """Judgments per response; the valid ones are averaged."""
+    rm_max_groups: int | None = Field(None, gt=0)
+    prompts: list[str] = ["eft-eval"]
+    """Test prompts for head-to-head: `eft-eval` (the held-out EFT prompts) or IFT-style sources."""
+    max_prompts: int = Field(256, gt=0)
+    answer_temperature: float = Field(0.0, ge=0)
+    answer_max_new_tokens: int = Field(512, gt=0)
+    judge: EvalJudgeConfig = EvalJudgeConfig()
+    after_iteration: bool = False
+    """Evaluate each new model as soon as it is trained (otherwise: `selfreward eval RUN_DIR`)."""
+
+
 class Config(Section):
     seed: int = 0
     model: ModelConfig = ModelConfig()
@@ -193,6 +231,7 @@ class Config(Section):
     sft: SFTConfig = SFTConfig()
     dpo: DPOConfig = DPOConfig()
     loop: LoopConfig = LoopConfig()
+    eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -163,6 +163,7 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
         return train_sft(config.model, config.sft, seed_model, ift_examples + eft_examples, run_dir / "sft", run.model("M1"), derive_seed(seed, "sft"))
 
     run.stage("sft", trained("M1"), sft_stage)
+    evaluate_if_configured(run, config)
 
     current = run.model("M1")
     for t in range(1, config.loop.iterations + 1):
@@ -185,12 +186,22 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
         run.stage(f"dpo{t}", trained(f"M{t + 1}"), lambda: train_dpo(
             config.model, config.dpo, str(current), reference, iter_dir / "pairs.jsonl", run_dir / f"dpo{t}", target, derive_seed(seed, f"dpo{t}")))
         current = target
+        evaluate_if_configured(run, config)
 
     summary = summarize(run_dir)
     write_json(run_dir / "summary.json", summary)
     run.manifest["finished"] = now()
     run.save()
     return summary
+
+
+def evaluate_if_configured(run: Run, config: Config) -> None:
+    """With `eval.after_iteration`, evaluate the checkpoints so far (finished parts are cached)."""
+    if config.eval.after_iteration:
+        from selfreward.eval.runner import evaluate_run
+
+        run.log("[eval] evaluating the checkpoints so far")
+        evaluate_run(run.dir, config, run.console)
 
 
 def _read(path: Path) -> dict[str, Any]:

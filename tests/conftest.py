@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -58,3 +60,36 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def loop_config(tiny_model, tmp_path_factory):
+    """A YAML config for the tiny model: small sizes, digit-probability fallback so pairs exist."""
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(f"""
+base: demo
+model: {{name_or_path: "{tiny_model}"}}
+engine: {{batch_size: 2}}
+eft: {{max_groups: 6}}
+prompts: {{generator: "{tiny_model}", num_prompts: 3, requests_per_round: 4, max_rounds: 4, min_words: 1, max_new_tokens: 40, rouge_threshold: 0.99}}
+candidates: {{max_new_tokens: 12}}
+judge: {{k: 3, max_new_tokens: 40, fallback: fallback}}
+sft: {{batch_size: 4, max_length: 256, epochs: 1}}
+dpo: {{batch_size: 4, max_length: 256}}
+""")
+    return path
+
+
+def invoke(*args):
+    from selfreward.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def finished_run(loop_config, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "reference"
+    started = time.perf_counter()
+    result = invoke("run", loop_config, "--out", run_dir)
+    assert result.exit_code == 0, result.output
+    return run_dir, result.output, time.perf_counter() - started

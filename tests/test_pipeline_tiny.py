@@ -10,46 +10,14 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
-from selfreward.cli import app
 from selfreward.records import read_jsonl
 
 RECORD_FILES = [
     "eft/judgments.jsonl", "eft/train.jsonl", "eft/eval.jsonl",
     *(f"iter{t}/{name}.jsonl" for t in (1, 2) for name in ("prompts", "candidates", "judgments", "pairs")),
 ]
-
-
-@pytest.fixture(scope="module")
-def loop_config(tiny_model, tmp_path_factory):
-    """A YAML config for the tiny model: small sizes, digit-probability fallback so pairs exist."""
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(f"""
-base: demo
-model: {{name_or_path: "{tiny_model}"}}
-engine: {{batch_size: 2}}
-eft: {{max_groups: 6}}
-prompts: {{generator: "{tiny_model}", num_prompts: 3, requests_per_round: 4, max_rounds: 4, min_words: 1, max_new_tokens: 40, rouge_threshold: 0.99}}
-candidates: {{max_new_tokens: 12}}
-judge: {{k: 3, max_new_tokens: 40, fallback: fallback}}
-sft: {{batch_size: 4, max_length: 256, epochs: 1}}
-dpo: {{batch_size: 4, max_length: 256}}
-""")
-    return path
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def finished_run(loop_config, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "reference"
-    started = time.perf_counter()
-    result = invoke("run", loop_config, "--out", run_dir)
-    assert result.exit_code == 0, result.output
-    return run_dir, result.output, time.perf_counter() - started
 
 
 def test_loop_runs_two_iterations_quickly(finished_run):

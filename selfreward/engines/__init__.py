@@ -1,7 +1,7 @@
 """Generation engines behind one interface (`Engine`): transformers today; vLLM and
 OpenAI-compatible servers plug in the same way."""
 
-from selfreward.config import Config
+from selfreward.config import Config, EvalJudgeConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 
 
@@ -14,4 +14,16 @@ def make_engine(config: Config, name_or_path: str | None = None) -> Engine:
     raise ValueError(f"unknown engine kind {config.engine.kind!r}")
 
 
-__all__ = ["Completion", "Engine", "Request", "Sampling", "make_engine"]
+def make_eval_judge(config: Config, default_model: str) -> Engine:
+    """The evaluation judge: a local model (default: `default_model`) or an OpenAI-compatible server."""
+    judge: EvalJudgeConfig = config.eval.judge
+    if judge.kind == "openai":
+        from selfreward.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(judge.base_url or "", judge.model or "", judge.api_key_env, judge.timeout, judge.concurrency)
+    from selfreward.models import resolve_model
+
+    return make_engine(config, resolve_model(judge.model or default_model))
+
+
+__all__ = ["Completion", "Engine", "Request", "Sampling", "make_engine", "make_eval_judge"]

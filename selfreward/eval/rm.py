@@ -1,0 +1,107 @@
+"""Reward-model metrics: how well a model's own judge scores order human-ranked responses.
+
+Definitions (per PAPER.md; a response's score is the average of its valid judgments):
+- pairwise accuracy: over all pairs of responses with different human ranks, the share the model
+  orders the same way. A tied or missing model score counts as half a pair (the expected value of
+  breaking the tie at random), so a constant judge scores 50%; `tie_rate` says how often.
+- exact match: the share of groups whose every pair (of different human rank) is ordered strictly
+  the same way by the model.
+- 5-best: of the responses the model scored 5 (average >= 4.5), the share humans ranked best.
+- Spearman / Kendall tau: per group between scores and human order (scipy.stats), averaged over
+  groups. A group where either side is constant or a score is missing has no defined correlation
+  and contributes 0 (counted in `undefined_correlation_groups`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from scipy import stats as sps
+
+from selfreward.config import Config
+from selfreward.engines.base import Engine, Sampling
+from selfreward.records import StageFiles
+from selfreward.stages.common import WorkItem, run_batches
+from selfreward.stages.judge import judge_request, judge_template, judgment_stats, score_completions
+
+
+def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str, Any]:
+    """Metrics over groups of (human ranks, model scores); rank 0 is best."""
+    pairs = agree = ties = exact = 0.0
+    five, five_best = 0, 0
+    spearman, kendall, undefined = [], [], 0
+    for ranks, scores in groups:
+        group_exact = True
+        for i in range(len(ranks)):
+            if scores[i] is not None and scores[i] >= 4.5:  # type: ignore[operator]
+                five += 1
+                five_best += ranks[i] == min(ranks)
+            for j in range(i + 1, len(ranks)):
+                if ranks[i] == ranks[j]:
+                    continue
+                pairs += 1
+                a, b = scores[i], scores[j]
+                if a is None or b is None or a == b:
+                    ties += 1
+                    agree += 0.5
+                    group_exact = False
+                elif (a > b) == (ranks[i] < ranks[j]):
+                    agree += 1
+                else:
+                    group_exact = False
+        exact += group_exact
+        if any(s is None for s in scores) or len(set(scores)) < 2 or len(set(ranks)) < 2:
+            undefined += 1
+            spearman.append(0.0)
+            kendall.append(0.0)
+        else:
+            order = [-r for r in ranks]
+            rho = sps.spearmanr(scores, order).statistic
+            tau = sps.kendalltau(scores, order).statistic
+            spearman.append(0.0 if math.isnan(rho) else float(rho))
+            kendall.append(0.0 if math.isnan(tau) else float(tau))
+    n = len(groups)
+    return {
+        "groups": n,
+        "pairs": int(pairs),
+        "pairwise_accuracy": round(agree / pairs, 4) if pairs else None,
+        "tie_rate": round(ties / pairs, 4) if pairs else None,
+        "exact_match": round(exact / n, 4) if n else None,
+        "five_best": round(five_best / five, 4) if five else None,
+        "scored_five": five,
+        "spearman": round(sum(spearman) / n, 4) if n else None,
+        "kendall_tau": round(sum(kendall) / n, 4) if n else None,
+        "undefined_correlation_groups": undefined,
+    }
+
+
+def evaluate_rm(config: Config, engine: Engine, groups: list[dict[str, Any]], out_dir: Path, name: str, seed: int) -> dict[str, Any]:
+    """Judge every response of `groups` (rows of eft/eval.jsonl) `eval.rm_samples` times with the model's
+    own judge prompt and settings (resumable), then compute the metrics."""
+    files = StageFiles(out_dir, f"{name}.judgments")
+    template = judge_template(config.judge.template)
+    items = [
+        WorkItem(f"{g['id']}-r{r}-j{k}", judge_request(template, g["prompt"], resp["text"]), {"group_id": g["id"], "response_index": r})
+        for g in groups
+        for r, resp in enumerate(g["responses"])
+        for k in range(config.eval.rm_samples)
+    ]
+    if files.done():
+        records = files.read()
+    else:
+        sampling = Sampling(config.judge.temperature, config.judge.top_p, config.judge.max_new_tokens)
+        run = run_batches(files, items, engine, sampling, seed, config.engine.batch_size, f"rm {name}", lambda b, c: score_completions(config.judge, engine, b, c))
+        records = run.records
+        files.finish(records, {"stage": "rm-judge", "model": name, **judgment_stats(records), "tokens_per_second": run.tokens_per_second})
+    scores: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for record in records:
+        if record["score"] is not None:
+            scores[(record["group_id"], record["response_index"])].append(record["score"])
+    table = []
+    for g in groups:
+        values = [scores.get((g["id"], r)) for r in range(len(g["responses"]))]
+        table.append(([resp["rank"] for resp in g["responses"]], [sum(v) / len(v) if v else None for v in values]))
+    return {**rm_metrics(table), "judge_parse_rate": judgment_stats(records)["parse_rate_text"], "judge_valid_rate": judgment_stats(records)["valid_rate"]}

@@ -1,0 +1,153 @@
+"""`selfreward eval RUN_DIR`: RM metrics, answers and head-to-head for every checkpoint of a run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from selfreward.aift import config_differences
+from selfreward.config import Config, config_to_dict
+from selfreward.engines import make_engine, make_eval_judge
+from selfreward.errors import SelfRewardError
+from selfreward.eval.compare import compare_answers, generate_answers
+from selfreward.eval.rm import evaluate_rm
+from selfreward.models import resolve_model
+from selfreward.records import read_jsonl, write_json
+from selfreward.seed import load_ift, load_ranked
+from selfreward.stages.common import derive_seed
+from selfreward.stages.eft import group_rows
+
+
+def model_order(name: str) -> tuple[int, int]:
+    match = re.fullmatch(r"M(\d+)", name)
+    return (1, int(match.group(1))) if match else (0, 0)
+
+
+def run_models(run_dir: Path, wanted: list[str] | None = None) -> dict[str, Path]:
+    """Checkpoints of a run by name (sft_baseline, M1, M2, ...), checked to hold weights."""
+    root = run_dir / "models"
+    found = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")), key=model_order) if root.is_dir() else []
+    names = wanted or found
+    if not names:
+        raise SelfRewardError(f"{run_dir} has no checkpoints in models/ (is it a finished `selfreward run`?)")
+    out = {}
+    for name in names:
+        path = root / name
+        if name not in found:
+            raise SelfRewardError(f"checkpoint {name} not found in {root} (found: {', '.join(found) or 'none'})")
+        if not (path / "config.json").exists() or not any(path.glob("*.safetensors")):
+            raise SelfRewardError(f"checkpoint {path} is incomplete (no config.json or *.safetensors)")
+        out[name] = path
+    return out
+
+
+def rm_sets(run_dir: Path, config: Config) -> dict[str, list[dict[str, Any]]]:
+    """Named sets of ranked groups: the run's EFT eval split plus `eval.ranked` sources."""
+    sets: dict[str, list[dict[str, Any]]] = {}
+    eft_eval = run_dir / "eft" / "eval.jsonl"
+    if eft_eval.exists():
+        sets["eft-eval"] = read_jsonl(eft_eval)
+    for source in config.eval.ranked:
+        groups, _ = load_ranked([source], config.data.lang)
+        sets[Path(source).stem if source != "demo" else "demo"] = group_rows(groups)
+    limit = config.eval.rm_max_groups
+    return {name: rows[:limit] if limit else rows for name, rows in sets.items() if rows}
+
+
+def test_prompts(run_dir: Path, config: Config) -> list[dict[str, Any]]:
+    prompts: list[str] = []
+    for source in config.eval.prompts:
+        if source == "eft-eval":
+            path = run_dir / "eft" / "eval.jsonl"
+            prompts += [g["prompt"] for g in read_jsonl(path)] if path.exists() else []
+        else:
+            prompts += [e.prompt for e in load_ift([source], config.data.lang)[0]]
+    unique = list(dict.fromkeys(prompts))[: config.eval.max_prompts]
+    return [{"id": f"t{i:05d}", "prompt": p} for i, p in enumerate(unique)]
+
+
+CACHE_FREE_KEYS = {"after_iteration", "judge"}  # head-to-head results live under the judge's own name
+
+
+def eval_settings(config: Config) -> dict[str, Any]:
+    """The settings cached evaluation results depend on (the model's judge prompt and sampling too)."""
+    data = config_to_dict(config)
+    settings = {k: v for k, v in data["eval"].items() if k not in CACHE_FREE_KEYS}
+    judge = data["eval"]["judge"]
+    settings["h2h_judge_sampling"] = {"temperature": judge["temperature"], "max_new_tokens": judge["max_new_tokens"]}
+    return settings | {"judge": data["judge"], "engine_batch_size": data["engine"]["batch_size"], "seed": data["seed"]}
+
+
+def bind_eval_settings(eval_dir: Path, config: Config, fresh: bool) -> None:
+    """Cached results are reused only with the settings they were made with."""
+    path = eval_dir / "eval_settings.json"
+    settings = eval_settings(config)
+    if fresh and eval_dir.exists():
+        shutil.rmtree(eval_dir)
+    if path.exists():
+        changed = config_differences(json.loads(path.read_text()), settings)
+        if changed:
+            raise SelfRewardError(f"{eval_dir} holds results made with other settings (differs in: {', '.join(changed)}); add --fresh to evaluate from scratch")
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, settings)
+
+
+def evaluate_run(run_dir: Path, config: Config, console: Console, models: list[str] | None = None, head_to_head: bool = True, fresh: bool = False) -> dict[str, Any]:
+    checkpoints = run_models(run_dir, models)
+    eval_dir = run_dir / "eval"
+    sets = rm_sets(run_dir, config)
+    prompts = test_prompts(run_dir, config)
+    if not sets and not prompts:
+        raise SelfRewardError(f"nothing to evaluate: {run_dir}/eft/eval.jsonl is missing and eval.ranked / eval.prompts are empty")
+    bind_eval_settings(eval_dir, config, fresh)
+    from selfreward.engines.base import Sampling
+
+    answer_sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
+    summary: dict[str, Any] = {"rm": {}, "answers": {}, "head_to_head": [], "judge": judge_label(config)}
+    answers: dict[str, dict[str, str]] = {}
+    for name, path in checkpoints.items():
+        console.print(f"[bold]evaluating {name}[/bold]")
+        engine = make_engine(config, str(path))
+        try:
+            summary["rm"][name] = {
+                set_name: evaluate_rm(config, engine, groups, eval_dir / "rm" / set_name, name, derive_seed(config.seed, f"eval-rm-{set_name}-{name}"))
+                for set_name, groups in sets.items()
+            }
+            if prompts:
+                records = generate_answers(engine, prompts, eval_dir / "answers", name, answer_sampling, derive_seed(config.seed, "eval-answers"), config.engine.batch_size)
+                answers[name] = {pid: r["text"] for pid, r in records.items()}
+                summary["answers"][name] = json.loads((eval_dir / "answers" / f"{name}.stats.json").read_text())
+        finally:
+            engine.close()
+    if head_to_head and prompts and len(answers) > 1:
+        matches = head_to_head_pairs(list(answers))
+        judge = make_eval_judge(config, resolve_model(config.model.name_or_path))
+        judge_sampling = Sampling(config.eval.judge.temperature, 1.0, config.eval.judge.max_new_tokens)
+        text = {p["id"]: p["prompt"] for p in prompts}
+        try:
+            for x, y in matches:
+                stats = compare_answers(judge, text, answers[x], answers[y], eval_dir / "h2h" / summary["judge"], f"{x}_vs_{y}", judge_sampling, derive_seed(config.seed, f"h2h-{x}-{y}"), config.engine.batch_size)
+                summary["head_to_head"].append({"model": x, "opponent": y, **{k: v for k, v in stats.items() if k != "stage"}})
+        finally:
+            judge.close()
+    write_json(eval_dir / "summary.json", summary)
+    return summary
+
+
+def head_to_head_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """Each iteration model against the SFT baseline and against its predecessor, as in the paper."""
+    iterations = [n for n in names if model_order(n)[0] == 1]
+    pairs = [(m, "sft_baseline") for m in iterations if "sft_baseline" in names]
+    pairs += [(b, a) for a, b in zip(iterations, iterations[1:])]
+    return pairs
+
+
+def judge_label(config: Config) -> str:
+    judge = config.eval.judge
+    name = judge.model or ("seed-" + Path(config.model.name_or_path).name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{judge.kind}-{name}")
