@@ -20,8 +20,6 @@ from selfreward.stages.judge import judge_candidates
 from selfreward.stages.pairs import make_pairs
 from selfreward.stages.prompts import generate_prompts
 
-STAGES = ("prompts", "candidates", "judgments", "pairs")
-
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
@@ -70,35 +68,53 @@ class EngineCache:
         self.engines = {}
 
 
-def run_aift(config: Config, out_dir: Path, model: str | None = None, tag: str = "aift", force: bool = False, console: Console | None = None) -> dict[str, dict[str, Any]]:
-    """Create (or resume) AIFT data of `model` (default: config.model) in `out_dir`; returns stats per stage."""
+AIFT_STAGES = ("prompts", "candidates", "judge", "pairs")
+
+
+def run_aift(
+    config: Config,
+    out_dir: Path,
+    model: str | None = None,
+    tag: str = "aift",
+    force: bool = False,
+    console: Console | None = None,
+    stages: tuple[str, ...] = AIFT_STAGES,
+) -> dict[str, dict[str, Any]]:
+    """Create (or resume) AIFT data of `model` (default: config.model) in `out_dir`: the given
+    stages in order, each skipped when its artifacts are complete; returns stats per stage."""
     console = console or Console()
-    seed_examples, reports = load_ift(config.data.ift, config.data.lang, config.data.max_ift)
-    for report in reports:
-        console.print(f"seed data: {report.summary()}")
-    model_path = resolve_model(model or config.model.name_or_path)
-    generator = resolve_model(config.prompts.generator) if config.prompts.generator else model_path
-    seed_prompts = [e.prompt for e in seed_examples]
+    seed_prompts: list[str] = []
+    if "prompts" in stages:
+        seed_examples, reports = load_ift(config.data.ift, config.data.lang, config.data.max_ift)
+        for report in reports:
+            console.print(f"seed data: {report.summary()}")
+        seed_prompts = [e.prompt for e in seed_examples]
+    own_generator = "prompts" in stages and config.prompts.generator
+    uses_model = bool({"candidates", "judge"} & set(stages)) or ("prompts" in stages and not own_generator)
+    model_path = resolve_model(model or config.model.name_or_path) if uses_model else ""
+    generator = resolve_model(config.prompts.generator) if own_generator else model_path
     out_dir.mkdir(parents=True, exist_ok=True)
     bind_config(out_dir, config, force)
     engines = EngineCache(config)
     batch = config.engine.batch_size
+
+    def seed(stage: str) -> int:
+        return derive_seed(config.seed, f"{tag}-{stage}")
+
+    def done(files_name: str) -> dict[str, Any] | None:
+        files = StageFiles(out_dir, files_name)
+        return files.read_stats() if files.done() else None
+
+    run = {
+        "prompts": lambda: done("prompts") or generate_prompts(config.prompts, engines.get(generator), seed_prompts, out_dir, seed("prompts"), batch),
+        "candidates": lambda: done("candidates") or generate_candidates(config.candidates, engines.get(model_path), out_dir, seed("candidates"), batch),
+        "judge": lambda: done("judgments") or judge_candidates(config.judge, engines.get(model_path), out_dir, seed("judge"), batch),
+        "pairs": lambda: make_pairs(config.pairs, out_dir),
+    }
     stats: dict[str, dict[str, Any]] = {}
     try:
-        def done(stage: str) -> dict[str, Any] | None:
-            files = StageFiles(out_dir, stage)
-            return files.read_stats() if files.done() else None
-
-        stats["prompts"] = done("prompts") or generate_prompts(
-            config.prompts, engines.get(generator), seed_prompts, out_dir, derive_seed(config.seed, f"{tag}-prompts"), batch
-        )
-        stats["candidates"] = done("candidates") or generate_candidates(
-            config.candidates, engines.get(model_path), out_dir, derive_seed(config.seed, f"{tag}-candidates"), batch
-        )
-        stats["judgments"] = done("judgments") or judge_candidates(
-            config.judge, engines.get(model_path), out_dir, derive_seed(config.seed, f"{tag}-judge"), batch
-        )
-        stats["pairs"] = make_pairs(config.pairs, out_dir)
+        for stage in stages:
+            stats[stage] = run[stage]()
     finally:
         engines.close()
     return stats

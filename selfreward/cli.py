@@ -17,7 +17,8 @@ from selfreward.config import Config, load_config
 from selfreward.errors import SelfRewardError
 
 app = typer.Typer(help="Self-Rewarding Language Models: self-instruct, LLM-as-a-Judge and iterative DPO.", no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console(soft_wrap=True)
+# Logs and pipes get wide tables instead of rich's 80-column default.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)
 
 ConfigArg = Annotated[str | None, typer.Argument(help="Preset name (demo, paper, ...) or YAML file. Default: demo.")]
@@ -89,38 +90,9 @@ def aift(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt
 
 
 def _stage(name: str, config: str | None, out: Path, set_: list[str] | None, model: str | None, force: bool) -> None:
-    from selfreward.aift import bind_config
-    from selfreward.engines import make_engine
-    from selfreward.models import resolve_model
-    from selfreward.seed import load_ift
-    from selfreward.stages.candidates import generate_candidates
-    from selfreward.stages.common import derive_seed
-    from selfreward.stages.judge import judge_candidates
-    from selfreward.stages.pairs import make_pairs
-    from selfreward.stages.prompts import generate_prompts
+    from selfreward.aift import run_aift
 
-    cfg = _config(config, set_)
-    seed, batch = derive_seed(cfg.seed, f"aift-{name}"), cfg.engine.batch_size
-    if name == "pairs":
-        out.mkdir(parents=True, exist_ok=True)
-        bind_config(out, cfg, force)
-        show_stats({name: make_pairs(cfg.pairs, out)})
-        return
-    seed_prompts = [e.prompt for e in load_ift(cfg.data.ift, cfg.data.lang, cfg.data.max_ift)[0]] if name == "prompts" else []
-    path = resolve_model(model or (cfg.prompts.generator if name == "prompts" and cfg.prompts.generator else cfg.model.name_or_path))
-    out.mkdir(parents=True, exist_ok=True)
-    bind_config(out, cfg, force)
-    engine = make_engine(cfg, path)
-    try:
-        if name == "prompts":
-            stats = generate_prompts(cfg.prompts, engine, seed_prompts, out, seed, batch)
-        elif name == "candidates":
-            stats = generate_candidates(cfg.candidates, engine, out, seed, batch)
-        else:
-            stats = judge_candidates(cfg.judge, engine, out, seed, batch)
-    finally:
-        engine.close()
-    show_stats({name: stats})
+    show_stats(run_aift(_config(config, set_), out, model=model, force=force, console=console, stages=(name,)))
 
 
 @app.command()
@@ -203,12 +175,13 @@ def eval_(
     models: ModelsOpt = None,
     no_h2h: Annotated[bool, typer.Option("--no-h2h", help="Skip head-to-head.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Delete earlier results in RUN_DIR/eval and start over.")] = False,
+    with_seed: Annotated[bool, typer.Option("--with-seed", help="Also evaluate the seed model M0.")] = False,
 ) -> None:
     """Reward-model metrics, test answers and head-to-head for every checkpoint of a run -> RUN_DIR/eval."""
     from selfreward.eval.report import tables
     from selfreward.eval.runner import evaluate_run
 
-    evaluate_run(run_dir, _run_config(run_dir, set_), console, models, head_to_head=not no_h2h, fresh=fresh)
+    evaluate_run(run_dir, _run_config(run_dir, set_), console, models, head_to_head=not no_h2h, fresh=fresh, with_seed=with_seed)
     _print_tables(run_dir, ("Reward modelling", "Head-to-head", "Answer lengths"), tables)
 
 
@@ -235,7 +208,7 @@ def alpaca(
     models: ModelsOpt = None,
 ) -> None:
     """AlpacaEval-style: model_outputs.json per checkpoint (for the official alpaca_eval) and a win rate vs a reference."""
-    from selfreward.engines import Sampling, make_engine, make_eval_judge
+    from selfreward.engines import Sampling, make_engine, make_judge_engine
     from selfreward.eval.benchmarks import alpaca_outputs, alpaca_win_rate, read_alpaca
     from selfreward.eval.runner import run_models
     from selfreward.models import resolve_model
@@ -258,7 +231,7 @@ def alpaca(
             engine.close()
         console.print(f"{name}: {run_dir / 'eval' / 'alpaca' / name / 'model_outputs.json'}")
     if ref_rows is not None:
-        judge = make_eval_judge(cfg, resolve_model(cfg.model.name_or_path))
+        judge = make_judge_engine(cfg, cfg.eval.judge, resolve_model(cfg.model.name_or_path))
         judge_sampling = Sampling(cfg.eval.judge.temperature, 1.0, cfg.eval.judge.max_new_tokens)
         try:
             for name in checkpoints:
@@ -281,7 +254,7 @@ def mt_bench(
     models: ModelsOpt = None,
 ) -> None:
     """MT-Bench: answers to both turns in FastChat's answer format, optionally graded by the judge."""
-    from selfreward.engines import Sampling, make_engine, make_eval_judge
+    from selfreward.engines import Sampling, make_engine, make_judge_engine
     from selfreward.eval.benchmarks import grade_mt_bench, mt_bench_answers, read_mt_bench
     from selfreward.eval.runner import run_models
     from selfreward.models import resolve_model
@@ -304,7 +277,7 @@ def mt_bench(
     if grade:
         bench_path = run_dir / "eval" / "benchmarks.json"
         results = json.loads(bench_path.read_text()) if bench_path.exists() else {}
-        judge = make_eval_judge(cfg, resolve_model(cfg.model.name_or_path))
+        judge = make_judge_engine(cfg, cfg.eval.judge, resolve_model(cfg.model.name_or_path))
         try:
             for name, answer_file in files.items():
                 results.setdefault("mt_bench", {})[name] = grade_mt_bench(judge, rows, answer_file, out_dir, Sampling(cfg.eval.judge.temperature, 1.0, cfg.eval.judge.max_new_tokens), derive_seed(cfg.seed, f"mt-grade-{name}"), cfg.engine.batch_size)

@@ -115,19 +115,6 @@ class PairsConfig(Section):
     """Drop a pair unless chosen - rejected average score exceeds this (ties are always dropped)."""
 
 
-class EFTConfig(Section):
-    """Evaluation fine-tuning data: judgments of human-ranked responses that agree with the ranking."""
-
-    judge: str = "baseline"
-    """Who writes the judgments: `baseline` (the SFT baseline, as in the paper), `seed` (M0) or a model path/id."""
-    eval_fraction: float = Field(0.25, ge=0, lt=1)
-    """Share of ranked prompts held out (by prompt) as the reward-modelling test set."""
-    max_groups: int | None = Field(None, gt=0)
-    """Use at most this many training groups (None: all)."""
-    downsample: bool = True
-    """Down-sample the most frequent score to the count of the second most frequent."""
-
-
 class TrainConfig(Section):
     learning_rate: float = Field(gt=0)
     final_learning_rate: float = Field(ge=0)
@@ -180,8 +167,8 @@ class LoopConfig(Section):
     """An iteration with zero pairs: stop the run cleanly, or skip its DPO (M_{t+1} = M_t)."""
 
 
-class EvalJudgeConfig(Section):
-    """The judge of head-to-head, AlpacaEval-style and MT-Bench grading: a local model or a server."""
+class JudgeEngineConfig(Section):
+    """A judge other than the model being trained: a local model or an OpenAI-compatible server."""
 
     kind: Literal["hf", "openai"] = "hf"
     model: str | None = None
@@ -196,9 +183,42 @@ class EvalJudgeConfig(Section):
     max_new_tokens: int = Field(256, gt=0)
 
     @model_validator(mode="after")
-    def _check_server(self) -> EvalJudgeConfig:
+    def _check_server(self) -> JudgeEngineConfig:
         if self.kind == "openai" and (not self.base_url or not self.model):
-            raise ValueError("eval.judge.kind openai needs eval.judge.base_url and eval.judge.model")
+            raise ValueError("a judge of kind openai needs base_url and model")
+        return self
+
+
+class EFTConfig(Section):
+    """Evaluation fine-tuning data from human-ranked groups (see selfreward/stages/eft.py)."""
+
+    strategy: Literal["self", "rationalize", "teacher"] = "self"
+    """self: the judge model's own judgments that agree with the ranking (the paper);
+    rationalize: targets from the human labels, the judge model writes the justification;
+    teacher: another model or server writes judgments, filtered like `self`."""
+    judge: str = "baseline"
+    """Model writing judgments (self) or justifications (rationalize): `baseline` (the SFT
+    baseline, as in the paper), `seed` (M0) or a model path/id."""
+    samples: int = Field(1, gt=0)
+    """self/teacher: judgments per response; a group is kept when some choice of one sample per
+    response agrees with the ranking."""
+    max_justification_words: int = Field(100, gt=0)
+    """rationalize: justifications are cut to this many words (the judge prompt asks for up to 100)."""
+    teacher: JudgeEngineConfig | None = None
+    """teacher: the model or server that judges."""
+    eval_fraction: float = Field(0.25, ge=0, lt=1)
+    """Share of ranked prompts held out (by prompt) as the reward-modelling test set."""
+    exclude_prompts_from: list[str] = []
+    """Sources whose prompts never enter EFT training (e.g. a held-out evaluation set)."""
+    max_groups: int | None = Field(None, gt=0)
+    """Use at most this many training groups (None: all)."""
+    downsample: bool = True
+    """Down-sample the most frequent score to the count of the second most frequent."""
+
+    @model_validator(mode="after")
+    def _check_teacher(self) -> EFTConfig:
+        if self.strategy == "teacher" and self.teacher is None:
+            raise ValueError("eft.strategy teacher needs eft.teacher (kind, model, base_url)")
         return self
 
 
@@ -213,7 +233,7 @@ class EvalConfig(Section):
     max_prompts: int = Field(256, gt=0)
     answer_temperature: float = Field(0.0, ge=0)
     answer_max_new_tokens: int = Field(512, gt=0)
-    judge: EvalJudgeConfig = EvalJudgeConfig()
+    judge: JudgeEngineConfig = JudgeEngineConfig()
     after_iteration: bool = False
     """Evaluate each new model as soon as it is trained (otherwise: `selfreward eval RUN_DIR`)."""
 

@@ -22,15 +22,16 @@ from rich.console import Console
 from rich.table import Table
 
 from selfreward import __version__
-from selfreward.aift import EngineCache, bind_config, run_aift
+from selfreward.aift import bind_config, run_aift
 from selfreward.config import Config, build_config, config_to_dict, yaml_load
+from selfreward.engines import make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
 from selfreward.records import read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
 from selfreward.stages.common import derive_seed
 from selfreward.stages.dpo import train_dpo
-from selfreward.stages.eft import build_eft
+from selfreward.stages.eft import build_eft, normalise_prompt
 from selfreward.stages.sft import train_sft
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "selfreward")
@@ -147,11 +148,15 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
     judge_model = {"baseline": str(run.model("sft_baseline")), "seed": seed_model}.get(config.eft.judge) or resolve_model(config.eft.judge)
 
     def eft_stage() -> dict[str, Any]:
-        engines = EngineCache(config)
+        excluded = {normalise_prompt(g.prompt) for g in load_ranked(config.eft.exclude_prompts_from, config.data.lang)[0]} if config.eft.exclude_prompts_from else set()
+        if config.eft.strategy == "teacher" and config.eft.teacher is not None:
+            engine = make_judge_engine(config, config.eft.teacher, seed_model)
+        else:
+            engine = make_engine(config, judge_model)
         try:
-            return build_eft(config.eft, config.judge, engines.get(judge_model), ranked, eft_dir, derive_seed(seed, "eft"), config.engine.batch_size)
+            return build_eft(config.eft, config.judge, engine, ranked, excluded, eft_dir, derive_seed(seed, "eft"), config.engine.batch_size)
         finally:
-            engines.close()
+            engine.close()
 
     run.stage("eft", (eft_dir / "eft.stats.json").exists(), eft_stage)
     eft_stats = json.loads((eft_dir / "eft.stats.json").read_text())
@@ -249,7 +254,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="selfreward run: per iteration", title_justify="left")
     columns = [
         ("iter", "iteration"), ("model", "model"), ("prompts", "prompts_kept"), ("candidates", "candidates"),
-        ("judge parse", "judge_parse_rate"), ("judge valid", "judge_valid_rate"), ("pairs", "pairs"),
+        ("judge parse", "judge_parse_rate"), ("judge valid", "judge_valid_rate"), ("pairs", "pairs"), ("pair yield", "pair_yield"),
         ("DPO loss", "dpo_loss"), ("DPO reward acc", "dpo_reward_accuracy"), ("AIFT s", "aift_seconds"), ("DPO s", "dpo_seconds"),
     ]
     for title, _ in columns:
@@ -273,7 +278,8 @@ def preamble_table(summary: dict[str, Any]) -> Table:
     if base:
         table.add_row("SFT baseline (IFT)", str(base.get("examples")), f"loss {base.get('train_loss')}", str(base.get("seconds")))
     if eft:
-        table.add_row("EFT data", str(eft.get("examples")), f"{eft.get('train_groups_kept')}/{eft.get('train_groups_tried')} groups agree, judge parse {eft.get('judge_parse_rate')}", str(eft.get("seconds")))
+        parse = f", judge parse rate {eft['judge_parse_rate']}" if eft.get("judge_parse_rate") is not None else ""
+        table.add_row(f"EFT data ({eft.get('strategy', 'self')})", str(eft.get("examples")), f"{eft.get('train_groups_kept')}/{eft.get('train_groups_tried')} groups kept{parse}", str(eft.get("seconds")))
     if sft:
         table.add_row("M1 = SFT (IFT+EFT)", str(sft.get("examples")), f"loss {sft.get('train_loss')}", str(sft.get("seconds")))
     return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,11 @@ def log_metrics(trainer: Any, keys: tuple[str, ...]) -> dict[str, Any]:
     if "train_loss" in final:
         out["train_loss"] = round(final["train_loss"], 4)
     return out
+
+
+def train_and_save(trainer: Any, tokenizer: Any, stage_dir: Path, target: Path, metric_keys: tuple[str, ...]) -> dict[str, Any]:
+    """Train (from the stage's last Trainer checkpoint, if any), save `target`; returns metrics."""
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=latest_checkpoint(stage_dir / "trainer"))
+    save_final(trainer, tokenizer, target)
+    return {"bf16": trainer.args.bf16, **log_metrics(trainer, metric_keys), "seconds": round(time.perf_counter() - started, 1), "model": str(target)}

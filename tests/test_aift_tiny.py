@@ -43,8 +43,8 @@ def test_aift_writes_linked_records_and_stats(tiny_model, seed_file, tmp_path):
         assert pair["chosen_score"] > pair["rejected_score"] and pair["chosen"] != pair["rejected"]
     for stage in ("prompts", "candidates", "judgments", "pairs"):
         assert (out / f"{stage}.stats.json").exists() and not (out / f"{stage}.jsonl.partial").exists()
-    assert stats["judgments"]["score_source"] == {"digit_probs": len(judgments)}
-    assert sum(stats["judgments"]["score_histogram"].values()) == len(judgments)
+    assert stats["judge"]["score_source"] == {"digit_probs": len(judgments)}
+    assert sum(stats["judge"]["score_histogram"].values()) == len(judgments)
     assert stats["candidates"]["tokens_per_second"] > 0
     assert len(read_jsonl(out / "prompts.raw.jsonl")) >= len(prompts)
 
@@ -53,19 +53,29 @@ class Interrupt(BaseException):
     pass
 
 
-@pytest.mark.parametrize("fail_at_call", [3, 8])  # generate() calls: 4 prompt rounds, 2 candidate and 4 judge batches
-def test_interrupted_stages_resume_to_identical_records(tiny_model, seed_file, tmp_path, monkeypatch, fail_at_call):
-    config = tiny_config(tiny_model, seed_file)
-    reference = tmp_path / "reference"
-    run_aift(config, reference)
-
+@pytest.mark.parametrize("when", ["first", "last"])
+def test_interrupted_stages_resume_to_identical_records(tiny_model, seed_file, tmp_path, monkeypatch, when):
     from selfreward.engines.hf import HFEngine
 
-    original, calls = HFEngine.generate, {"n": 0}
+    original = HFEngine.generate
+    config = tiny_config(tiny_model, seed_file)
+    reference = tmp_path / "reference"
+    mid_stage_calls, calls = [], {"n": 0}
+
+    def counting(self, requests, sampling, seed):  # which generate() calls run while a stage has committed batches
+        calls["n"] += 1
+        if any(p.stat().st_size for p in reference.glob("*.jsonl.partial")):
+            mid_stage_calls.append(calls["n"])
+        return original(self, requests, sampling, seed)
+
+    monkeypatch.setattr(HFEngine, "generate", counting)
+    run_aift(config, reference)
+    fail_at = mid_stage_calls[0 if when == "first" else -1]
+    calls["n"] = 0
 
     def flaky(self, requests, sampling, seed):
         calls["n"] += 1
-        if calls["n"] == fail_at_call:
+        if calls["n"] == fail_at:
             raise Interrupt
         return original(self, requests, sampling, seed)
 
@@ -74,7 +84,7 @@ def test_interrupted_stages_resume_to_identical_records(tiny_model, seed_file, t
     with pytest.raises(Interrupt):
         run_aift(config, resumed)
     monkeypatch.setattr(HFEngine, "generate", original)
-    assert any(resumed.glob("*.jsonl.partial"))
+    assert any(p.stat().st_size for p in resumed.glob("*.jsonl.partial"))
     run_aift(config, resumed)
     for name in ("prompts", "candidates", "judgments", "pairs"):
         assert read_jsonl(resumed / f"{name}.jsonl") == read_jsonl(reference / f"{name}.jsonl"), name

@@ -164,8 +164,8 @@ def test_eval_errors(finished_run, tmp_path):
     result = invoke("eval", run_dir, "--model", "M1", "--model", "M2", *server_args("http://127.0.0.1:9/v1"), "--set", "eval.judge.model=elsewhere", *same)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "unreachable" in errors[0] and "Traceback" not in result.stderr
-    result = invoke("eval", run_dir, "--model", "M1", "--set", "eval.rm_samples=1")
-    assert result.exit_code == 2 and "differs in: rm_samples" in result.stderr
+    result = invoke("eval", run_dir, "--model", "M1", "--set", "eval.rm_samples=1", "--set", "eval.max_prompts=4")
+    assert result.exit_code == 2 and "differs in: rm_samples; add --fresh" in result.stderr
     broken = tmp_path / "broken-run"
     broken.mkdir()
     result = invoke("eval", broken)

@@ -1,7 +1,7 @@
 """Generation engines behind one interface (`Engine`): transformers today; vLLM and
 OpenAI-compatible servers plug in the same way."""
 
-from selfreward.config import Config, EvalJudgeConfig
+from selfreward.config import Config, JudgeEngineConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 
 
@@ -14,9 +14,8 @@ def make_engine(config: Config, name_or_path: str | None = None) -> Engine:
     raise ValueError(f"unknown engine kind {config.engine.kind!r}")
 
 
-def make_eval_judge(config: Config, default_model: str) -> Engine:
-    """The evaluation judge: a local model (default: `default_model`) or an OpenAI-compatible server."""
-    judge: EvalJudgeConfig = config.eval.judge
+def make_judge_engine(config: Config, judge: JudgeEngineConfig, default_model: str) -> Engine:
+    """A judge other than the trained model: a local model (default: `default_model`) or an OpenAI-compatible server."""
     if judge.kind == "openai":
         from selfreward.engines.openai import OpenAIEngine
 
@@ -26,4 +25,4 @@ def make_eval_judge(config: Config, default_model: str) -> Engine:
     return make_engine(config, resolve_model(judge.model or default_model))
 
 
-__all__ = ["Completion", "Engine", "Request", "Sampling", "make_engine", "make_eval_judge"]
+__all__ = ["Completion", "Engine", "Request", "Sampling", "make_engine", "make_judge_engine"]

@@ -54,7 +54,8 @@ def tables(data: dict[str, Any]) -> list[Table]:
         pre.append(["SFT baseline (IFT)", summary["sft_baseline"].get("examples"), summary["sft_baseline"].get("train_loss"), summary["sft_baseline"].get("seconds")])
     if summary["eft"]:
         e = summary["eft"]
-        pre.append([f"EFT data ({e.get('train_groups_kept')}/{e.get('train_groups_tried')} groups agree, judge parse {cell(e.get('judge_parse_rate'))})", e.get("examples"), None, e.get("seconds")])
+        parse = f", judge parse rate {cell(e['judge_parse_rate'])}" if e.get("judge_parse_rate") is not None else ""
+        pre.append([f"EFT data ({e.get('strategy', 'self')}: {e.get('train_groups_kept')}/{e.get('train_groups_tried')} groups kept{parse})", e.get("examples"), None, e.get("seconds")])
     if summary["sft"]:
         pre.append(["M1 = SFT (IFT + EFT)", summary["sft"].get("examples"), summary["sft"].get("train_loss"), summary["sft"].get("seconds")])
     out.append(("Before the loop", ["stage", "examples", "train loss", "seconds"], pre))
@@ -78,9 +79,9 @@ def tables(data: dict[str, Any]) -> list[Table]:
     h2h = data["eval"].get("head_to_head", [])
     if h2h:
         out.append((
-            f"Head-to-head (judge: {data['eval'].get('judge')}; both orders, disagreement = tie)",
-            ["model", "vs", "prompts", "win %", "tie %", "lose %", "unparsable verdicts"],
-            [[h["model"], h["opponent"], h["prompts"], h["win"], h["tie"], h["lose"], h["unparsable_verdicts"]] for h in h2h],
+            "Head-to-head (both orders, disagreement = tie)",
+            ["model", "vs", "judge", "prompts", "win %", "tie %", "lose %", "unparsable verdicts"],
+            [[h["model"], h["opponent"], h.get("judge"), h["prompts"], h["win"], h["tie"], h["lose"], h["unparsable_verdicts"]] for h in h2h],
         ))
     answers = data["eval"].get("answers", {})
     if answers:

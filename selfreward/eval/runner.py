@@ -12,7 +12,7 @@ from rich.console import Console
 
 from selfreward.aift import config_differences
 from selfreward.config import Config, config_to_dict
-from selfreward.engines import make_engine, make_eval_judge
+from selfreward.engines import make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
 from selfreward.eval.compare import compare_answers, generate_answers
 from selfreward.eval.rm import evaluate_rm
@@ -97,9 +97,21 @@ def bind_eval_settings(eval_dir: Path, config: Config, fresh: bool) -> None:
     write_json(path, settings)
 
 
-def evaluate_run(run_dir: Path, config: Config, console: Console, models: list[str] | None = None, head_to_head: bool = True, fresh: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path,
+    config: Config,
+    console: Console,
+    models: list[str] | None = None,
+    head_to_head: bool = True,
+    fresh: bool = False,
+    with_seed: bool = False,
+    eval_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run's checkpoints (and the seed model M0 with `with_seed`) into `eval_dir` (default RUN_DIR/eval)."""
     checkpoints = run_models(run_dir, models)
-    eval_dir = run_dir / "eval"
+    if with_seed:
+        checkpoints = {"M0": Path(resolve_model(config.model.name_or_path))} | checkpoints
+    eval_dir = eval_dir or run_dir / "eval"
     sets = rm_sets(run_dir, config)
     prompts = test_prompts(run_dir, config)
     if not sets and not prompts:
@@ -108,7 +120,9 @@ def evaluate_run(run_dir: Path, config: Config, console: Console, models: list[s
     from selfreward.engines.base import Sampling
 
     answer_sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
-    summary: dict[str, Any] = {"rm": {}, "answers": {}, "head_to_head": [], "judge": judge_label(config)}
+    # results of earlier calls (other models, other judges) stay in the summary
+    previous = json.loads((eval_dir / "summary.json").read_text()) if (eval_dir / "summary.json").exists() else {}
+    summary: dict[str, Any] = {"rm": previous.get("rm", {}), "answers": previous.get("answers", {}), "head_to_head": previous.get("head_to_head", []), "judge": judge_label(config)}
     answers: dict[str, dict[str, str]] = {}
     for name, path in checkpoints.items():
         console.print(f"[bold]evaluating {name}[/bold]")
@@ -126,13 +140,14 @@ def evaluate_run(run_dir: Path, config: Config, console: Console, models: list[s
             engine.close()
     if head_to_head and prompts and len(answers) > 1:
         matches = head_to_head_pairs(list(answers))
-        judge = make_eval_judge(config, resolve_model(config.model.name_or_path))
+        judge = make_judge_engine(config, config.eval.judge, resolve_model(config.model.name_or_path))
         judge_sampling = Sampling(config.eval.judge.temperature, 1.0, config.eval.judge.max_new_tokens)
         text = {p["id"]: p["prompt"] for p in prompts}
         try:
             for x, y in matches:
                 stats = compare_answers(judge, text, answers[x], answers[y], eval_dir / "h2h" / summary["judge"], f"{x}_vs_{y}", judge_sampling, derive_seed(config.seed, f"h2h-{x}-{y}"), config.engine.batch_size)
-                summary["head_to_head"].append({"model": x, "opponent": y, **{k: v for k, v in stats.items() if k != "stage"}})
+                summary["head_to_head"] = [h for h in summary["head_to_head"] if (h["model"], h["opponent"], h.get("judge")) != (x, y, summary["judge"])]
+                summary["head_to_head"].append({"model": x, "opponent": y, "judge": summary["judge"], **{k: v for k, v in stats.items() if k != "stage"}})
         finally:
             judge.close()
     write_json(eval_dir / "summary.json", summary)
@@ -141,7 +156,7 @@ def evaluate_run(run_dir: Path, config: Config, console: Console, models: list[s
 
 def head_to_head_pairs(names: list[str]) -> list[tuple[str, str]]:
     """Each iteration model against the SFT baseline and against its predecessor, as in the paper."""
-    iterations = [n for n in names if model_order(n)[0] == 1]
+    iterations = [n for n in names if model_order(n)[0] == 1 and model_order(n)[1] >= 1]  # M1, M2, ... (not M0)
     pairs = [(m, "sft_baseline") for m in iterations if "sft_baseline" in names]
     pairs += [(b, a) for a, b in zip(iterations, iterations[1:])]
     return pairs

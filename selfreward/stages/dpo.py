@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ from selfreward.config import DPOConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device
 from selfreward.records import read_jsonl, write_json
-from selfreward.training import latest_checkpoint, load_for_training, log_metrics, save_final, trainer_arguments
+from selfreward.training import load_for_training, train_and_save, trainer_arguments
 
 
 def dpo_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,19 +43,13 @@ def train_dpo(model_config: ModelConfig, config: DPOConfig, policy: str, referen
         disable_dropout=config.dropout == 0,
     )
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(dpo_rows(pairs)), processing_class=tokenizer)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=latest_checkpoint(stage_dir / "trainer"))
-    save_final(trainer, tokenizer, target)
     stats = {
         "stage": "dpo",
         "policy": policy,
         "reference": reference or policy,
         "pairs": len(pairs),
         "loss_type": config.loss_type,
-        "bf16": args.bf16,
-        **log_metrics(trainer, ("loss", "rewards/accuracies", "rewards/margins")),
-        "seconds": round(time.perf_counter() - started, 1),
-        "model": str(target),
+        **train_and_save(trainer, tokenizer, stage_dir, target, ("loss", "rewards/accuracies", "rewards/margins")),
     }
     write_json(stage_dir / "dpo.stats.json", stats)
     return stats

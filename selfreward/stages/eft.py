@@ -1,28 +1,47 @@
-"""Stage `eft`: evaluation fine-tuning data from human-ranked groups, as in the paper.
+"""Stage `eft`: evaluation fine-tuning data from human-ranked groups.
 
 Ranked prompts are split by prompt into train and eval (the eval part is the reward-modelling
-test set). For every response of a train group the judge model writes a judgment with the
-additive 5-point prompt; a group's examples are kept only when the order of their scores agrees
-with the human ranking: for every two responses with different human ranks, the better-ranked
-one must get the strictly higher score (a score tie counts as disagreement; responses tied in
-human rank may score in any order). Then the most frequent score is down-sampled to the count of
-the second most frequent. A kept example is the judge prompt -> the judgment up to its score.
+test set); prompts of `eft.exclude_prompts_from` never enter training. Then, per strategy:
+
+- `self` (the paper): the judge model writes `samples` judgments per response; a group is kept
+  when some choice of one sample per response agrees with the human ranking.
+- `teacher`: the same, with judgments from another model or an OpenAI-compatible server.
+- `rationalize`: each response gets a target score from the human data (`target_scores`); the
+  judge model, shown the target as a hint, writes the justification; the training example is the
+  plain judge prompt -> justification + `Score: target` (the hint never appears in it).
+
+Agreement: for every two responses with different human ranks, the better-ranked one has the
+strictly higher score (a score tie counts as disagreement; responses tied in human rank may score
+in any order). Finally the most frequent score is down-sampled to the count of the second most
+frequent. A kept example is the judge prompt -> the judgment up to its score.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
+import re
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from selfreward.config import EFTConfig, JudgeConfig
-from selfreward.engines.base import Engine, Sampling
+from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.records import StageFiles, write_json, write_jsonl
 from selfreward.seed import RankedGroup
 from selfreward.stages.common import WorkItem, derive_seed, run_batches
 from selfreward.stages.judge import SCORE_RE, judge_request, judge_template, judgment_stats, score_completions
+
+HINT = (
+    "\n\nA careful reviewer has already settled on a total score of {score} for this response. "
+    'Write the justification for exactly that score, in at most 100 words, and end with "Score: {score}".'
+)
+HINT_SENTENCE = re.compile(r"[^.!?\n]*\b(?:reviewer|already settled|hint)\b[^.!?\n]*[.!?]?", re.IGNORECASE)
+
+
+def normalise_prompt(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def split_groups(groups: list[RankedGroup], eval_fraction: float, seed: int) -> tuple[list[RankedGroup], list[RankedGroup]]:
@@ -43,6 +62,54 @@ def agrees_with_ranking(ranks: list[float], scores: list[float | None]) -> bool:
             if ranks[i] < ranks[j] and not scores[i] > scores[j]:  # type: ignore[operator]
                 return False
     return True
+
+
+def agreeing_choice(ranks: list[float], samples: list[list[float | None]]) -> list[int] | None:
+    """One sample index per response whose scores agree with the ranking (first in sample order), or None."""
+    options = [[k for k, score in enumerate(scores) if score is not None] for scores in samples]
+    for combo in itertools.product(*options):
+        if agrees_with_ranking(ranks, [samples[i][k] for i, k in enumerate(combo)]):
+            return list(combo)
+    return None
+
+
+def target_scores(ranks: list[float], qualities: list[float | None]) -> list[int] | None:
+    """Target scores (0-5) for one group from human data, or None when it cannot be ordered.
+
+    With a crowd `quality` label for every response: round(1 + 4 * quality). Otherwise by rank
+    position among the group's distinct ranks: round(4 - 3 * position / (distinct - 1)), i.e.
+    4 for the best and 1 for the worst. Then, going down the ranking, each rank's targets are
+    lowered to one below the lowest target of any better rank, so the targets agree with the
+    ranking; a group that would need a target below 0 is dropped. Halves round up."""
+    distinct = sorted(set(ranks))
+    if all(q is not None for q in qualities):
+        raw = [int(1 + 4 * q + 0.5) for q in qualities]  # type: ignore[operator]
+    else:
+        span = max(1, len(distinct) - 1)
+        raw = [int(4 - 3 * distinct.index(r) / span + 0.5) for r in ranks]
+    targets = [min(5, max(0, t)) for t in raw]
+    ceiling = 6
+    for rank in distinct:
+        members = [i for i, r in enumerate(ranks) if r == rank]
+        for i in members:
+            targets[i] = min(targets[i], ceiling - 1)
+        ceiling = min(targets[i] for i in members)
+        if ceiling < 0:
+            return None
+    return targets
+
+
+def clean_justification(text: str, max_words: int = 100) -> str:
+    """The justification part of a hinted judgment: before its first score statement, without any
+    sentence that mentions the hint, cut to `max_words` (at a sentence end when one is near)."""
+    body = re.split(r"(?i)\b(?:total\s+)?score\s*[:=]", text)[0]
+    body = " ".join(HINT_SENTENCE.sub("", body).split())
+    words = body.split()
+    if len(words) > max_words:
+        body = " ".join(words[:max_words])
+        cut = body.rfind(". ")
+        body = body[: cut + 1] if cut > len(body) // 2 else body
+    return body.strip()
 
 
 def downsample_top_score(examples: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
@@ -70,55 +137,105 @@ def group_rows(groups: list[RankedGroup]) -> list[dict[str, Any]]:
     ]
 
 
-def build_eft(config: EFTConfig, judge: JudgeConfig, engine: Engine, groups: list[RankedGroup], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
-    """Judge the train groups with `engine`, keep agreeing groups, write train/eval files; returns stats."""
+def _judged_examples(records: list[dict[str, Any]], train_rows: list[dict[str, Any]], template: str) -> tuple[list[dict[str, Any]], int]:
+    """self/teacher: per group, one agreeing sample per response (or nothing)."""
+    by_response: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_response[(record["group_id"], record["response_index"])].append(record)
+    examples, kept = [], 0
+    for group in train_rows:
+        judged = [sorted(by_response[(group["id"], r)], key=lambda x: x["sample"]) for r in range(len(group["responses"]))]
+        choice = agreeing_choice([resp["rank"] for resp in group["responses"]], [[j["score"] for j in samples] for samples in judged])
+        if choice is None:
+            continue
+        kept += 1
+        for r, k in enumerate(choice):
+            record = judged[r][k]
+            prompt = judge_request(template, group["prompt"], group["responses"][r]["text"]).messages[0][1]
+            examples.append({"id": record["id"], "group_id": group["id"], "prompt": prompt, "completion": up_to_score(record["text"]), "score": record["score"]})
+    return examples, kept
+
+
+def build_eft(
+    config: EFTConfig, judge: JudgeConfig, engine: Engine, groups: list[RankedGroup], excluded_prompts: set[str], out_dir: Path, seed: int, batch_size: int
+) -> dict[str, Any]:
+    """Build (or resume) EFT data in `out_dir`: judgments.jsonl, train.jsonl, eval.jsonl, eft.stats.json."""
     done = out_dir / "eft.stats.json"
     if done.exists():
         return StageFiles(out_dir, "eft").read_stats()
     train_groups, eval_groups = split_groups(groups, config.eval_fraction, seed)
-    if config.max_groups:
-        train_groups = train_groups[: config.max_groups]
+    excluded = [g for g in train_groups if normalise_prompt(g.prompt) in excluded_prompts]
+    train_groups = [g for g in train_groups if normalise_prompt(g.prompt) not in excluded_prompts][: config.max_groups]
     train_rows, eval_rows = group_rows(train_groups), group_rows(eval_groups)
     write_jsonl(out_dir / "eval.jsonl", eval_rows)
     template = judge_template(judge.template)
-    items = [
-        WorkItem(f"{g['id']}-r{r}", judge_request(template, g["prompt"], resp["text"]), {"group_id": g["id"], "response_index": r, "rank": resp["rank"]})
-        for g in train_rows
-        for r, resp in enumerate(g["responses"])
-    ]
-    no_fallback = judge.model_copy(update={"fallback": "off"})  # a target needs a written score
+    sampling = Sampling(judge.temperature, judge.top_p, judge.max_new_tokens)
     files = StageFiles(out_dir, "judgments")
     started = time.perf_counter()
-    run = run_batches(
-        files, items, engine, Sampling(judge.temperature, judge.top_p, judge.max_new_tokens), seed, batch_size, "eft judge",
-        lambda b, c: score_completions(no_fallback, engine, b, c),
-    )
-    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in run.records:
-        by_group[record["group_id"]].append(record)
-    examples = []
-    kept_groups = 0
-    for group in train_rows:
-        judged = sorted(by_group[group["id"]], key=lambda r: r["response_index"])
-        if agrees_with_ranking([r["rank"] for r in judged], [r["score"] for r in judged]):
-            kept_groups += 1
-            examples += [
-                {"id": r["id"], "group_id": group["id"], "prompt": judge_request(template, group["prompt"], group["responses"][r["response_index"]]["text"]).messages[0][1], "completion": up_to_score(r["text"]), "score": r["score"]}
-                for r in judged
-            ]
+    dropped_unorderable = 0
+    if config.strategy == "rationalize":
+        targets: dict[str, list[int]] = {}
+        for g in train_rows:
+            found = target_scores([r["rank"] for r in g["responses"]], [r["quality"] for r in g["responses"]])
+            if found is None:
+                dropped_unorderable += 1
+            else:
+                targets[g["id"]] = found
+        items = [
+            WorkItem(
+                f"{g['id']}-r{r}",
+                Request.user(judge_request(template, g["prompt"], resp["text"]).messages[0][1] + HINT.replace("{score}", str(targets[g["id"]][r]))),
+                {"group_id": g["id"], "response_index": r, "rank": resp["rank"], "target": targets[g["id"]][r]},
+            )
+            for g in train_rows
+            if g["id"] in targets
+            for r, resp in enumerate(g["responses"])
+        ]
+
+        def finish(batch: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
+            return [{"id": it.id, **it.payload, "text": c.text, "justification": clean_justification(c.text, config.max_justification_words), "num_tokens": c.num_tokens} for it, c in zip(batch, completions)]
+
+        run = run_batches(files, items, engine, sampling, seed, batch_size, "eft rationalize", finish)
+        by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for record in run.records:
+            by_group[record["group_id"]].append(record)
+        examples, kept = [], 0
+        for group in train_rows:
+            records = sorted(by_group.get(group["id"], []), key=lambda x: x["response_index"])
+            if not records or any(len(r["justification"].split()) < 3 for r in records):
+                continue
+            kept += 1
+            for record in records:
+                prompt = judge_request(template, group["prompt"], group["responses"][record["response_index"]]["text"]).messages[0][1]
+                examples.append({"id": record["id"], "group_id": group["id"], "prompt": prompt, "completion": f"{record['justification']}\nScore: {record['target']}", "score": record["target"]})
+        judge_stats: dict[str, Any] = {"stage": "eft-rationalize", "justifications": len(run.records), "too_short": sum(1 for r in run.records if len(r["justification"].split()) < 3)}
+    else:
+        items = [
+            WorkItem(f"{g['id']}-r{r}-s{k}", judge_request(template, g["prompt"], resp["text"]), {"group_id": g["id"], "response_index": r, "sample": k, "rank": resp["rank"]})
+            for g in train_rows
+            for r, resp in enumerate(g["responses"])
+            for k in range(config.samples)
+        ]
+        text_only = judge.model_copy(update={"fallback": "off"})  # a target needs a written score
+        run = run_batches(files, items, engine, sampling, seed, batch_size, f"eft {config.strategy}", lambda b, c: score_completions(text_only, engine, b, c))
+        examples, kept = _judged_examples(run.records, train_rows, template)
+        judge_stats = {"stage": "eft-judge", **judgment_stats(run.records)}
     before = Counter(str(round(e["score"])) for e in examples)
     if config.downsample:
         examples = downsample_top_score(examples, random.Random(derive_seed(seed, "eft-downsample")))
     write_jsonl(out_dir / "train.jsonl", examples)
-    files.finish(run.records, {"stage": "eft-judge", **judgment_stats(run.records), "new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second})
+    files.finish(run.records, judge_stats | {"new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second})
     stats = {
         "stage": "eft",
+        "strategy": config.strategy,
         "ranked_groups": len(groups),
         "eval_groups": len(eval_rows),
+        "excluded_groups": len(excluded),
         "train_groups_tried": len(train_rows),
-        "train_groups_kept": kept_groups,
-        "group_yield": round(kept_groups / len(train_rows), 3) if train_rows else None,
-        "judge_parse_rate": judgment_stats(run.records)["parse_rate_text"],
+        "train_groups_kept": kept,
+        "unorderable_groups": dropped_unorderable,
+        "group_yield": round(kept / len(train_rows), 3) if train_rows else None,
+        "judge_parse_rate": judge_stats.get("parse_rate_text"),
         "examples_before_downsampling": dict(sorted(before.items())),
         "examples": len(examples),
         "examples_per_score": dict(sorted(Counter(str(round(e["score"])) for e in examples).items())),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ from selfreward.config import ModelConfig, SFTConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device
 from selfreward.records import write_json
-from selfreward.training import latest_checkpoint, load_for_training, log_metrics, save_final, trainer_arguments
+from selfreward.training import load_for_training, train_and_save, trainer_arguments
 
 
 def sft_rows(examples: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -30,17 +29,6 @@ def train_sft(model_config: ModelConfig, config: SFTConfig, base_model: str, exa
     model, tokenizer = load_for_training(model_config, base_model, config)
     args = TRLSFTConfig(**trainer_arguments(config, stage_dir / "trainer", seed, device), completion_only_loss=True, packing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(examples)), processing_class=tokenizer)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=latest_checkpoint(stage_dir / "trainer"))
-    save_final(trainer, tokenizer, target)
-    stats = {
-        "stage": "sft",
-        "base_model": base_model,
-        "examples": len(examples),
-        "bf16": args.bf16,
-        **log_metrics(trainer, ("loss",)),
-        "seconds": round(time.perf_counter() - started, 1),
-        "model": str(target),
-    }
+    stats = {"stage": "sft", "base_model": base_model, "examples": len(examples), **train_and_save(trainer, tokenizer, stage_dir, target, ("loss",))}
     write_json(stage_dir / "sft.stats.json", stats)
     return stats
