@@ -165,7 +165,7 @@ def test_eval_errors(finished_run, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "unreachable" in errors[0] and "Traceback" not in result.stderr
     result = invoke("eval", run_dir, "--model", "M1", "--set", "eval.rm_samples=1", "--set", "eval.max_prompts=4")
-    assert result.exit_code == 2 and "differs in: rm_samples; add --fresh" in result.stderr
+    assert result.exit_code == 2 and "(differs in: rm_samples); add --fresh" in result.stderr
     broken = tmp_path / "broken-run"
     broken.mkdir()
     result = invoke("eval", broken)
