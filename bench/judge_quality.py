@@ -19,13 +19,13 @@ from rich.console import Console
 from selfreward.config import load_config
 from selfreward.eval.runner import evaluate_run
 
-DEFAULT_RANKED = Path(__file__).resolve().parents[2] / "shared" / "data" / "oasst1" / "oasst1_en_validation_firstturn_ranked.jsonl"
+DEFAULT_RANKED = "../shared/data/oasst1/oasst1_en_validation_ranked_groups.jsonl"  # from the repository root, as in the README
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--ranked", default=str(DEFAULT_RANKED))
+    parser.add_argument("--ranked", default=DEFAULT_RANKED)
     parser.add_argument("--max-groups", type=int, default=None)
     parser.add_argument("--models", nargs="*", default=["sft_baseline", "M1"])
     args = parser.parse_args()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class LoadReport:
     skipped: int = 0
     first_bad: str | None = None
     groups: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def bad(self, where: str, why: str) -> None:
         self.skipped += 1
