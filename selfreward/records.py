@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
 def read_jsonl(path: Path, tolerate_truncated_tail: bool = False) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a partial file may end in a line cut short by a kill, which is dropped."""
     rows = []
@@ -33,6 +37,7 @@ def read_jsonl(path: Path, tolerate_truncated_tail: bool = False) -> list[dict[s
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
