@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from selfreward.config import Config, build_config, config_to_dict, yaml_load
+from selfreward.config import Config, build_config, config_differences, config_to_dict, yaml_load
 from selfreward.engines import Engine, make_engine
 from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
@@ -19,21 +19,6 @@ from selfreward.stages.common import derive_seed
 from selfreward.stages.judge import judge_candidates
 from selfreward.stages.pairs import make_pairs
 from selfreward.stages.prompts import generate_prompts
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out |= _flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def bind_config(directory: Path, config: Config, force: bool = False) -> None:

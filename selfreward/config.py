@@ -348,3 +348,18 @@ def load_config(source: str | None = None, overrides: list[str] | None = None) -
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     return config.model_dump(mode="json")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

@@ -27,7 +27,7 @@ from selfreward.config import Config, build_config, config_to_dict, yaml_load
 from selfreward.engines import make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
-from selfreward.records import read_jsonl, write_json
+from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
 from selfreward.stages.common import derive_seed
 from selfreward.stages.dpo import train_dpo
@@ -209,21 +209,17 @@ def evaluate_if_configured(run: Run, config: Config) -> None:
         evaluate_run(run.dir, config, run.console)
 
 
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def summarize(run_dir: Path) -> dict[str, Any]:
     """Per-stage and per-iteration figures gathered from the run's stats files and manifest."""
-    manifest = _read(run_dir / "manifest.json")
+    manifest = read_json(run_dir / "manifest.json")
     seconds = {name: s.get("seconds") for name, s in manifest.get("stages", {}).items()}
     statuses = {name: s.get("status") for name, s in manifest.get("stages", {}).items()}
     iterations = []
     t = 1
     while (run_dir / f"iter{t}").exists():
         d = run_dir / f"iter{t}"
-        prompts, cands, judg, pairs = (_read(d / f"{n}.stats.json") for n in ("prompts", "candidates", "judgments", "pairs"))
-        dpo = _read(run_dir / f"dpo{t}" / "dpo.stats.json")
+        prompts, cands, judg, pairs = (read_json(d / f"{n}.stats.json") for n in ("prompts", "candidates", "judgments", "pairs"))
+        dpo = read_json(run_dir / f"dpo{t}" / "dpo.stats.json")
         iterations.append({
             "iteration": t,
             "model": f"M{t}",
@@ -241,9 +237,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         })
         t += 1
     return {
-        "sft_baseline": _read(run_dir / "sft_baseline" / "sft.stats.json"),
-        "eft": _read(run_dir / "eft" / "eft.stats.json"),
-        "sft": _read(run_dir / "sft" / "sft.stats.json"),
+        "sft_baseline": read_json(run_dir / "sft_baseline" / "sft.stats.json"),
+        "eft": read_json(run_dir / "eft" / "eft.stats.json"),
+        "sft": read_json(run_dir / "sft" / "sft.stats.json"),
         "iterations": iterations,
         "stage_seconds": seconds,
         "models": sorted(p.name for p in (run_dir / "models").iterdir() if (p / "config.json").exists()) if (run_dir / "models").exists() else [],

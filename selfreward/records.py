@@ -34,6 +34,11 @@ def read_jsonl(path: Path, tolerate_truncated_tail: bool = False) -> list[dict[s
     return rows
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or {} when the file does not exist (yet)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -1,7 +1,6 @@
 """Every AIFT stage on a tiny random Llama: artifacts, id links, stats, and exact resume."""
 
 import json
-import shutil
 
 import pytest
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from selfreward.pipeline import summarize
-from selfreward.records import write_atomic
+from selfreward.records import read_json, write_atomic
 
 Table = tuple[str, list[str], list[list[Any]]]  # title, headers, rows
-
-
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def cell(value: Any) -> str:
@@ -35,14 +30,14 @@ def gather(run_dir: Path) -> dict[str, Any]:
     iterations = []
     for row in summary["iterations"]:
         d = run_dir / f"iter{row['iteration']}"
-        iterations.append(row | {"judge": _read(d / "judgments.stats.json"), "pairs_stats": _read(d / "pairs.stats.json")})
+        iterations.append(row | {"judge": read_json(d / "judgments.stats.json"), "pairs_stats": read_json(d / "pairs.stats.json")})
     return {
         "run_dir": str(run_dir),
-        "manifest": _read(run_dir / "manifest.json"),
+        "manifest": read_json(run_dir / "manifest.json"),
         "summary": summary,
         "iterations": iterations,
-        "eval": _read(run_dir / "eval" / "summary.json"),
-        "benchmarks": _read(run_dir / "eval" / "benchmarks.json"),
+        "eval": read_json(run_dir / "eval" / "summary.json"),
+        "benchmarks": read_json(run_dir / "eval" / "benchmarks.json"),
     }
 
 

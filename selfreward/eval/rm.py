@@ -104,4 +104,5 @@ def evaluate_rm(config: Config, engine: Engine, groups: list[dict[str, Any]], ou
     for g in groups:
         values = [scores.get((g["id"], r)) for r in range(len(g["responses"]))]
         table.append(([resp["rank"] for resp in g["responses"]], [sum(v) / len(v) if v else None for v in values]))
-    return {**rm_metrics(table), "judge_parse_rate": judgment_stats(records)["parse_rate_text"], "judge_valid_rate": judgment_stats(records)["valid_rate"]}
+    health = judgment_stats(records)
+    return {**rm_metrics(table), "judge_parse_rate": health["parse_rate_text"], "judge_valid_rate": health["valid_rate"]}

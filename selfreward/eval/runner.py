@@ -10,9 +10,8 @@ from typing import Any
 
 from rich.console import Console
 
-from selfreward.aift import config_differences
-from selfreward.config import Config, config_to_dict
-from selfreward.engines import make_engine, make_judge_engine
+from selfreward.config import Config, config_differences, config_to_dict
+from selfreward.engines import Sampling, make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
 from selfreward.eval.compare import compare_answers, generate_answers
 from selfreward.eval.rm import evaluate_rm
@@ -59,7 +58,7 @@ def rm_sets(run_dir: Path, config: Config) -> dict[str, list[dict[str, Any]]]:
     return {name: rows[:limit] if limit else rows for name, rows in sets.items() if rows}
 
 
-def test_prompts(run_dir: Path, config: Config) -> list[dict[str, Any]]:
+def held_out_prompts(run_dir: Path, config: Config) -> list[dict[str, Any]]:
     prompts: list[str] = []
     for source in config.eval.prompts:
         if source == "eft-eval":
@@ -113,16 +112,15 @@ def evaluate_run(
         checkpoints = {"M0": Path(resolve_model(config.model.name_or_path))} | checkpoints
     eval_dir = eval_dir or run_dir / "eval"
     sets = rm_sets(run_dir, config)
-    prompts = test_prompts(run_dir, config)
+    prompts = held_out_prompts(run_dir, config)
     if not sets and not prompts:
         raise SelfRewardError(f"nothing to evaluate: {run_dir}/eft/eval.jsonl is missing and eval.ranked / eval.prompts are empty")
     bind_eval_settings(eval_dir, config, fresh)
-    from selfreward.engines.base import Sampling
-
     answer_sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
     # results of earlier calls (other models, other judges) stay in the summary
     previous = json.loads((eval_dir / "summary.json").read_text()) if (eval_dir / "summary.json").exists() else {}
-    summary: dict[str, Any] = {"rm": previous.get("rm", {}), "answers": previous.get("answers", {}), "head_to_head": previous.get("head_to_head", []), "judge": judge_label(config)}
+    summary: dict[str, Any] = {"rm": previous.get("rm", {}), "answers": previous.get("answers", {}), "head_to_head": previous.get("head_to_head", [])}
+    label = judge_label(config)
     answers: dict[str, dict[str, str]] = {}
     for name, path in checkpoints.items():
         console.print(f"[bold]evaluating {name}[/bold]")
@@ -145,9 +143,9 @@ def evaluate_run(
         text = {p["id"]: p["prompt"] for p in prompts}
         try:
             for x, y in matches:
-                stats = compare_answers(judge, text, answers[x], answers[y], eval_dir / "h2h" / summary["judge"], f"{x}_vs_{y}", judge_sampling, derive_seed(config.seed, f"h2h-{x}-{y}"), config.engine.batch_size)
-                summary["head_to_head"] = [h for h in summary["head_to_head"] if (h["model"], h["opponent"], h.get("judge")) != (x, y, summary["judge"])]
-                summary["head_to_head"].append({"model": x, "opponent": y, "judge": summary["judge"], **{k: v for k, v in stats.items() if k != "stage"}})
+                stats = compare_answers(judge, text, answers[x], answers[y], eval_dir / "h2h" / label, f"{x}_vs_{y}", judge_sampling, derive_seed(config.seed, f"h2h-{x}-{y}"), config.engine.batch_size)
+                summary["head_to_head"] = [h for h in summary["head_to_head"] if (h["model"], h["opponent"], h.get("judge")) != (x, y, label)]
+                summary["head_to_head"].append({"model": x, "opponent": y, "judge": label, **{k: v for k, v in stats.items() if k != "stage"}})
         finally:
             judge.close()
     write_json(eval_dir / "summary.json", summary)
