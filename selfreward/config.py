@@ -111,8 +111,17 @@ class JudgeConfig(Section):
 
 
 class PairsConfig(Section):
-    min_margin: float = Field(0.0, ge=0)
-    """Drop a pair unless chosen - rejected average score exceeds this (ties are always dropped)."""
+    min_margin: float | None = Field(None, ge=0)
+    """Keep a pair only when its exact margin (chosen - rejected average score) exceeds this.
+    None: by score source -- 0 when both sides are text scores (any non-zero margin, as in the
+    paper), `digit_probs_margin` when either side is a digit-probability expectation."""
+    digit_probs_margin: float = Field(0.25, ge=0)
+    """The default minimum margin for pairs with a digit-probability score. Expectations are
+    continuous, so two answers of the same quality differ by a little; 0.25 is above the spread of
+    repeated judgments of one answer measured on the demo (README, "Preference pairs")."""
+    require_finished: bool = True
+    """Answers cut at candidates.max_new_tokens never become chosen or rejected (TRL appends EOS,
+    which would teach the model to stop mid-sentence)."""
 
 
 class TrainConfig(Section):

@@ -18,6 +18,7 @@ EMBEDDED = {
 
 
 PLAIN_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"  # base models (Llama 2) were trained with BOS first
     "{% for m in messages %}{% if m['role'] == 'user' %}User: {% elif m['role'] == 'assistant' %}Assistant: {% endif %}"
     "{{ m['content'] }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n\n{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"

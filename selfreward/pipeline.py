@@ -229,6 +229,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             "judge_valid_rate": judg.get("valid_rate"),
             "pairs": pairs.get("pairs"),
             "pair_yield": pairs.get("pair_yield"),
+            "mean_margin": pairs.get("mean_margin"),
             "dpo_loss": dpo.get("train_loss"),
             "dpo_reward_accuracy": dpo.get("reward_accuracies_mean"),
             "dpo_status": statuses.get(f"dpo{t}"),
@@ -250,7 +251,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="selfreward run: per iteration", title_justify="left")
     columns = [
         ("iter", "iteration"), ("model", "model"), ("prompts", "prompts_kept"), ("candidates", "candidates"),
-        ("judge parse", "judge_parse_rate"), ("judge valid", "judge_valid_rate"), ("pairs", "pairs"), ("pair yield", "pair_yield"),
+        ("judge parse", "judge_parse_rate"), ("judge valid", "judge_valid_rate"), ("pairs", "pairs"), ("pair yield", "pair_yield"), ("mean margin", "mean_margin"),
         ("DPO loss", "dpo_loss"), ("DPO reward acc", "dpo_reward_accuracy"), ("AIFT s", "aift_seconds"), ("DPO s", "dpo_seconds"),
     ]
     for title, _ in columns:

@@ -13,9 +13,6 @@ import torch
 from selfreward.config import ModelConfig, TrainConfig
 from selfreward.models import cpu_supports_bf16, load_model, load_tokenizer, resolve_model
 
-DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob")
-
-
 def use_bf16(setting: bool | str, device: str) -> bool:
     if setting != "auto":
         return bool(setting)
@@ -29,13 +26,32 @@ def load_for_training(model_config: ModelConfig, name_or_path: str, train: Train
     path = resolve_model(name_or_path)
     tokenizer = load_tokenizer(path, train.max_length, model_config.trust_remote_code)
     model = load_model(path, torch.float32, "cpu", model_config.trust_remote_code)
-    for field in DROPOUT_FIELDS:
-        if hasattr(model.config, field):
-            setattr(model.config, field, train.dropout)
-    for module in model.modules():  # modules built with dropout rates read at init time
-        if isinstance(module, torch.nn.Dropout):
-            module.p = train.dropout
+    set_dropout(model, train.dropout)
     return model, tokenizer
+
+
+def set_dropout(model: Any, rate: float) -> None:
+    """Train with dropout `rate` on every dropout module and attention-dropout attribute (Llama,
+    Mistral, Qwen read `attention_dropout` at init). `model.config` is left alone, so the saved
+    checkpoint keeps the base model's settings and inference never inherits the training rate."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = rate
+
+
+def conversation_tokens(tokenizer: Any, prompt: str, completion: str) -> int:
+    """Tokens of a prompt/answer exchange rendered with the chat template, as the trainers see it."""
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def fits_length(tokenizer: Any, prompt: str, completions: list[str], max_length: int) -> bool:
+    """True when every prompt + completion fits `max_length`: longer ones would be cut by the
+    trainer from the end, losing the target (an EFT score, an answer's end)."""
+    return all(conversation_tokens(tokenizer, prompt, c) <= max_length for c in completions)
 
 
 def trainer_arguments(train: TrainConfig, output_dir: Path, seed: int, device: str) -> dict[str, Any]:

@@ -23,8 +23,8 @@ def tiny_config(model_dir, seed_file, *extra):
     return load_config("demo", [
         f"model.name_or_path={model_dir}", f"data.ift=[{seed_file}]", "engine.batch_size=4",
         "prompts.num_prompts=3", "prompts.requests_per_round=4", "prompts.max_rounds=4", "prompts.min_words=1",
-        "prompts.max_new_tokens=40", "prompts.rouge_threshold=0.99", "candidates.max_new_tokens=12",
-        "judge.max_new_tokens=12", "judge.k=2", "judge.fallback=fallback", *extra,
+        "prompts.max_new_tokens=40", "prompts.rouge_threshold=0.99", "candidates.max_new_tokens=40",
+        "judge.max_new_tokens=12", "judge.k=2", "judge.fallback=fallback", "pairs.min_margin=0.0", *extra,
     ])
 
 
@@ -38,8 +38,12 @@ def test_aift_writes_linked_records_and_stats(tiny_model, seed_file, tmp_path):
     assert {c["prompt_id"] for c in candidates} == {p["id"] for p in prompts}
     assert {j["candidate_id"] for j in judgments} == {c["id"] for c in candidates}
     assert all(j["method"] in {"text", "digit_probs"} and 0 <= j["score"] <= 5 for j in judgments)
+    finished = {c["id"] for c in candidates if c["finished"]}
     for pair in pairs:
-        assert pair["chosen_score"] > pair["rejected_score"] and pair["chosen"] != pair["rejected"]
+        assert pair["margin"] == pair["chosen_score"] - pair["rejected_score"] > 0 and pair["chosen"] != pair["rejected"]
+        assert {pair["chosen_id"], pair["rejected_id"]} <= finished
+        assert pair["chosen_source"] == pair["rejected_source"] == "digit_probs" and pair["chosen_judgments"] == 2
+    assert stats["pairs"]["unfinished_candidates_excluded"] == len(candidates) - len(finished)
     for stage in ("prompts", "candidates", "judgments", "pairs"):
         assert (out / f"{stage}.stats.json").exists() and not (out / f"{stage}.jsonl.partial").exists()
     assert stats["judge"]["score_source"] == {"digit_probs": len(judgments)}

@@ -4,30 +4,43 @@ from selfreward.engines.base import Completion, Request
 from selfreward.config import JudgeConfig
 from selfreward.prompts import load_template
 from selfreward.stages.common import WorkItem
-from selfreward.stages.judge import judge_request, judge_template, parse_score, score_completions
+from selfreward.stages.judge import judge_request, judge_template, parse_score, read_text_score, score_completions
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "expected", "method"),
     [
-        ("The answer is relevant and complete.\nScore: 4", 4.0),
-        ("Score: 2\nOn reflection it deserves more.\nScore: 3", 3.0),  # the last score wins
-        ("Well organised. Score: 4/5", 4.0),
-        ("Score: 8/10", 4.0),  # rescaled to 5 points
-        ("Mostly right. Score: 4.5", 4.5),
-        ("**Score:** 5", 5.0),
-        ("Total score = 3.", 3.0),
-        ("I would give it a score of 2 out of 5.", 2.0),
-        ("No number here at all.", None),
-        ("Score: 7", None),  # out of range
-        ("Score: -1", None),
-        ("", None),
-        ('Conclude with the score using the format: "Score: <total points>"', None),
-        ("The response scored well.", None),
+        ("The answer is relevant and complete.\nScore: 4", 4.0, "text"),
+        ("Score: 2\nOn reflection it deserves more.\nScore: 3", 3.0, "text"),  # several scores: the last line wins
+        ("Score: 4\nA score of 5 would need worked examples.", 4.0, "text"),  # a remark after the verdict
+        ('Score: 3\n\nA perfect answer would end with:\n"Score: 5"', 3.0, "text"),  # a quoted example line
+        ('For instance "Score: 5" means perfect.\nThis one earns a score of 2.', 2.0, "text_lenient"),
+        ("Well organised.\nScore: 4/5", 4.0, "text"),
+        ("Score: 8/10", 4.0, "text"),  # rescaled to 5 points
+        ("Score: 10/10", 5.0, "text"),
+        ("Mostly right.\nScore: 4.5", 4.5, "text"),
+        ("**Score:** 5", 5.0, "text"),
+        ("Fine.\n**Score: 4**", 4.0, "text"),
+        ("Fine.\n  score:3.", 3.0, "text"),
+        ("Total score = 3.", 3.0, "text_lenient"),
+        ("I would give it a score of 2 out of 5.", 2.0, "text_lenient"),
+        ("Final Score: 4", 4.0, "text_lenient"),
+        ("underscore 3", None, None),  # `score` must be a whole word
+        ("It underscores 3 points and scored 4.", None, None),
+        ("Scores: 4", None, None),
+        ("No number here at all.", None, None),
+        ("Score: 7", None, "text"),  # out of range: invalid, never clamped
+        ("Score: -1", None, "text"),
+        ("Score: 3\nScore: 6", None, "text"),  # the last statement is the verdict, even when invalid
+        ("", None, None),
+        ('Conclude with the score using the format: "Score: <total points>"', None, None),
+        ("The response scored well.", None, None),
     ],
 )
-def test_parse_score(text, expected):
+def test_parse_score(text, expected, method):
+    found = read_text_score(text)
     assert parse_score(text) == expected
+    assert (found.method if found else None) == method
 
 
 def test_score_in_the_prompt_is_never_read():
@@ -56,7 +69,8 @@ class FixedProbs:
 @pytest.mark.parametrize(("mode", "text", "score", "method"), [
     ("off", "no score", None, None),
     ("fallback", "no score", 3.5, "digit_probs"),
-    ("fallback", "fine. Score: 2", 2.0, "text"),
+    ("fallback", "fine.\nScore: 2", 2.0, "text"),
+    ("fallback", "fine, a score of 2", 2.0, "text_lenient"),
     ("always", "fine. Score: 2", 3.5, "digit_probs"),
 ])
 def test_fallback_modes(mode, text, score, method):

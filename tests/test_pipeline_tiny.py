@@ -20,15 +20,19 @@ RECORD_FILES = [
 ]
 
 
-def test_loop_runs_two_iterations_quickly(finished_run):
-    run_dir, output, seconds = finished_run
-    assert seconds < 180
+def test_loop_runs_two_iterations(finished_run):
+    run_dir, output = finished_run
     assert "selfreward run: per iteration" in output and "before the loop" in output
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["models"] == ["M1", "M2", "M3", "sft_baseline"]
     assert [it["iteration"] for it in summary["iterations"]] == [1, 2]
     for it in summary["iterations"]:
         assert it["pairs"] > 0 and it["dpo_loss"] is not None and it["candidates"] == 4 * it["prompts_kept"]
+        pairs = read_jsonl(run_dir / f"iter{it['iteration']}" / "pairs.jsonl")
+        assert all(p["margin"] == p["chosen_score"] - p["rejected_score"] > 0 for p in pairs)
+        stats = json.loads((run_dir / f"iter{it['iteration']}" / "pairs.stats.json").read_text())
+        assert sum(stats["margin_histogram"].values()) == len(pairs) == it["pairs"]
+        assert stats["min_margin_kept"] == min(p["margin"] for p in pairs)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"config", "versions", "git_commit", "seed", "stages"} <= manifest.keys()
     assert [s for s, v in manifest["stages"].items() if v["status"] == "done"] == ["sft_baseline", "eft", "sft", "aift1", "dpo1", "aift2", "dpo2"]

@@ -47,6 +47,11 @@ class Engine(ABC):
         (prefix included), renormalised over the choices."""
         raise NotImplementedError(f"the {self.name} engine cannot read token probabilities")
 
+    def context_room(self, request: Request, max_new_tokens: int) -> int | None:
+        """Tokens to spare once the rendered request and `max_new_tokens` are in the model's
+        context (negative: it does not fit), or None when this engine cannot count tokens."""
+        return None
+
     def prompt_length(self, request: Request) -> int:
         """A cheap, deterministic size of the rendered request, used to sort work into batches."""
         return sum(len(content) for _, content in request.messages) + len(request.prefix)

@@ -94,6 +94,10 @@ class HFEngine(Engine):
             out.extend((mass / mass.sum(dim=-1, keepdim=True).clamp_min(1e-12)).tolist())
         return out
 
+    def context_room(self, request: Request, max_new_tokens: int) -> int:
+        used = len(self.tokenizer(self.render(request), add_special_tokens=False)["input_ids"])
+        return self.tokenizer.model_max_length - max_new_tokens - used
+
     def prompt_length(self, request: Request) -> int:
         return len(self.render(request))
 

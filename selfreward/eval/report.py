@@ -61,8 +61,8 @@ def tables(data: dict[str, Any]) -> list[Table]:
     ))
     out.append((
         "Iteration health",
-        ["iteration", "score histogram (0-5)", "score source", "tie rate", "pair yield", "chosen chars", "rejected chars", "score gap"],
-        [[r["iteration"], "/".join(str(v) for v in r["judge"].get("score_histogram", {}).values()), r["judge"].get("score_source"), r["pairs_stats"].get("tie_rate"), r["pairs_stats"].get("pair_yield"), r["pairs_stats"].get("mean_chosen_chars"), r["pairs_stats"].get("mean_rejected_chars"), r["pairs_stats"].get("mean_score_gap")] for r in data["iterations"]],
+        ["iteration", "score histogram (0-5)", "score source", "tie rate", "pairs dropped", "unfinished excluded", "pair yield", "chosen chars", "rejected chars", "mean margin", "margin histogram"],
+        [[r["iteration"], "/".join(str(v) for v in r["judge"].get("score_histogram", {}).values()), r["judge"].get("score_source"), r["pairs_stats"].get("tie_rate"), r["pairs_stats"].get("dropped"), r["pairs_stats"].get("unfinished_candidates_excluded"), r["pairs_stats"].get("pair_yield"), r["pairs_stats"].get("mean_chosen_chars"), r["pairs_stats"].get("mean_rejected_chars"), r["pairs_stats"].get("mean_margin"), r["pairs_stats"].get("margin_histogram")] for r in data["iterations"]],
     ))
     rm = data["eval"].get("rm", {})
     for set_name in sorted({s for per_model in rm.values() for s in per_model}):

@@ -1,6 +1,7 @@
 """Reward-model metrics: how well a model's own judge scores order human-ranked responses.
 
-Definitions (per PAPER.md; a response's score is the average of its valid judgments):
+Definitions (per PAPER.md; a response's score is the average of its valid judgments, text scores
+before digit-probability expectations as in `response_score`):
 - pairwise accuracy: over all pairs of responses with different human ranks, the share the model
   orders the same way. A tied or missing model score counts as half a pair (the expected value of
   breaking the tie at random), so a constant judge scores 50%; `tie_rate` says how often.
@@ -25,7 +26,7 @@ from selfreward.config import Config
 from selfreward.engines.base import Engine, Sampling
 from selfreward.records import StageFiles
 from selfreward.stages.common import WorkItem, run_batches
-from selfreward.stages.judge import judge_request, judge_template, judgment_stats, score_completions
+from selfreward.stages.judge import fitted_judge_request, judge_template, judgment_stats, response_score, score_completions
 
 
 def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str, Any]:
@@ -78,31 +79,35 @@ def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str
     }
 
 
+def judge_groups(config: Config, engine: Engine, groups: list[dict[str, Any]], files: StageFiles, name: str, seed: int) -> list[dict[str, Any]]:
+    """`eval.rm_samples` judgments of every response of `groups` (resumable)."""
+    template = judge_template(config.judge.template)
+    items = []
+    for g in groups:
+        for r, resp in enumerate(g["responses"]):
+            request, shortened = fitted_judge_request(template, g["prompt"], resp["text"], engine, config.judge.max_new_tokens)
+            payload = {"group_id": g["id"], "response_index": r, "response_shortened": shortened}
+            items += [WorkItem(f"{g['id']}-r{r}-j{k}", request, payload | {"sample": k}) for k in range(config.eval.rm_samples)]
+    sampling = Sampling(config.judge.temperature, config.judge.top_p, config.judge.max_new_tokens)
+    run = run_batches(files, items, engine, sampling, seed, config.engine.batch_size, f"rm {name}", lambda b, c: score_completions(config.judge, engine, b, c))
+    files.finish(run.records, {"stage": "rm-judge", "model": name, **judgment_stats(run.records), "tokens_per_second": run.tokens_per_second})
+    return run.records
+
+
 def evaluate_rm(config: Config, engine: Engine, groups: list[dict[str, Any]], out_dir: Path, name: str, seed: int) -> dict[str, Any]:
     """Judge every response of `groups` (rows of eft/eval.jsonl) `eval.rm_samples` times with the model's
     own judge prompt and settings (resumable), then compute the metrics."""
     files = StageFiles(out_dir, f"{name}.judgments")
-    template = judge_template(config.judge.template)
-    items = [
-        WorkItem(f"{g['id']}-r{r}-j{k}", judge_request(template, g["prompt"], resp["text"]), {"group_id": g["id"], "response_index": r})
-        for g in groups
-        for r, resp in enumerate(g["responses"])
-        for k in range(config.eval.rm_samples)
-    ]
     if files.done():
         records = files.read()
     else:
-        sampling = Sampling(config.judge.temperature, config.judge.top_p, config.judge.max_new_tokens)
-        run = run_batches(files, items, engine, sampling, seed, config.engine.batch_size, f"rm {name}", lambda b, c: score_completions(config.judge, engine, b, c))
-        records = run.records
-        files.finish(records, {"stage": "rm-judge", "model": name, **judgment_stats(records), "tokens_per_second": run.tokens_per_second})
-    scores: dict[tuple[str, int], list[float]] = defaultdict(list)
+        records = judge_groups(config, engine, groups, files, name, seed)
+    judged: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        if record["score"] is not None:
-            scores[(record["group_id"], record["response_index"])].append(record["score"])
+        judged[(record["group_id"], record["response_index"])].append(record)
     table = []
     for g in groups:
-        values = [scores.get((g["id"], r)) for r in range(len(g["responses"]))]
-        table.append(([resp["rank"] for resp in g["responses"]], [sum(v) / len(v) if v else None for v in values]))
+        found = [response_score(judged.get((g["id"], r), [])) for r in range(len(g["responses"]))]
+        table.append(([resp["rank"] for resp in g["responses"]], [f[0] if f else None for f in found]))
     health = judgment_stats(records)
     return {**rm_metrics(table), "judge_parse_rate": health["parse_rate_text"], "judge_valid_rate": health["valid_rate"]}

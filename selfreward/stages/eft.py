@@ -31,7 +31,7 @@ from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.records import StageFiles, write_json, write_jsonl
 from selfreward.seed import RankedGroup
 from selfreward.stages.common import WorkItem, derive_seed, run_batches
-from selfreward.stages.judge import SCORE_RE, judge_request, judge_template, judgment_stats, score_completions
+from selfreward.stages.judge import judge_request, judge_template, judgment_stats, read_text_score, score_completions
 
 HINT = (
     "\n\nA careful reviewer has already settled on a total score of {score} for this response. "
@@ -125,9 +125,9 @@ def downsample_top_score(examples: list[dict[str, Any]], rng: random.Random) -> 
 
 
 def up_to_score(judgment: str) -> str:
-    """The judgment cut right after its last `Score: N`."""
-    last = list(SCORE_RE.finditer(judgment))[-1]
-    return judgment[: last.end()].strip()
+    """The judgment cut right after the score statement its score was read from."""
+    found = read_text_score(judgment)
+    return judgment[: found.end].strip() if found else judgment.strip()
 
 
 def group_rows(groups: list[RankedGroup]) -> list[dict[str, Any]]:

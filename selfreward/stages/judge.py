@@ -1,15 +1,19 @@
 """Stage `judge`: the model scores each candidate K times with the additive 5-point prompt.
 
 The score is read from the generated judgment only (never from the prompt, which itself says
-"Score: <total points>"): the last `Score: N` with 0 <= N <= 5; `N/D` forms are rescaled to 5
-points; decimals are kept. Without a score, the configured fallback appends `Score:` after the
-judgment and reads the probabilities of the digits 0-5 (expected value and argmax are kept).
+"Score: <total points>"): first the last line that is only `Score: N` (method `text`), else the
+last `score N` with `score` as a whole word (method `text_lenient`); 0 <= N <= 5, `N/D` forms are
+rescaled to 5 points, decimals are kept. Without a score, the configured fallback appends
+`Score:` after the judgment and reads the probabilities of the digits 0-5 (expected value and
+argmax are kept; method `digit_probs`). Judge prompts that would not fit the model's context
+shorten the response being judged, with a marker, never the rubric.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +24,33 @@ from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles
 from selfreward.stages.common import WorkItem, mean, run_batches
 
-SCORE_RE = re.compile(
-    r"score\s*(?:of|is|was|=|:)?\s*[*_\"'`]*\s*[:=]?\s*[*_\"'`]*\s*(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?",
+_NUMBER = r"(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
+_EMPHASIS = r"[*_]*"
+STRICT_SCORE_RE = re.compile(
+    rf"^[ \t]*{_EMPHASIS}[ \t]*score[ \t]*{_EMPHASIS}[ \t]*:[ \t]*{_EMPHASIS}[ \t]*{_NUMBER}[ \t]*{_EMPHASIS}[ \t]*\.?[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+"""A line that holds only `Score: N` (markdown bold/italics allowed, quotes not), as the judge prompt asks."""
+LENIENT_SCORE_RE = re.compile(
+    rf"\bscore\b[ \t]*(?:of|is|was|=|:)?[ \t]*[*_`\"']*[ \t]*[:=]?[ \t]*[*_`\"']*[ \t]*{_NUMBER}",
     re.IGNORECASE,
 )
+"""`score` as a whole word followed by a number anywhere in the text ("I'd give it a score of 4")."""
 DIGITS = [str(d) for d in range(6)]
 
 
-def parse_score(judgment: str) -> float | None:
-    """The last `Score: N` of a judgment as a number in [0, 5], or None (missing or out of range)."""
-    matches = list(SCORE_RE.finditer(judgment or ""))
-    if not matches:
-        return None
-    value, scale = matches[-1].groups()
+@dataclass(frozen=True)
+class TextScore:
+    value: float | None
+    """The score in [0, 5], or None when the stated score is out of range."""
+    method: str
+    """`text` (strict: the last line that is only `Score: N`) or `text_lenient`."""
+    end: int
+    """Offset just past the score statement in the judgment."""
+
+
+def _value(match: re.Match[str]) -> float | None:
+    value, scale = match.groups()
     score = float(value)
     if scale is not None:
         if float(scale) <= 0:
@@ -41,8 +59,46 @@ def parse_score(judgment: str) -> float | None:
     return score if 0 <= score <= 5 else None
 
 
+def read_text_score(judgment: str) -> TextScore | None:
+    """The score a judgment states, or None when it states none.
+
+    Strict rule first: the last line holding only `Score: N`; text after it (a remark, an example)
+    is ignored. Otherwise the lenient rule: the last `score <number>` with `score` as a whole word
+    (method `text_lenient`). `N/D` and `N out of D` are rescaled to 5 points; a stated score
+    outside [0, 5] gives a TextScore whose value is None (invalid, never clamped)."""
+    for pattern, method in ((STRICT_SCORE_RE, "text"), (LENIENT_SCORE_RE, "text_lenient")):
+        matches = list(pattern.finditer(judgment or ""))
+        if matches:
+            return TextScore(_value(matches[-1]), method, matches[-1].end())
+    return None
+
+
+def parse_score(judgment: str) -> float | None:
+    """The score a judgment states, in [0, 5], or None (missing or out of range)."""
+    found = read_text_score(judgment)
+    return found.value if found else None
+
+
 def judge_request(template: str, prompt: str, response: str) -> Request:
     return Request.user(fill(template, instruction=prompt, response=response))
+
+
+SHORTENED_MARKER = "\n[... the rest of this response was cut to fit the judge's context ...]"
+
+
+def fitted_judge_request(template: str, prompt: str, response: str, engine: Engine, max_new_tokens: int) -> tuple[Request, bool]:
+    """The judge request, with the response shortened (and marked) when the whole would not fit
+    the engine's context; the rubric and the instruction are never cut. Returns (request, shortened)."""
+    request = judge_request(template, prompt, response)
+    room = engine.context_room(request, max_new_tokens)
+    if room is None or room >= 0:
+        return request, False
+    kept, too_many = 0, len(response)  # binary search: the longest head of the response that fits
+    while too_many - kept > 1:
+        middle = (kept + too_many) // 2
+        fits = engine.context_room(judge_request(template, prompt, response[:middle] + SHORTENED_MARKER), max_new_tokens)
+        kept, too_many = (middle, too_many) if fits is not None and fits >= 0 else (kept, middle)
+    return judge_request(template, prompt, response[:kept].rstrip() + SHORTENED_MARKER), True
 
 
 def judge_template(name_or_path: str) -> str:
@@ -57,7 +113,8 @@ def score_completions(config: JudgeConfig, engine: Engine, items: list[WorkItem]
     """Records for a batch of judgments: parsed text score, digit-probability fallback, final score."""
     rows = []
     for item, completion in zip(items, completions):
-        text_score = parse_score(completion.text)
+        found = read_text_score(completion.text)
+        text_score = found.value if found else None
         rows.append(
             {
                 "id": item.id,
@@ -65,8 +122,9 @@ def score_completions(config: JudgeConfig, engine: Engine, items: list[WorkItem]
                 "text": completion.text,
                 "num_tokens": completion.num_tokens,
                 "text_score": text_score,
+                "text_method": found.method if text_score is not None else None,
                 "score": text_score,
-                "method": "text" if text_score is not None else None,
+                "method": found.method if text_score is not None else None,
             }
         )
     wanted = [i for i, r in enumerate(rows) if config.fallback == "always" or (config.fallback == "fallback" and r["score"] is None)]
@@ -88,21 +146,33 @@ def judge_candidates(config: JudgeConfig, engine: Engine, out_dir: Path, seed: i
     if not candidates.records.exists():
         raise SelfRewardError(f"{candidates.records} not found: run the candidates stage first")
     template = judge_template(config.template)
-    items = [
-        WorkItem(
-            f"{c['id']}-j{k}",
-            judge_request(template, c["prompt"], c["text"]),
-            {"candidate_id": c["id"], "prompt_id": c["prompt_id"], "index": k},
-        )
-        for c in candidates.read()
-        for k in range(config.k)
-    ]
+    items = []
+    for c in candidates.read():
+        request, shortened = fitted_judge_request(template, c["prompt"], c["text"], engine, config.max_new_tokens)
+        payload = {"candidate_id": c["id"], "prompt_id": c["prompt_id"], "response_shortened": shortened}
+        items += [WorkItem(f"{c['id']}-j{k}", request, payload | {"index": k}) for k in range(config.k)]
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
     run = run_batches(files, items, engine, sampling, seed, batch_size, "judge", lambda b, c: score_completions(config, engine, b, c))
     records = run.records
-    stats = {"stage": "judge", **judgment_stats(records), "new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second}
+    shortened = len({r["candidate_id"] for r in records if r.get("response_shortened")})
+    stats = {"stage": "judge", **judgment_stats(records), "responses_shortened": shortened, "new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second}
     files.finish(records, stats)
     return stats
+
+
+TEXT_METHODS = ("text", "text_lenient")
+
+
+def response_score(judgments: list[dict[str, Any]]) -> tuple[float, int, str] | None:
+    """(average, number of judgments behind it, source) of one response's judgments, or None
+    when none is valid. Text scores win: expectations are averaged only when no judgment has a
+    text score, never mixed with text scores (they would pull the average towards the middle)."""
+    text = [j["score"] for j in judgments if j["score"] is not None and j.get("method") in TEXT_METHODS]
+    digits = [j["score"] for j in judgments if j["score"] is not None and j.get("method") == "digit_probs"]
+    for scores, source in ((text, "text"), (digits, "digit_probs")):
+        if scores:
+            return sum(scores) / len(scores), len(scores), source
+    return None
 
 
 def judgment_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,6 +183,7 @@ def judgment_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "judgments": n,
         "parse_rate_text": round(text_parsed / n, 3) if n else None,
+        "parse_rate_strict": round(sum(1 for r in records if r.get("text_method") == "text") / n, 3) if n else None,
         "score_source": dict(sorted(methods.items())),
         "valid_rate": round(len(scores) / n, 3) if n else None,
         "score_histogram": score_histogram(scores),
