@@ -45,6 +45,9 @@ class FaultHandler(BaseHTTPRequestHandler):
         prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["messages"][-1]["content"]
         action = self.server.next_action(prompt)
         auth = self.headers.get("Authorization", "")
+        if action.startswith("late "):  # let the other requests go first
+            self.server.release.wait(0.2)
+            action = action.removeprefix("late ")
         if action == "hang":  # longer than the client's timeout
             self.server.release.wait(10)
         elif action == "drop":  # close the socket without a reply
@@ -166,6 +169,16 @@ def test_without_retry_after_the_backoff_applies(server, caplog):
     generate(server, {"p": ["status 429", "status 429", "ok"]}, max_retries=2, backoff_initial=0.001, backoff_max=0.004)
     waits = [float(w) for w in re.findall(r"in ([\d.]+) s", caplog.text)]
     assert len(waits) == 2 and all(w <= 0.004 for w in waits)
+
+
+def test_a_failed_batch_wakes_requests_waiting_to_retry(server):
+    """`a` waits a 600 s backoff before its retry; `b`'s 401 stops the batch, so `a` is never resent."""
+    errors = []
+    thread = threading.Thread(target=lambda: errors.append(failure(server, {"a": ["status 503", "ok"], "b": ["late status 401"]}, concurrency=2, max_retries=1, backoff_initial=600, backoff_max=600)))
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive() and errors == [f"judge server {server.url}/chat/completions answered HTTP 401: refused, you sent Bearer ***"]
+    assert server.seen == {"a": 1, "b": 1}
 
 
 def test_circuit_breaker_trips_and_sends_nothing_more(server):

@@ -82,6 +82,10 @@ class BatchState:
             self.consecutive_failures = 0
             self.done += 1
 
+    def sleep(self, seconds: float) -> None:
+        """Wait before a retry; a stopped batch wakes its sleepers at once."""
+        self.stop.wait(seconds)
+
     def fail(self, error: Exception) -> None:
         """A request gave up: the batch sends nothing more."""
         with self.lock:
@@ -136,6 +140,8 @@ class OpenAIEngine(Engine):
             response = self.client.post(self.url, json=body)
         except httpx.TimeoutException as exc:
             raise ServerFault(f"no reply within the timeout ({exc.__class__.__name__})") from None
+        except httpx.ConnectError as exc:
+            raise ServerFault(f"unreachable ({exc.__class__.__name__}: {self._masked(str(exc))})") from None
         except httpx.TransportError as exc:
             raise ServerFault(f"connection failed ({exc.__class__.__name__}: {self._masked(str(exc))})") from None
         except httpx.HTTPError as exc:
@@ -185,6 +191,7 @@ class OpenAIEngine(Engine):
             retry=retry_if_exception_type(ServerFault),
             stop=stop_after_attempt(self.max_retries + 1) | stop_when_event_set(batch.stop),
             wait=self._wait,
+            sleep=batch.sleep,
             before_sleep=self._log_retry,
             reraise=True,
         )
