@@ -1,8 +1,8 @@
 """An OpenAI-compatible chat-completions server as an engine (vLLM, llama.cpp, TGI, OpenAI, ...).
 
 Faults are retried with tenacity: timeouts, connection errors, truncated bodies, HTTP 408/429/5xx
-and 200 replies that are not chat completions wait an exponential backoff with jitter (at least a
-429/503's `Retry-After` seconds, capped at `backoff_max`) and are sent again, up to `max_retries`
+and 200 replies that are not chat completions wait an exponential backoff with jitter (at least the
+server's `Retry-After` seconds, capped at `backoff_max`) and are sent again, up to `max_retries`
 times. Other HTTP errors (400, 401, 404, ...) fail at once. A batch (one `generate` call) yields a
 completion for every request or raises a one-line SelfRewardError: a request that exhausts its
 retries stops the batch, and so does the circuit breaker, which trips after
