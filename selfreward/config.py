@@ -187,14 +187,30 @@ class JudgeEngineConfig(Section):
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key (the key itself is never stored)."""
     timeout: float = Field(120.0, gt=0)
+    """openai: seconds one HTTP request may take (connect, send, each read) before it counts as failed."""
     concurrency: int = Field(8, gt=0)
+    """openai: requests in flight at once."""
     temperature: float = Field(0.0, ge=0)
+    """eval.judge: sampling temperature of its verdicts (eft.teacher samples with the `judge` section's)."""
     max_new_tokens: int = Field(256, gt=0)
+    """eval.judge: longest verdict in tokens (eft.teacher uses the `judge` section's)."""
+    max_retries: int = Field(5, ge=0)
+    """openai: times a request is sent again after a timeout, connection error, truncated or malformed
+    reply, HTTP 408, 429 or 5xx; a request still failing then stops the stage (other 4xx stop it at once)."""
+    backoff_initial: float = Field(1.0, gt=0)
+    """openai: seconds before the first retry; doubles each retry, plus up to as much random jitter."""
+    backoff_max: float = Field(30.0, gt=0)
+    """openai: longest wait between retries, also the cap on a server's Retry-After."""
+    max_consecutive_failures: int = Field(10, gt=0)
+    """openai: circuit breaker: this many failed attempts in a row (across concurrent requests, no
+    success between) stop the stage at once; requests not yet sent are not sent."""
 
     @model_validator(mode="after")
     def _check_server(self) -> JudgeEngineConfig:
         if self.kind == "openai" and (not self.base_url or not self.model):
             raise ValueError("a judge of kind openai needs base_url and model")
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(f"backoff_max ({self.backoff_max}) is below backoff_initial ({self.backoff_initial})")
         return self
 
 

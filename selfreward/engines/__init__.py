@@ -19,7 +19,17 @@ def make_judge_engine(config: Config, judge: JudgeEngineConfig, default_model: s
     if judge.kind == "openai":
         from selfreward.engines.openai import OpenAIEngine
 
-        return OpenAIEngine(judge.base_url or "", judge.model or "", judge.api_key_env, judge.timeout, judge.concurrency)
+        return OpenAIEngine(
+            judge.base_url or "",
+            judge.model or "",
+            judge.api_key_env,
+            judge.timeout,
+            judge.concurrency,
+            judge.max_retries,
+            judge.backoff_initial,
+            judge.backoff_max,
+            judge.max_consecutive_failures,
+        )
     from selfreward.models import resolve_model
 
     return make_engine(config, resolve_model(judge.model or default_model))
