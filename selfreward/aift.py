@@ -72,7 +72,7 @@ def run_aift(
     if "prompts" in stages:
         seed_examples, reports = load_ift(config.data.ift, config.data.lang, config.data.max_ift)
         for report in reports:
-            console.print(f"seed data: {report.summary()}")
+            console.print(f"seed data: {report.summary()}", markup=False)
         seed_prompts = [e.prompt for e in seed_examples]
     own_generator = "prompts" in stages and config.prompts.generator
     uses_model = bool({"candidates", "judge"} & set(stages)) or ("prompts" in stages and not own_generator)

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selfreward.config import Config, load_config
+from selfreward.display import console_text
 from selfreward.errors import SelfRewardError
 
 app = typer.Typer(help="Self-Rewarding Language Models: self-instruct, LLM-as-a-Judge and iterative DPO.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -46,7 +47,7 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except SelfRewardError as exc:
-            errors.print(f"[red]error:[/red] {exc}", highlight=False)
+            errors.print(f"[red]error:[/red] {console_text(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             errors.print("interrupted: finished records are saved; run the same command again to resume")
@@ -64,7 +65,7 @@ def stats_table(title: str, stats: dict[str, Any]) -> Table:
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, "-" if value is None else console_text(str(value)))
     return table
 
 
@@ -190,11 +191,11 @@ def _print_tables(run_dir: Path, prefixes: tuple[str, ...], tables: Callable[[di
 
     for title, headers, rows in tables(gather(run_dir)):
         if title.startswith(prefixes):
-            table = Table(title=title, title_justify="left")
+            table = Table(title=console_text(title), title_justify="left")
             for header in headers:
                 table.add_column(header, justify="right")
             for row in rows:
-                table.add_row(*(cell(c) for c in row))
+                table.add_row(*(console_text(cell(c)) for c in row))
             console.print(table)
 
 
@@ -309,7 +310,7 @@ def data(sources: Annotated[list[str], typer.Argument(help="Data files, hub name
 
     items, reports = (load_ranked if ranked else load_ift)(sources, lang)
     for report in reports:
-        console.print(report.summary())
+        console.print(console_text(report.summary()))
     console.print(f"{len(items)} {'ranked groups' if ranked else 'IFT examples'}")
 
 

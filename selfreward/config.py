@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
 
 PRESETS_DIR = Path(__file__).parent / "configs"
@@ -50,6 +51,9 @@ class ModelConfig(Section):
     """`auto`: bfloat16 for generation (CPU with AMX/AVX-512 or GPU), float32 for training."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     trust_remote_code: bool = False
+    """Run Python code shipped with a hub model (off: only transformers' own architectures load)."""
+    allow_pickle: bool = False
+    """Also load pickle weights (`pytorch_model.bin`, which can run code when loaded); off: safetensors only."""
     max_length: int = Field(2048, gt=16)
     """Tokenizer model_max_length: prompts are truncated from the left to fit."""
 
@@ -297,8 +301,14 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SelfRewardError(f"config {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise SelfRewardError(f"config {path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml_load(text) or {}
+    except (yaml.YAMLError, RecursionError) as exc:
         raise SelfRewardError(f"config {path}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise SelfRewardError(f"config {path}: the top level must be a mapping of keys")
@@ -309,8 +319,9 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
-def load_raw(source: str | None) -> dict[str, Any]:
-    """A preset name or a YAML path -> raw dict. A file may name a preset to build on with `base:`."""
+def load_raw(source: str | None, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset name or a YAML path -> raw dict. A file may name a preset to build on with `base:`
+    (`chain`: the files that named this one, to refuse loops)."""
     source = source or "demo"
     path = Path(source)
     if not path.suffix and not path.exists():
@@ -319,12 +330,14 @@ def load_raw(source: str | None) -> dict[str, Any]:
             raise SelfRewardError(f"unknown preset {source!r} (presets: {', '.join(preset_names())}; or give a YAML file)")
     elif not path.is_file():
         raise SelfRewardError(f"config file not found: {source}")
+    if path.resolve() in chain:
+        raise SelfRewardError(f"config {chain[-1]}: `base` leads back to {path} (a loop)")
     data = _read_yaml(path)
     base = data.pop("base", None)
     if base is not None:
-        if not isinstance(base, str) or Path(base).resolve() == path.resolve():
+        if not isinstance(base, str):
             raise SelfRewardError(f"config {path}: `base` must name another preset or YAML file")
-        data = _merge(load_raw(base), data)
+        data = _merge(load_raw(base, (*chain, path.resolve())), data)
     return data
 
 
@@ -337,7 +350,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise SelfRewardError(f"override {item!r} must look like section.key=value")
         try:
             value = yaml_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # not YAML (or nested too deeply): the plain string
             value = raw
         node = out
         parts = key.strip().split(".")
@@ -356,7 +369,7 @@ def format_validation_error(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown key {key!r}")
         else:
-            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            problems.append(f"{key}: {err['msg']} (got {quoted(err.get('input'))})")
     return "config error: " + "; ".join(problems)
 
 

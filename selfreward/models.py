@@ -99,13 +99,25 @@ def pick_dtype(dtype: str, device: str, training: bool = False) -> torch.dtype:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
+def _load_failure(what: str, path: str, exc: Exception, allow_pickle: bool = True) -> str:
+    """One line for a failed `from_pretrained`, naming the config key that would allow what was refused."""
+    from transformers.utils import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    if "trust_remote_code" in str(exc):
+        return f"{what} {path!r} needs its own Python code to load: set model.trust_remote_code=true only if you trust it"
+    pickled = [] if allow_pickle else [name for name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME) if (Path(path) / name).is_file()]
+    if pickled:
+        return f"{what} {path!r} has only pickle weights ({pickled[0]}), which can run code when loaded: convert it to safetensors or set model.allow_pickle=true"
+    return f"cannot load {what} {path!r}: {str(exc).strip().splitlines()[0]}"
+
+
 def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise SelfRewardError(f"cannot load the tokenizer of {path!r}: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError) as exc:
+        raise SelfRewardError(_load_failure("the tokenizer of", path, exc)) from None
     if not tokenizer.chat_template:  # base models (e.g. the paper's Llama 2 70B) get a plain template
         tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     if tokenizer.pad_token is None:
@@ -114,11 +126,14 @@ def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False) 
     return tokenizer
 
 
-def load_model(path: str, dtype: torch.dtype, device: str, trust_remote_code: bool = False) -> Any:
+def load_model(path: str, dtype: torch.dtype, device: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> Any:
+    """Safetensors weights only, unless `allow_pickle` also admits pickle (`.bin`) checkpoints."""
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise SelfRewardError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}") from None
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True
+        )
+    except (OSError, ValueError) as exc:
+        raise SelfRewardError(_load_failure("model", path, exc, allow_pickle)) from None
     return model.to(device)

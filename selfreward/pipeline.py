@@ -81,7 +81,7 @@ class Run:
         write_json(self.manifest_path, self.manifest)
 
     def log(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)
         with open(self.dir / "run.log", "a", encoding="utf-8") as handle:
             handle.write(f"{now()} {message}\n")
 

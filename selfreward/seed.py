@@ -13,12 +13,15 @@ Malformed rows are skipped and counted; a source with no usable rows is an error
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
 
 DEMO_DIR = Path(__file__).parent / "data"
@@ -58,13 +61,20 @@ class LoadReport:
     groups: int = 0
 
     def bad(self, where: str, why: str) -> None:
+        """Count a skipped row; `first_bad` is the earliest in the file (rows are checked in two passes)."""
         self.skipped += 1
-        if self.first_bad is None:
+        if self.first_bad is None or _position(where) < _position(self.first_bad):
             self.first_bad = f"{where}: {why}"
 
     def summary(self) -> str:
         text = f"{self.source} ({self.format}): {self.rows} rows, {self.groups} usable, {self.skipped} skipped"
         return text + (f" (first: {self.first_bad})" if self.first_bad else "")
+
+
+def _position(where: str) -> int:
+    """The number in a row location (`line 12`, `row 3`)."""
+    match = re.search(r"\d+", where)
+    return int(match.group()) if match else 0
 
 
 class BadRow(ValueError):
@@ -75,29 +85,51 @@ def _text(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if not isinstance(value, str) or not value.strip():
         raise BadRow(f"missing or empty {key!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRow(f"{key!r} is not valid Unicode (lone surrogate)") from None
     return value.strip()
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (bools, NaN, infinities, huge integers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _rank(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRow(f"rank {value!r} is not a number")
-    return float(value)
+    rank = _finite(value)
+    if rank is None:
+        raise BadRow(f"rank {quoted(value)} is not a finite number")
+    return rank
 
 
 def _quality(labels: Any) -> float | None:
     """oasst `labels` ({name: [...], value: [...]} or {name: value}) -> the `quality` value."""
-    if isinstance(labels, dict):
-        names, values = labels.get("name"), labels.get("value")
-        if isinstance(names, list) and isinstance(values, list) and "quality" in names:
-            value = values[names.index("quality")]
-            return float(value) if isinstance(value, (int, float)) else None
-        value = labels.get("quality")
-        if isinstance(value, dict):
-            value = value.get("value")
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    return None
+    if not isinstance(labels, dict):
+        return None
+    names, values = labels.get("name"), labels.get("value")
+    if isinstance(names, list) and isinstance(values, list) and "quality" in names:
+        index = names.index("quality")
+        return _finite(values[index]) if index < len(values) else None
+    value = labels.get("quality")
+    return _finite(value.get("value") if isinstance(value, dict) else value)
+
+
+def _group_id(where: str, *candidates: Any) -> str:
+    """The first candidate that is a usable id (a non-empty string or an integer), else the row's location."""
+    for value in candidates:
+        if (isinstance(value, str) and value) or (isinstance(value, int) and not isinstance(value, bool)):
+            return str(value)
+    return where
 
 
 def _iter_rows(source: str, report: LoadReport) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -108,27 +140,18 @@ def _iter_rows(source: str, report: LoadReport) -> Iterator[tuple[str, dict[str,
             raise SelfRewardError(f"data file not found: {source}")
         import pyarrow.parquet as pq
 
-        for number, row in enumerate(pq.read_table(path).to_pylist(), 1):
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise SelfRewardError(f"cannot read {source} as Parquet: {str(exc).splitlines()[0]}") from None
+        for number, row in enumerate(table.to_pylist(), 1):
             report.rows += 1
             yield f"row {number}", row
         return
     if path.suffix in {".jsonl", ".json"} or path.exists():
         if not path.is_file():
             raise SelfRewardError(f"data file not found: {source}")
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                report.rows += 1
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    report.bad(f"line {number}", f"not valid JSON ({exc.msg})")
-                    continue
-                if not isinstance(row, dict):
-                    report.bad(f"line {number}", "not a JSON object")
-                    continue
-                yield f"line {number}", row
+        yield from _jsonl_rows(path, report)
         return
     if source.count("/") == 1 and not source.startswith((".", "/")):
         name, _, split = source.partition(":")
@@ -143,6 +166,32 @@ def _iter_rows(source: str, report: LoadReport) -> Iterator[tuple[str, dict[str,
             yield f"row {number}", dict(row)
         return
     raise SelfRewardError(f"data file not found: {source}")
+
+
+def _jsonl_rows(path: Path, report: LoadReport) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The JSON objects of a JSONL file; lines that are not UTF-8 JSON objects are counted as bad."""
+    try:
+        handle = open(path, "rb")  # closed by the `with` below
+    except OSError as exc:
+        raise SelfRewardError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            report.rows += 1
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                report.bad(f"line {number}", "not valid UTF-8")
+                continue
+            except (ValueError, RecursionError) as exc:  # also over-long integers and too deep nesting
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(":")[0]
+                report.bad(f"line {number}", f"not valid JSON ({why})")
+                continue
+            if not isinstance(row, dict):
+                report.bad(f"line {number}", "not a JSON object")
+                continue
+            yield f"line {number}", row
 
 
 def _detect(row: dict[str, Any]) -> str:
@@ -166,7 +215,7 @@ def _groups_from_messages(rows: list[tuple[str, dict[str, Any]]], lang: str, rep
         try:
             message_id, role, text = _text(row, "message_id"), _text(row, "role"), _text(row, "text")
             if role not in {"prompter", "assistant"}:
-                raise BadRow(f"unknown role {role!r}")
+                raise BadRow(f"unknown role {quoted(role)}")
             rank = _rank(row.get("rank"))
         except BadRow as exc:
             report.bad(where, str(exc))
@@ -201,7 +250,7 @@ def _group_from_tree(where: str, row: dict[str, Any], lang: str) -> RankedGroup 
         responses.append(RankedResponse(_text(child, "text"), rank, _quality(child.get("labels"))))
     if not responses:
         return None
-    group_id = str(row.get("message_tree_id") or root.get("message_id") or where)
+    group_id = _group_id(where, row.get("message_tree_id"), root.get("message_id"))
     return RankedGroup(group_id, prompt, tuple(sorted(responses, key=lambda r: r.rank)))
 
 
@@ -220,7 +269,7 @@ def _group_from_ranked_row(where: str, row: dict[str, Any]) -> RankedGroup | Non
         if rank is None:
             raise BadRow("a response has no `rank`")
         responses.append(RankedResponse(_text(item, "text"), rank, _quality(item.get("labels", item.get("quality")))))
-    group_id = str(row.get("prompt_message_id") or row.get("id") or where)
+    group_id = _group_id(where, row.get("prompt_message_id"), row.get("id"))
     return RankedGroup(group_id, prompt, tuple(sorted(responses, key=lambda r: r.rank)))
 
 

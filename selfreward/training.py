@@ -25,7 +25,7 @@ def load_for_training(model_config: ModelConfig, name_or_path: str, train: Train
     """Model in fp32 (mixed precision comes from the Trainer) with the configured dropout, and its tokenizer."""
     path = resolve_model(name_or_path)
     tokenizer = load_tokenizer(path, train.max_length, model_config.trust_remote_code)
-    model = load_model(path, torch.float32, "cpu", model_config.trust_remote_code)
+    model = load_model(path, torch.float32, "cpu", model_config.trust_remote_code, model_config.allow_pickle)
     set_dropout(model, train.dropout)
     return model, tokenizer
 

@@ -21,7 +21,7 @@ class HFEngine(Engine):
         self.tokenizer = load_tokenizer(path, model.max_length, model.trust_remote_code)
         self.tokenizer.padding_side = "left"
         self.tokenizer.truncation_side = "left"
-        self.model = load_model(path, pick_dtype(model.dtype, self.device), self.device, model.trust_remote_code)
+        self.model = load_model(path, pick_dtype(model.dtype, self.device), self.device, model.trust_remote_code, model.allow_pickle)
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])

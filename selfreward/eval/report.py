@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from selfreward.display import visible
 from selfreward.pipeline import summarize
 from selfreward.records import read_json, write_atomic
 
@@ -15,13 +16,19 @@ Table = tuple[str, list[str], list[list[Any]]]  # title, headers, rows
 
 
 def cell(value: Any) -> str:
+    """A value as table text; control characters in strings (model output, names) are made visible."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:.0f}"
     if isinstance(value, dict):
         return ", ".join(f"{k}: {cell(v)}" for k, v in value.items()) or "-"
-    return str(value)
+    return visible(str(value))
+
+
+def md_text(value: Any) -> str:
+    """A value for report.md: one line, with HTML and table pipes escaped (Markdown viewers render raw HTML)."""
+    return html.escape(cell(value), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def gather(run_dir: Path) -> dict[str, Any]:
@@ -154,18 +161,18 @@ def plots(data: dict[str, Any]) -> list[tuple[str, bytes]]:
 
 
 def to_markdown(data: dict[str, Any], table_list: list[Table]) -> str:
-    lines = [f"# selfreward report: {data['run_dir']}", ""]
+    lines = [f"# selfreward report: {md_text(data['run_dir'])}", ""]
     manifest = data["manifest"]
     config = manifest.get("config", {})
-    lines += [f"- model: `{config.get('model', {}).get('name_or_path')}`; seed {manifest.get('seed')}; created {manifest.get('created')}; finished {manifest.get('finished', '-')}", f"- versions: {cell(manifest.get('versions', {}))}", ""]
+    lines += [f"- model: {md_text(config.get('model', {}).get('name_or_path'))}; seed {md_text(manifest.get('seed'))}; created {md_text(manifest.get('created'))}; finished {md_text(manifest.get('finished', '-'))}", f"- versions: {md_text(manifest.get('versions', {}))}", ""]
     for title, headers, rows in table_list:
-        lines += [f"## {title}", ""]
+        lines += [f"## {md_text(title)}", ""]
         if not rows:
             lines += ["(nothing yet)", ""]
             continue
         lines.append("| " + " | ".join(headers) + " |")
         lines.append("|" + "---|" * len(headers))
-        lines += ["| " + " | ".join(cell(c).replace("|", "/") for c in row) + " |" for row in rows]
+        lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows]
         lines.append("")
     return "\n".join(lines)
 
@@ -175,16 +182,16 @@ def to_html(data: dict[str, Any], table_list: list[Table], images: list[tuple[st
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>selfreward report: {esc(data['run_dir'])}</title>",
+        f"<title>selfreward report: {esc(cell(data['run_dir']))}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
         "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0 1.5em}</style>",
         "</head><body>",
-        f"<h1>selfreward report</h1><p>Run: <code>{esc(data['run_dir'])}</code>; model <code>{esc(str(data['manifest'].get('config', {}).get('model', {}).get('name_or_path')))}</code>; "
-        f"created {esc(str(data['manifest'].get('created')))}, finished {esc(str(data['manifest'].get('finished', '-')))}.</p>",
+        f"<h1>selfreward report</h1><p>Run: <code>{esc(cell(data['run_dir']))}</code>; model <code>{esc(cell(data['manifest'].get('config', {}).get('model', {}).get('name_or_path')))}</code>; "
+        f"created {esc(cell(data['manifest'].get('created')))}, finished {esc(cell(data['manifest'].get('finished', '-')))}.</p>",
     ]
     for title, headers, rows in table_list:
-        parts.append(f"<h2>{esc(title)}</h2>")
+        parts.append(f"<h2>{esc(cell(title))}</h2>")
         if not rows:
             parts.append("<p>(nothing yet)</p>")
             continue
@@ -194,7 +201,7 @@ def to_html(data: dict[str, Any], table_list: list[Table], images: list[tuple[st
     if images:
         parts.append("<h2>Plots</h2>")
     for title, png in images:
-        parts.append(f"<h3>{esc(title)}</h3><img alt=\"{esc(title)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">")
+        parts.append(f"<h3>{esc(cell(title))}</h3><img alt=\"{esc(cell(title))}\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -204,5 +211,9 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     table_list = tables(data)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     write_atomic(md_path, to_markdown(data, table_list))
-    write_atomic(html_path, to_html(data, table_list, plots(data)))
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):  # names with `$` are labels, not TeX
+        images = plots(data)
+    write_atomic(html_path, to_html(data, table_list, images))
     return md_path, html_path
