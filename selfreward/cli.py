@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import io
 import json
+import os
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +21,7 @@ from rich.table import Table
 from selfreward.config import Config, load_config
 from selfreward.display import console_text
 from selfreward.errors import SelfRewardError
+from selfreward.lock import hold_lock
 
 app = typer.Typer(help="Self-Rewarding Language Models: self-instruct, LLM-as-a-Judge and iterative DPO.", no_args_is_help=True, pretty_exceptions_enable=False)
 # Logs and pipes get wide tables instead of rich's 80-column default.
@@ -56,6 +62,37 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+DISK_ERRORS = {errno.ENOSPC: "free space", errno.EDQUOT: "free space", errno.EROFS: "make it writable", errno.EACCES: "make it writable"}
+SAME_COMMAND = "run the same command again to resume"
+
+
+def file_being_written(exc: OSError) -> str | None:
+    """The file an OSError is about: its filename, else the innermost open file on the traceback
+    (a failed write() or fsync() does not name its file)."""
+    if exc.filename:
+        return str(exc.filename)
+    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        for value in frame.f_locals.values():
+            name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
+            if isinstance(name, str):
+                return name
+    return None
+
+
+@contextmanager
+def writing(directory: Path, resume: str = SAME_COMMAND) -> Iterator[None]:
+    """Be the only writer of `directory`; a full or read-only disk becomes one line saying how to
+    resume (the records written so far stay: every stage resumes from its last finished batch)."""
+    try:
+        with hold_lock(directory):
+            yield
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        target = file_being_written(exc) or f"in {directory}"
+        raise SelfRewardError(f"{os.strerror(exc.errno).lower()} while writing {target}; {DISK_ERRORS[exc.errno]} and {resume}") from None
+
+
 def stats_table(title: str, stats: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="cyan")
@@ -85,7 +122,8 @@ def aift(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt
     from selfreward.aift import run_aift
 
     cfg = _config(config, set_)
-    stats = run_aift(cfg, out, model=model, force=force, console=console)
+    with writing(out):
+        stats = run_aift(cfg, out, model=model, force=force, console=console)
     show_stats(stats)
     console.print(f"pairs: {out / 'pairs.jsonl'}")
 
@@ -93,7 +131,9 @@ def aift(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt
 def _stage(name: str, config: str | None, out: Path, set_: list[str] | None, model: str | None, force: bool) -> None:
     from selfreward.aift import run_aift
 
-    show_stats(run_aift(_config(config, set_), out, model=model, force=force, console=console, stages=(name,)))
+    cfg = _config(config, set_)
+    with writing(out):
+        show_stats(run_aift(cfg, out, model=model, force=force, console=console, stages=(name,)))
 
 
 @app.command()
@@ -138,19 +178,18 @@ def run(
 
     from selfreward.pipeline import open_run, preamble_table, run_pipeline, summary_table
 
-    if resume is not None:
-        given = config is not None or bool(set_)
-        saved = resume / "config.yaml"  # overrides apply to the run's own config unless CONFIG is given
-        cfg = open_run(resume, _config(config or (str(saved) if saved.exists() else None), set_) if given else None, given, force)
-        run_dir = resume
-    else:
-        cfg = _config(config, set_)
-        name = Path(config).stem if config else "demo"
-        run_dir = out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-        if (run_dir / "manifest.json").exists():
-            raise SelfRewardError(f"{run_dir} already holds a run; continue it with `selfreward run --resume {run_dir}`")
-    console.print(f"run directory: {run_dir}")
-    summary = run_pipeline(cfg, run_dir, console, force=force)
+    run_dir = resume or out or Path("runs") / f"{Path(config).stem if config else 'demo'}-{datetime.now():%Y%m%d-%H%M%S}"
+    with writing(run_dir, f"resume with `selfreward run --resume {run_dir}`"):
+        if resume is None:
+            cfg = _config(config, set_)
+            if (run_dir / "manifest.json").exists():
+                raise SelfRewardError(f"{run_dir} already holds a run; continue it with `selfreward run --resume {run_dir}`")
+        else:
+            given = config is not None or bool(set_)
+            saved = run_dir / "config.yaml"  # overrides apply to the run's own config unless CONFIG is given
+            cfg = open_run(run_dir, _config(config or (str(saved) if saved.exists() else None), set_) if given else None, given, force)
+        console.print(f"run directory: {run_dir}")
+        summary = run_pipeline(cfg, run_dir, console, force=force)
     console.print(preamble_table(summary))
     console.print(summary_table(summary))
     console.print(f"models: {', '.join(str(run_dir / 'models' / m) for m in summary['models'])}")
@@ -158,6 +197,17 @@ def run(
 
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `selfreward run`.")]
 ModelsOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Checkpoint names to evaluate (default: all in RUN_DIR/models).")]
+
+
+def writes_run_dir(command: Callable[..., Any]) -> Callable[..., Any]:
+    """For a command that writes into its RUN_DIR argument: be its only writer (see `writing`)."""
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:  # typer passes every parameter by name
+        with writing(kwargs["run_dir"]):
+            return command(**kwargs)
+
+    return wrapper
 
 
 def _run_config(run_dir: Path, set_: list[str] | None) -> Config:
@@ -170,6 +220,7 @@ def _run_config(run_dir: Path, set_: list[str] | None) -> Config:
 
 @app.command("eval")
 @friendly
+@writes_run_dir
 def eval_(
     run_dir: RunDirArg,
     set_: SetOpt = None,
@@ -201,6 +252,7 @@ def _print_tables(run_dir: Path, prefixes: tuple[str, ...], tables: Callable[[di
 
 @app.command()
 @friendly
+@writes_run_dir
 def alpaca(
     run_dir: RunDirArg,
     prompts_file: Annotated[Path, typer.Option("--prompts", help="AlpacaEval prompts: a JSON list of {instruction, ...}.")],
@@ -247,6 +299,7 @@ def alpaca(
 
 @app.command("mt-bench")
 @friendly
+@writes_run_dir
 def mt_bench(
     run_dir: RunDirArg,
     questions: Annotated[Path, typer.Option("--questions", help="FastChat MT-Bench question.jsonl.")],
@@ -292,6 +345,7 @@ def mt_bench(
 
 @app.command()
 @friendly
+@writes_run_dir
 def report(run_dir: RunDirArg) -> None:
     """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html (tables and plots)."""
     from selfreward.eval.report import write_report
@@ -300,6 +354,16 @@ def report(run_dir: RunDirArg) -> None:
     open_run(run_dir, None, False, False)
     md, page = write_report(run_dir)
     console.print(f"wrote {md} and {page}")
+
+
+@app.command("config")
+@friendly
+def config_(config: ConfigArg = None, set_: SetOpt = None) -> None:
+    """Print the resolved config as YAML, each key's documentation as a comment (`selfreward run` reads it back)."""
+    from selfreward.config_doc import commented_yaml
+
+    title = " ".join([f"selfreward config {config or 'demo'}", *(f"--set {item}" for item in set_ or [])])
+    typer.echo(commented_yaml(_config(config, set_), title), nl=False)
 
 
 @app.command()

@@ -6,11 +6,12 @@ Defaults are the paper's values (PAPER.md); the `demo` preset shrinks sizes for 
 from __future__ import annotations
 
 import re
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
@@ -41,7 +42,7 @@ def yaml_load(text: str) -> Any:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class ModelConfig(Section):
@@ -144,6 +145,26 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     save_steps: int = Field(200, gt=0)
     """A Trainer checkpoint every this many optimizer steps (also what a resumed stage restarts from)."""
+    report_to: list[Literal["tensorboard", "wandb"]] = []
+    """Also log training metrics to: tensorboard (event files in STAGE_DIR/trainer/runs) and/or
+    wandb; [] or `none`: only the stage's stats file. The package must be installed."""
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_logger(cls, value: Any) -> Any:
+        """A single name stands for a one-item list; `none` for the empty list."""
+        if isinstance(value, str):
+            return [] if value == "none" else [value]
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _logger_installed(cls, value: list[str]) -> list[str]:
+        packages = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+        for logger in value:
+            if not any(find_spec(package) for package in packages[logger]):
+                raise ValueError(f"{logger} is not installed (pip install {logger})")
+        return value
 
     @model_validator(mode="after")
     def _check_batch(self) -> TrainConfig:

@@ -75,7 +75,7 @@ def trainer_arguments(train: TrainConfig, output_dir: Path, seed: int, device: s
         "save_strategy": "steps",
         "save_steps": train.save_steps,
         "logging_steps": 1,
-        "report_to": "none",
+        "report_to": train.report_to or "none",
         "seed": seed,
         "data_seed": seed,
         "disable_tqdm": False,
