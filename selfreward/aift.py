@@ -12,8 +12,9 @@ from selfreward.config import Config, build_config, config_differences, config_t
 from selfreward.engines import Engine, make_engine
 from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
+from selfreward.overlap import disjoint_training_data
 from selfreward.records import StageFiles, write_atomic
-from selfreward.seed import load_ift
+from selfreward.seed import load_ift, load_ranked
 from selfreward.stages.candidates import generate_candidates
 from selfreward.stages.common import derive_seed
 from selfreward.stages.judge import judge_candidates
@@ -69,11 +70,13 @@ def run_aift(
     stages in order, each skipped when its artifacts are complete; returns stats per stage."""
     console = console or Console()
     seed_prompts: list[str] = []
+    evaluation_prompts: list[str] = []
     if "prompts" in stages:
-        seed_examples, reports = load_ift(config.data.ift, config.data.lang, config.data.max_ift)
-        for report in reports:
-            console.print(f"seed data: {report.summary()}", markup=False)
-        seed_prompts = [e.prompt for e in seed_examples]
+        seed_examples, reports = load_ift(config.data.ift, config.data.lang)
+        data = disjoint_training_data(config, seed_examples, load_ranked(config.data.ranked, config.data.lang)[0])
+        for line in [f"seed data: {report.summary()}" for report in reports] + data.report():
+            console.print(line, markup=False)
+        seed_prompts, evaluation_prompts = [e.prompt for e in data.ift], data.evaluation_prompts
     own_generator = "prompts" in stages and config.prompts.generator
     uses_model = bool({"candidates", "judge"} & set(stages)) or ("prompts" in stages and not own_generator)
     model_path = resolve_model(model or config.model.name_or_path) if uses_model else ""
@@ -91,7 +94,7 @@ def run_aift(
         return files.read_stats() if files.done() else None
 
     run = {
-        "prompts": lambda: done("prompts") or generate_prompts(config.prompts, engines.get(generator), seed_prompts, out_dir, seed("prompts"), batch),
+        "prompts": lambda: done("prompts") or generate_prompts(config.prompts, engines.get(generator), seed_prompts, evaluation_prompts, out_dir, seed("prompts"), batch),
         "candidates": lambda: done("candidates") or generate_candidates(config.candidates, engines.get(model_path), out_dir, seed("candidates"), batch),
         "judge": lambda: done("judgments") or judge_candidates(config.judge, engines.get(model_path), out_dir, seed("judge"), batch),
         "pairs": lambda: make_pairs(config.pairs, out_dir),

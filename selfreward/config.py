@@ -72,7 +72,27 @@ class DataConfig(Section):
     ranked: list[str] = ["demo"]
     """Human-ranked groups for EFT and reward-model evaluation (same source kinds)."""
     max_ift: int | None = Field(None, gt=0)
+    """Use at most this many IFT examples, taken in order after evaluation prompts are dropped (None: all)."""
     lang: str = "en"
+    """Language of the seed data kept from oasst sources."""
+    on_overlap: Literal["remove", "refuse"] = "remove"
+    """A training prompt (IFT or EFT) that is also an evaluation prompt (EFT eval split, eval.ranked,
+    eval.prompts, eft.exclude_prompts_from; lower-cased, whitespace collapsed): `remove` drops it
+    from training and logs the count per pair of sets (RUN/data.stats.json); `refuse` stops with
+    one line. EFT training always drops the prompts used for IFT."""
+
+
+class DecontaminateConfig(Section):
+    """When a self-instruct prompt copies an evaluation prompt (verdict `contaminated`). An exact
+    copy (lower-cased, whitespace collapsed) always does."""
+
+    method: Literal["rouge_l", "ngram"] = "rouge_l"
+    """rouge_l: ROUGE-L F1 with some evaluation prompt >= threshold; ngram: the share of the
+    prompt's word n-grams that occur in evaluation prompts >= threshold."""
+    threshold: float = Field(0.7, gt=0, le=1)
+    n: int = Field(8, gt=0)
+    """ngram: words per n-gram; a prompt of fewer words is one n-gram (contaminated when it occurs
+    inside an evaluation prompt)."""
 
 
 class PromptsConfig(Section):
@@ -94,6 +114,9 @@ class PromptsConfig(Section):
     min_words: int = Field(3, ge=1)
     max_words: int = Field(150, gt=1)
     blacklist: list[str] = DEFAULT_BLACKLIST
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
+    """Prompts copying an evaluation prompt (EFT eval split, eval.ranked, eval.prompts,
+    eft.exclude_prompts_from) are rejected as `contaminated`."""
 
 
 class CandidatesConfig(Section):
@@ -259,7 +282,7 @@ class EFTConfig(Section):
     eval_fraction: float = Field(0.25, ge=0, lt=1)
     """Share of ranked prompts held out (by prompt) as the reward-modelling test set."""
     exclude_prompts_from: list[str] = []
-    """Sources whose prompts never enter EFT training (e.g. a held-out evaluation set)."""
+    """Sources whose prompts never enter training, IFT or EFT (e.g. a held-out evaluation set)."""
     max_groups: int | None = Field(None, gt=0)
     """Use at most this many training groups (None: all)."""
     downsample: bool = True

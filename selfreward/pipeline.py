@@ -27,11 +27,12 @@ from selfreward.config import Config, build_config, config_to_dict, yaml_load
 from selfreward.engines import make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
+from selfreward.overlap import disjoint_training_data
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
 from selfreward.stages.common import derive_seed
 from selfreward.stages.dpo import train_dpo
-from selfreward.stages.eft import build_eft, normalise_prompt
+from selfreward.stages.eft import build_eft
 from selfreward.stages.sft import train_sft
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "selfreward")
@@ -125,16 +126,20 @@ def open_run(directory: Path, config: Config | None, overrides_given: bool, forc
 
 def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = False) -> dict[str, Any]:
     """Run or resume the whole loop in `run_dir`; returns the summary."""
-    ift, ift_reports = load_ift(config.data.ift, config.data.lang, config.data.max_ift)
+    ift, ift_reports = load_ift(config.data.ift, config.data.lang)
     ranked, ranked_reports = load_ranked(config.data.ranked, config.data.lang)
+    data = disjoint_training_data(config, ift, ranked)
     seed_model = resolve_model(config.model.name_or_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     bind_config(run_dir, config, force)
     run = Run(run_dir, config, console)
     for report in ift_reports + ranked_reports:
         run.log(f"seed data: {report.summary()}")
+    for line in data.report():
+        run.log(line)
+    write_json(run_dir / "data.stats.json", data.stats)
     seed = config.seed
-    ift_examples = [(e.prompt, e.response) for e in ift]
+    ift_examples = [(e.prompt, e.response) for e in data.ift]
 
     def trained(name: str) -> bool:
         return (run.model(name) / "config.json").exists()
@@ -148,13 +153,12 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
     judge_model = {"baseline": str(run.model("sft_baseline")), "seed": seed_model}.get(config.eft.judge) or resolve_model(config.eft.judge)
 
     def eft_stage() -> dict[str, Any]:
-        excluded = {normalise_prompt(g.prompt) for g in load_ranked(config.eft.exclude_prompts_from, config.data.lang)[0]} if config.eft.exclude_prompts_from else set()
         if config.eft.strategy == "teacher" and config.eft.teacher is not None:
             engine = make_judge_engine(config, config.eft.teacher, seed_model)
         else:
             engine = make_engine(config, judge_model)
         try:
-            return build_eft(config.eft, config.judge, engine, ranked, excluded, eft_dir, derive_seed(seed, "eft"), config.engine.batch_size)
+            return build_eft(config.eft, config.judge, engine, ranked, data.eft_excluded, eft_dir, derive_seed(seed, "eft"), config.engine.batch_size)
         finally:
             engine.close()
 

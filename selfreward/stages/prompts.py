@@ -3,8 +3,9 @@
 Each round sends `requests_per_round` requests, each showing 8 shots (6 seed prompts, 2 prompts
 generated so far; seed prompts fill in while fewer exist), parses the numbered tasks out of each
 completion and filters them: length bounds, keyword blacklist, bad first character, exact and
-near (normalised) duplicates, and ROUGE-L >= threshold to any existing prompt. Every generated
-task is kept in `prompts.raw.jsonl` with its verdict; the kept ones go to `prompts.jsonl`.
+copies of evaluation prompts (`prompts.decontaminate`, verdict `contaminated`), exact and near
+(normalised) duplicates, and ROUGE-L >= threshold to any existing prompt. Every generated task is
+kept in `prompts.raw.jsonl` with its verdict; the kept ones go to `prompts.jsonl`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rouge_score import rouge_scorer, tokenizers
-
 from selfreward.config import PromptsConfig
 from selfreward.engines.base import Engine, Request, Sampling
+from selfreward.overlap import EvaluationPrompts, RougePool, rouge_tokens
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
 from selfreward.stages.common import derive_seed, progress_bar
@@ -49,29 +50,21 @@ def normalise(text: str) -> str:
 
 
 class PromptFilter:
-    """Self-Instruct's filters against a growing pool of existing prompts."""
+    """Self-Instruct's filters against a growing pool of existing prompts, and a check against
+    evaluation prompts."""
 
-    def __init__(self, config: PromptsConfig, existing: list[str]):
+    def __init__(self, config: PromptsConfig, existing: list[str], evaluation_prompts: Iterable[str] = ()):
         self.config = config
-        self.tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
-        self.pool: list[list[str]] = []
+        self.evaluation = EvaluationPrompts(config.decontaminate, evaluation_prompts)
+        self.pool = RougePool()
         self.seen: set[str] = set()
         self.blacklist = re.compile(r"\b(?:" + "|".join(map(re.escape, config.blacklist)) + r")\b", re.IGNORECASE) if config.blacklist else None
         for text in existing:
             self.add(text)
 
     def add(self, text: str) -> None:
-        self.pool.append(self.tokenizer.tokenize(text))
+        self.pool.add(rouge_tokens(text))
         self.seen.add(normalise(text))
-
-    def max_rouge(self, text: str) -> float:
-        tokens = self.tokenizer.tokenize(text)
-        best = 0.0
-        for other in self.pool:
-            best = max(best, rouge_scorer._score_lcs(other, tokens).fmeasure)
-            if best >= self.config.rouge_threshold:
-                break
-        return best
 
     def reason(self, text: str) -> str | None:
         """Why `text` is rejected, or None when it is kept."""
@@ -84,9 +77,11 @@ class PromptFilter:
             return "bad_start"
         if self.blacklist is not None and self.blacklist.search(text):
             return "blacklist"
+        if self.evaluation.copied_by(text):
+            return "contaminated"
         if normalise(text) in self.seen:
             return "duplicate"
-        if self.max_rouge(text) >= self.config.rouge_threshold:
+        if self.pool.reaches(rouge_tokens(text), self.config.rouge_threshold):
             return "rouge_similar"
         return None
 
@@ -96,8 +91,11 @@ def build_request(template: str, shots: list[str]) -> Request:
     return Request.user(fill(template, examples=examples, next=str(len(shots) + 1)), prefix=f"Task {len(shots) + 1}:")
 
 
-def generate_prompts(config: PromptsConfig, engine: Engine, seed_prompts: list[str], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
-    """Run (or resume) the stage into `out_dir`; returns its stats."""
+def generate_prompts(
+    config: PromptsConfig, engine: Engine, seed_prompts: list[str], evaluation_prompts: list[str], out_dir: Path, seed: int, batch_size: int
+) -> dict[str, Any]:
+    """Run (or resume) the stage into `out_dir`; returns its stats. Prompts copying one of
+    `evaluation_prompts` are rejected as `contaminated`."""
     files = StageFiles(out_dir, "prompts")
     if files.done():
         return files.read_stats()
@@ -105,7 +103,7 @@ def generate_prompts(config: PromptsConfig, engine: Engine, seed_prompts: list[s
     raw_path = out_dir / "prompts.raw.jsonl"  # written just before the final files
     raw = read_jsonl(raw_path) if raw_path.exists() else files.load_progress()
     kept = [r for r in raw if r["status"] == "kept"]
-    flt = PromptFilter(config, seed_prompts + [r["prompt"] for r in kept])
+    flt = PromptFilter(config, seed_prompts + [r["prompt"] for r in kept], evaluation_prompts)
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
     first_round = max((r["round"] for r in raw), default=-1) + 1
     started, new_tokens = time.perf_counter(), 0
