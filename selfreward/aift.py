@@ -77,10 +77,10 @@ def run_aift(
         for line in [f"seed data: {report.summary()}" for report in reports] + data.report():
             console.print(line, markup=False)
         seed_prompts, evaluation_prompts = [e.prompt for e in data.ift], data.evaluation_prompts
-    own_generator = "prompts" in stages and config.prompts.generator
+    own_generator = config.prompts.generator if "prompts" in stages else None
     uses_model = bool({"candidates", "judge"} & set(stages)) or ("prompts" in stages and not own_generator)
     model_path = resolve_model(model or config.model.name_or_path) if uses_model else ""
-    generator = resolve_model(config.prompts.generator) if own_generator else model_path
+    generator = resolve_model(own_generator) if own_generator else model_path
     out_dir.mkdir(parents=True, exist_ok=True)
     bind_config(out_dir, config, force)
     engines = EngineCache(config)

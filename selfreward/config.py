@@ -433,7 +433,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
             out |= _flatten(value, f"{prefix}{key}.")

@@ -46,8 +46,9 @@ def _convert_embedded(name: str) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -136,4 +137,4 @@ def load_model(path: str, dtype: torch.dtype, device: str, trust_remote_code: bo
         )
     except (OSError, ValueError) as exc:
         raise SelfRewardError(_load_failure("model", path, exc, allow_pickle)) from None
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers wraps `to` with functools.wraps, which mypy types as unbound

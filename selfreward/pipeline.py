@@ -13,7 +13,8 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "s
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def git_commit() -> str | None:
@@ -177,8 +178,8 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
     current = run.model("M1")
     for t in range(1, config.loop.iterations + 1):
         iter_dir = run_dir / f"iter{t}"
-        run.stage(f"aift{t}", (iter_dir / "pairs.stats.json").exists(), lambda: run_aift(
-            config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=console))
+        run.stage(f"aift{t}", (iter_dir / "pairs.stats.json").exists(), partial(
+            run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=console))
         pairs = json.loads((iter_dir / "pairs.stats.json").read_text())["pairs"]
         target = run.model(f"M{t + 1}")
         if pairs == 0 and not trained(f"M{t + 1}"):
@@ -192,8 +193,8 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
         reference = {"previous": None, "m1": str(run.model("M1"))}.get(config.dpo.reference.lower(), config.dpo.reference)
         if reference is not None and reference != str(run.model("M1")):
             reference = resolve_model(reference)
-        run.stage(f"dpo{t}", trained(f"M{t + 1}"), lambda: train_dpo(
-            config.model, config.dpo, str(current), reference, iter_dir / "pairs.jsonl", run_dir / f"dpo{t}", target, derive_seed(seed, f"dpo{t}")))
+        run.stage(f"dpo{t}", trained(f"M{t + 1}"), partial(
+            train_dpo, config.model, config.dpo, str(current), reference, iter_dir / "pairs.jsonl", run_dir / f"dpo{t}", target, derive_seed(seed, f"dpo{t}")))
         current = target
         evaluate_if_configured(run, config)
 

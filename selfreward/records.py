@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-
 UMASK = os.umask(0)
 os.umask(UMASK)
 

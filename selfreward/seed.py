@@ -171,7 +171,7 @@ def _iter_rows(source: str, report: LoadReport) -> Iterator[tuple[str, dict[str,
 def _jsonl_rows(path: Path, report: LoadReport) -> Iterator[tuple[str, dict[str, Any]]]:
     """The JSON objects of a JSONL file; lines that are not UTF-8 JSON objects are counted as bad."""
     try:
-        handle = open(path, "rb")  # closed by the `with` below
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below; opened apart so only open() errors are caught
     except OSError as exc:
         raise SelfRewardError(f"cannot read {path}: {exc.strerror}") from None
     with handle:

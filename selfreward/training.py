@@ -13,6 +13,7 @@ import torch
 from selfreward.config import ModelConfig, TrainConfig
 from selfreward.models import cpu_supports_bf16, load_model, load_tokenizer, resolve_model
 
+
 def use_bf16(setting: bool | str, device: str) -> bool:
     if setting != "auto":
         return bool(setting)
@@ -108,7 +109,7 @@ def log_metrics(trainer: Any, keys: tuple[str, ...]) -> dict[str, Any]:
             out[f"{name}_first"] = round(values[0], 4)
             out[f"{name}_last"] = round(values[-1], 4)
             out[f"{name}_mean"] = round(sum(values) / len(values), 4)
-    final = next((h for h in reversed(trainer.state.log_history) if "train_loss" in h), {})
+    final: dict[str, Any] = next((h for h in reversed(trainer.state.log_history) if "train_loss" in h), {})
     if "train_loss" in final:
         out["train_loss"] = round(final["train_loss"], 4)
     return out

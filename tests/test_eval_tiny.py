@@ -7,6 +7,7 @@ import itertools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from conftest import invoke
@@ -19,9 +20,9 @@ class ScriptedJudge(BaseHTTPRequestHandler):
 
     script = itertools.cycle(["A is better.\nVerdict: A", "Verdict: B", "no idea", "Verdict: tie", "Rating: 7"])
     lock = threading.Lock()
-    seen_auth: list[str] = []
+    seen_auth: ClassVar[list[str]] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert body["messages"][-1]["role"] == "user"
         with self.lock:

@@ -1,7 +1,7 @@
 import pytest
 
-from selfreward.engines.base import Completion, Request
 from selfreward.config import JudgeConfig
+from selfreward.engines.base import Completion, Request
 from selfreward.prompts import load_template
 from selfreward.stages.common import WorkItem
 from selfreward.stages.judge import judge_request, judge_template, parse_score, read_text_score, score_completions

@@ -145,7 +145,7 @@ def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_
 
 def test_refuse_stops_with_one_line(data_files, tmp_path):
     files, model = data_files
-    with pytest.raises(SelfRewardError, match="data.ift & eval.prompts"):
+    with pytest.raises(SelfRewardError, match=r"data\.ift & eval\.prompts"):
         config = load_config("demo", overrides(files, model, "data.on_overlap=refuse"))
         disjoint_training_data(config, load_ift(config.data.ift)[0], load_ranked(config.data.ranked)[0])
     run_dir = tmp_path / "refused"

@@ -56,5 +56,5 @@ class Engine(ABC):
         """A cheap, deterministic size of the rendered request, used to sort work into batches."""
         return sum(len(content) for _, content in request.messages) + len(request.prefix)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: engines that hold nothing keep this no-op
         """Release memory (models, server handles)."""

@@ -91,7 +91,7 @@ def mt_bench_answers(engine: Engine, questions: list[dict[str, Any]], model_id: 
                 history: list[tuple[str, str]] = []
                 for k in range(turn):
                     history += [("user", q["turns"][k]), ("assistant", answers[q["question_id"]][k])]
-                items.append(WorkItem(f"q{q['question_id']}-t{turn + 1}", Request(tuple(history + [("user", q["turns"][turn])])), {"question_id": q["question_id"]}))
+                items.append(WorkItem(f"q{q['question_id']}-t{turn + 1}", Request((*history, ("user", q["turns"][turn]))), {"question_id": q["question_id"]}))
         records = files.read() if files.done() else run_batches(files, items, engine, sampling, seed + turn, batch_size, f"mt-bench turn {turn + 1}").records
         if not files.done():
             files.finish(records, {"stage": "mt-bench-answers", "turn": turn + 1, "answers": len(records)})

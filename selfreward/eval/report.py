@@ -183,12 +183,16 @@ def to_html(data: dict[str, Any], table_list: list[Table], images: list[tuple[st
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>selfreward report: {esc(cell(data['run_dir']))}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0 1.5em}</style>",
+        (
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0 1.5em}</style>"
+        ),
         "</head><body>",
-        f"<h1>selfreward report</h1><p>Run: <code>{esc(cell(data['run_dir']))}</code>; model <code>{esc(cell(data['manifest'].get('config', {}).get('model', {}).get('name_or_path')))}</code>; "
-        f"created {esc(cell(data['manifest'].get('created')))}, finished {esc(cell(data['manifest'].get('finished', '-')))}.</p>",
+        (
+            f"<h1>selfreward report</h1><p>Run: <code>{esc(cell(data['run_dir']))}</code>; model <code>{esc(cell(data['manifest'].get('config', {}).get('model', {}).get('name_or_path')))}</code>; "
+            f"created {esc(cell(data['manifest'].get('created')))}, finished {esc(cell(data['manifest'].get('finished', '-')))}.</p>"
+        ),
     ]
     for title, headers, rows in table_list:
         parts.append(f"<h2>{esc(cell(title))}</h2>")

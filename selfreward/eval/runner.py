@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ def head_to_head_pairs(names: list[str]) -> list[tuple[str, str]]:
     """Each iteration model against the SFT baseline and against its predecessor, as in the paper."""
     iterations = [n for n in names if model_order(n)[0] == 1 and model_order(n)[1] >= 1]  # M1, M2, ... (not M0)
     pairs = [(m, "sft_baseline") for m in iterations if "sft_baseline" in names]
-    pairs += [(b, a) for a, b in zip(iterations, iterations[1:])]
+    pairs += [(b, a) for a, b in pairwise(iterations)]
     return pairs
 
 

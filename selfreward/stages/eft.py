@@ -46,7 +46,8 @@ def normalise_prompt(text: str) -> str:
 
 def split_groups(groups: list[RankedGroup], eval_fraction: float, seed: int) -> tuple[list[RankedGroup], list[RankedGroup]]:
     """Deterministic split by prompt text: the same prompt always lands on the same side."""
-    train, held_out = [], []
+    train: list[RankedGroup] = []
+    held_out: list[RankedGroup] = []
     for group in groups:
         side = derive_seed(seed, "eft-split:" + group.prompt) / 2**31 < eval_fraction
         (held_out if side else train).append(group)

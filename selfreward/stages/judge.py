@@ -114,7 +114,7 @@ def score_completions(config: JudgeConfig, engine: Engine, items: list[WorkItem]
     rows = []
     for item, completion in zip(items, completions):
         found = read_text_score(completion.text)
-        text_score = found.value if found else None
+        text_score, text_method = (found.value, found.method) if found and found.value is not None else (None, None)
         rows.append(
             {
                 "id": item.id,
@@ -122,9 +122,9 @@ def score_completions(config: JudgeConfig, engine: Engine, items: list[WorkItem]
                 "text": completion.text,
                 "num_tokens": completion.num_tokens,
                 "text_score": text_score,
-                "text_method": found.method if text_score is not None else None,
+                "text_method": text_method,
                 "score": text_score,
-                "method": found.method if text_score is not None else None,
+                "method": text_method,
             }
         )
     wanted = [i for i, r in enumerate(rows) if config.fallback == "always" or (config.fallback == "fallback" and r["score"] is None)]
@@ -154,8 +154,8 @@ def judge_candidates(config: JudgeConfig, engine: Engine, out_dir: Path, seed: i
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
     run = run_batches(files, items, engine, sampling, seed, batch_size, "judge", lambda b, c: score_completions(config, engine, b, c))
     records = run.records
-    shortened = len({r["candidate_id"] for r in records if r.get("response_shortened")})
-    stats = {"stage": "judge", **judgment_stats(records), "responses_shortened": shortened, "new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second}
+    shortened_count = len({r["candidate_id"] for r in records if r.get("response_shortened")})
+    stats = {"stage": "judge", **judgment_stats(records), "responses_shortened": shortened_count, "new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second}
     files.finish(records, stats)
     return stats
 
@@ -194,5 +194,5 @@ def judgment_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def score_histogram(scores: list[float]) -> dict[str, int]:
     """Counts of scores rounded to the nearest integer point, 0-5."""
-    counts = Counter(int(round(s)) for s in scores)
+    counts = Counter(round(s) for s in scores)
     return {str(d): counts.get(d, 0) for d in range(6)}
