@@ -1,7 +1,9 @@
 """Plain artifacts on disk: JSONL records, atomic writes, and per-stage progress files.
 
-A stage appends finished records to `NAME.jsonl.partial` (flushed and fsynced per batch),
-then renames it to `NAME.jsonl` and writes `NAME.stats.json`; the stats file marks the stage done.
+A stage appends finished records to `NAME.jsonl.partial` one batch at a time, each batch closed
+by a `{"_batch_end": true}` line and fsynced; then it writes `NAME.jsonl` and `NAME.stats.json`
+(the stats file marks the stage done). A batch cut short by a kill lacks its closing line: on
+resume its surviving rows are dropped and the whole batch is made again, never duplicated.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 UMASK = os.umask(0)
 os.umask(UMASK)
+BATCH_END = {"_batch_end": True}
 
 
 def read_jsonl(path: Path, tolerate_truncated_tail: bool = False) -> list[dict[str, Any]]:
@@ -57,8 +60,38 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(path, jsonl_text(rows))
+
+
+def batch_text(rows: list[dict[str, Any]]) -> str:
+    """Rows as one batch of a partial file: the rows, then the line that closes the batch."""
+    return jsonl_text([*rows, BATCH_END]) if rows else ""
+
+
+def read_committed(path: Path) -> list[dict[str, Any]]:
+    """Rows of the whole batches of a partial file; rows after the last closing line (a batch
+    cut by a kill, whose last line may be cut short too) are left out."""
+    committed: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    text = path.read_text(encoding="utf-8", errors="replace")  # a cut may split a multi-byte character
+    for line in text.split("\n"):  # not splitlines: texts may hold U+2028
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # appends only ever cut the last line
+        if row == BATCH_END:
+            committed += pending
+            pending = []
+        else:
+            pending.append(row)
+    return committed
 
 
 class StageFiles:
@@ -79,8 +112,8 @@ class StageFiles:
         if self.records.exists():
             return read_jsonl(self.records)
         if self.partial.exists():
-            rows = read_jsonl(self.partial, tolerate_truncated_tail=True)
-            write_jsonl(self.partial, rows)  # drop a truncated tail before appending again
+            rows = read_committed(self.partial)
+            write_atomic(self.partial, batch_text(rows))  # drop a cut batch before appending again
             return rows
         return []
 
@@ -89,7 +122,7 @@ class StageFiles:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.partial, "a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            handle.write(batch_text(rows))
             handle.flush()
             os.fsync(handle.fileno())
 
