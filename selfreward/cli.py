@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import errno
 import functools
-import io
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,19 +64,6 @@ DISK_ERRORS = {errno.ENOSPC: "free space", errno.EDQUOT: "free space", errno.ERO
 SAME_COMMAND = "run the same command again to resume"
 
 
-def file_being_written(exc: OSError) -> str | None:
-    """The file an OSError is about: its filename, else the innermost open file on the traceback
-    (a failed write() or fsync() does not name its file)."""
-    if exc.filename:
-        return str(exc.filename)
-    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
-        for value in frame.f_locals.values():
-            name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
-            if isinstance(name, str):
-                return name
-    return None
-
-
 @contextmanager
 def writing(directory: Path, resume: str = SAME_COMMAND) -> Iterator[None]:
     """Be the only writer of `directory`; a full or read-only disk becomes one line saying how to
@@ -89,7 +74,7 @@ def writing(directory: Path, resume: str = SAME_COMMAND) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in DISK_ERRORS:
             raise
-        target = file_being_written(exc) or f"in {directory}"
+        target = exc.filename or f"in {directory}"  # selfreward.records names the file it writes
         raise SelfRewardError(f"{os.strerror(exc.errno).lower()} while writing {target}; {DISK_ERRORS[exc.errno]} and {resume}") from None
 
 

@@ -142,12 +142,13 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
     seed = config.seed
     ift_examples = [(e.prompt, e.response) for e in data.ift]
 
-    def trained(name: str) -> bool:
-        return (run.model(name) / "config.json").exists()
+    def trained(name: str, stats: Path) -> bool:
+        """A training stage is done when its model and its stats (written after the model) exist."""
+        return (run.model(name) / "config.json").exists() and stats.exists()
 
     baseline_needed = config.sft.baseline or config.eft.judge == "baseline"
     if baseline_needed:
-        run.stage("sft_baseline", trained("sft_baseline"), lambda: train_sft(
+        run.stage("sft_baseline", trained("sft_baseline", run_dir / "sft_baseline" / "sft.stats.json"), lambda: train_sft(
             config.model, config.sft, seed_model, ift_examples, run_dir / "sft_baseline", run.model("sft_baseline"), derive_seed(seed, "sft_baseline")))
 
     eft_dir = run_dir / "eft"
@@ -172,7 +173,7 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
         eft_examples = [(e["prompt"], e["completion"]) for e in read_jsonl(eft_dir / "train.jsonl")]
         return train_sft(config.model, config.sft, seed_model, ift_examples + eft_examples, run_dir / "sft", run.model("M1"), derive_seed(seed, "sft"))
 
-    run.stage("sft", trained("M1"), sft_stage)
+    run.stage("sft", trained("M1", run_dir / "sft" / "sft.stats.json"), sft_stage)
     evaluate_if_configured(run, config)
 
     current = run.model("M1")
@@ -182,7 +183,8 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
             run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=console))
         pairs = json.loads((iter_dir / "pairs.stats.json").read_text())["pairs"]
         target = run.model(f"M{t + 1}")
-        if pairs == 0 and not trained(f"M{t + 1}"):
+        dpo_stats = run_dir / f"dpo{t}" / "dpo.stats.json"
+        if pairs == 0 and not trained(f"M{t + 1}", dpo_stats):
             if config.loop.on_no_pairs == "stop":
                 run.mark(f"dpo{t}", "stopped: no pairs")
                 run.log(f"[dpo{t}] iteration {t} produced 0 pairs (see {iter_dir / 'pairs.stats.json'}); stopping: M{t} is the last model (loop.on_no_pairs=skip continues instead)")
@@ -193,7 +195,7 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
         reference = {"previous": None, "m1": str(run.model("M1"))}.get(config.dpo.reference.lower(), config.dpo.reference)
         if reference is not None and reference != str(run.model("M1")):
             reference = resolve_model(reference)
-        run.stage(f"dpo{t}", trained(f"M{t + 1}"), partial(
+        run.stage(f"dpo{t}", trained(f"M{t + 1}", dpo_stats), partial(
             train_dpo, config.model, config.dpo, str(current), reference, iter_dir / "pairs.jsonl", run_dir / f"dpo{t}", target, derive_seed(seed, f"dpo{t}")))
         current = target
         evaluate_if_configured(run, config)

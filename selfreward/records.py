@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,23 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """OSErrors raised while writing `path` carry its name (a failed write() or fsync() names none)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
 def write_atomic(path: Path, text: str) -> None:
+    with naming(path):
+        _write_atomic(path, text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
@@ -121,7 +138,7 @@ class StageFiles:
         if not rows:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.partial, "a", encoding="utf-8") as handle:
+        with naming(self.partial), open(self.partial, "a", encoding="utf-8") as handle:
             handle.write(batch_text(rows))
             handle.flush()
             os.fsync(handle.fileno())

@@ -84,8 +84,10 @@ def trainer_arguments(train: TrainConfig, output_dir: Path, seed: int, device: s
 
 
 def latest_checkpoint(output_dir: Path) -> str | None:
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    return str(checkpoints[-1]) if checkpoints else None
+    """The newest complete Trainer checkpoint (one a kill cut short has no trainer_state.json, which
+    Transformers writes last)."""
+    complete = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def save_final(trainer: Any, tokenizer: Any, target: Path) -> None:
@@ -109,9 +111,8 @@ def log_metrics(trainer: Any, keys: tuple[str, ...]) -> dict[str, Any]:
             out[f"{name}_first"] = round(values[0], 4)
             out[f"{name}_last"] = round(values[-1], 4)
             out[f"{name}_mean"] = round(sum(values) / len(values), 4)
-    final: dict[str, Any] = next((h for h in reversed(trainer.state.log_history) if "train_loss" in h), {})
-    if "train_loss" in final:
-        out["train_loss"] = round(final["train_loss"], 4)
+    if "loss_mean" in out:  # over every step, also after a resume (Transformers' own train_loss covers the last attempt only)
+        out["train_loss"] = out["loss_mean"]
     return out
 
 
