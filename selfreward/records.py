@@ -21,20 +21,9 @@ os.umask(UMASK)
 BATCH_END = {"_batch_end": True}
 
 
-def read_jsonl(path: Path, tolerate_truncated_tail: bool = False) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a partial file may end in a line cut short by a kill, which is dropped."""
-    rows = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if tolerate_truncated_tail and number >= len(lines) - 1:
-                break
-            raise
-    return rows
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a finished JSONL file (in-progress `.partial` files are read with `read_committed`)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import os
 import pytest
 from conftest import invoke
 
-from selfreward.records import StageFiles, read_jsonl
+from selfreward.records import StageFiles, read_committed, read_jsonl
 
 STAGE_FILES = ("prompts", "candidates", "judgments", "pairs")
 
@@ -63,7 +63,7 @@ def test_full_disk_mid_stage_names_the_file_keeps_records_and_resumes(aift_args,
     monkeypatch.undo()
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [f"error: no space left on device while writing {partial}; free space and run the same command again to resume"]
-    kept = read_jsonl(partial)
+    kept = read_committed(partial)
     assert 0 < len(kept) < len(reference["judgments"])
     assert_finished_rows(kept, reference["judgments"])
     assert_resumes_to_reference(aift_args, out, reference)
@@ -85,7 +85,7 @@ def test_read_only_directory_mid_stage_names_the_file_and_resumes(aift_args, ref
     monkeypatch.undo()
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [f"error: read-only file system while writing {out / 'candidates.jsonl.partial'}; make it writable and run the same command again to resume"]
-    kept = read_jsonl(out / "candidates.jsonl.partial")
+    kept = read_committed(out / "candidates.jsonl.partial")
     assert len(kept) == appended[0]
     assert_finished_rows(kept, reference["candidates"])
     assert_resumes_to_reference(aift_args, out, reference)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 import pytest
 from conftest import invoke
 
-from selfreward.records import read_jsonl
+from selfreward.records import read_committed, read_jsonl
 
 RECORD_FILES = [
     "eft/judgments.jsonl", "eft/train.jsonl", "eft/eval.jsonl",
@@ -80,7 +81,7 @@ def test_sigkill_during_judge_then_resume_matches_uninterrupted_run(finished_run
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before the judge stage could be interrupted"
     assert not (run_dir / "iter1" / "judgments.stats.json").exists()
-    done_before = len(read_jsonl(partial, tolerate_truncated_tail=True))
+    done_before = len(read_committed(partial))
     assert 0 < done_before < len(read_jsonl(reference / "iter1" / "judgments.jsonl"))
     result = invoke("run", "--resume", run_dir)
     assert result.exit_code == 0, result.output
@@ -108,3 +109,27 @@ def test_zero_pairs_stops_or_skips_cleanly(loop_config, tmp_path, policy):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["models"] == ["M1"]
     assert [it["pairs"] for it in summary["iterations"]] == ([0] if policy == "stop" else [0, 0])
+
+
+def test_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
+    from selfreward.training import latest_checkpoint
+
+    for step, complete in ((2, True), (4, True), (6, False)):  # a kill during checkpoint-6's save
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_a_model_saved_without_its_stats_is_trained_again(finished_run, tmp_path):
+    """A kill between saving M3 and writing dpo2's stats must not leave the stage 'done' without stats."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run[0], run_dir)
+    stats = run_dir / "dpo2" / "dpo.stats.json"
+    expected = json.loads(stats.read_text())
+    stats.unlink()
+    result = invoke("run", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("already complete, skipped") == 6 and "[dpo2] started" in result.output
+    assert {k: v for k, v in json.loads(stats.read_text()).items() if k != "seconds"} == {k: v for k, v in expected.items() if k != "seconds"} | {"model": str(run_dir / "models" / "M3"), "policy": str(run_dir / "models" / "M2"), "reference": str(run_dir / "models" / "M2")}
