@@ -143,10 +143,12 @@ class PairsConfig(Section):
     """Keep a pair only when its exact margin (chosen - rejected average score) exceeds this.
     None: by score source -- 0 when both sides are text scores (any non-zero margin, as in the
     paper), `digit_probs_margin` when either side is a digit-probability expectation."""
-    digit_probs_margin: float = Field(0.25, ge=0)
+    digit_probs_margin: float = Field(0.33, ge=0)
     """The default minimum margin for pairs with a digit-probability score. Expectations are
-    continuous, so two answers of the same quality differ by a little; 0.25 is above the spread of
-    repeated judgments of one answer measured on the demo (README, "Preference pairs")."""
+    continuous, so answers of the same quality differ by noise: measured on the demo, two K=3
+    averages of the same answer differ by 0.33 (SD; raw SmolLM2, 140 fallback judgments) and 0.64
+    (M1, expectation read after its own judgment). 0.33 is the first figure and also the
+    resolution of integer text scores averaged over K=3 (README, "Preference pairs")."""
     require_finished: bool = True
     """Answers cut at candidates.max_new_tokens never become chosen or rejected (TRL appends EOS,
     which would teach the model to stop mid-sentence)."""
