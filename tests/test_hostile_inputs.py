@@ -38,7 +38,7 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
-# --- model weights: safetensors only unless model.allow_pickle ---------------------------------
+# model weights: safetensors only unless model.allow_pickle
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_custom_code_is_not_run_without_trust_remote_code(tiny_model, tmp_path):
     assert not marker.exists()
 
 
-# --- judge scores ------------------------------------------------------------------------------
+# judge scores
 
 SCORE_LIKE = st.builds(
     "".join,
@@ -129,7 +129,7 @@ def test_parse_score_never_raises_and_stays_in_range(judgment):
     assert score is None or (isinstance(score, float) and 0 <= score <= 5)
 
 
-# --- seed data ---------------------------------------------------------------------------------
+# seed data
 
 TEXT = st.one_of(st.text(min_size=1, max_size=20).filter(str.strip), st.sampled_from([SCRIPT, MARKUP, CONTROL]))
 JUNK_TEXT = st.one_of(
@@ -300,7 +300,7 @@ def test_unreadable_sources_are_one_line_errors(tmp_path):
     one_line(caught.value)
 
 
-# --- config overrides --------------------------------------------------------------------------
+# config overrides
 
 OVERRIDE_KEYS = st.one_of(
     st.sampled_from(["judge.k", "model", "model.dtype", "model.allow_pickle", "sft.batch_size", "data.ift", "eval.judge", "eft.teacher", "seed", "", ".", "a..b", "judge.k.x"]),
@@ -347,7 +347,7 @@ def test_config_file_problems_are_one_line(tmp_path):
         one_line(caught.value)
 
 
-# --- generated text in reports and on the console ----------------------------------------------
+# generated text in reports and on the console
 
 
 @pytest.fixture
