@@ -54,7 +54,7 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
             errors.print(f"[red]error:[/red] {console_text(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            errors.print("interrupted: finished records are saved; run the same command again to resume")
+            errors.print(f"interrupted: finished records are saved; {SAME_COMMAND}")
             raise typer.Exit(130) from None
 
     return wrapper
