@@ -11,6 +11,9 @@ class Sampling:
     temperature: float
     top_p: float
     max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    """Strings that end a sequence as soon as its text contains one; the text keeps the stop string
+    (the judge stops right after its `Score: N` line)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,16 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Completion]: ...
+
+    def generate_n(self, requests: list[Request], n: int, sampling: Sampling, seeds: list[int]) -> list[list[Completion]]:
+        """`n` samples for each request (a candidate's K judgments, a prompt's N answers), request i
+        seeded by `seeds[i]`. Engines that can share one prefill among the n samples and seed each
+        request alone override this; this default samples the repeated requests in one batch
+        seeded by `seeds[0]`."""
+        if not requests:
+            return []
+        flat = self.generate([r for r in requests for _ in range(n)], sampling, seeds[0])
+        return [flat[i * n : (i + 1) * n] for i in range(len(requests))]
 
     def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float]]:
         """Probabilities of each single-token choice right after each request's rendered text
