@@ -8,6 +8,7 @@ import torch
 
 from selfreward.config import ModelConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
+from selfreward.engines.shared_prefix import Sample, StopWatch, sample_group
 from selfreward.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
 
 
@@ -66,6 +67,29 @@ class HFEngine(Engine):
                 text = self.tokenizer.decode(kept, skip_special_tokens=True)
                 out[i] = Completion(text=text.strip(), num_tokens=len(kept) + (stop is not None), finished=stop is not None)
         return out  # type: ignore[return-value]
+
+    def generate_n(self, requests: list[Request], n: int, sampling: Sampling, seeds: list[int]) -> list[list[Completion]]:
+        """`n` samples per request through the shared-prefix sampler (`shared_prefix.py`): shared
+        text prefilled once, samples seeded per request, finished samples leave the batch."""
+        room = self.tokenizer.model_max_length - sampling.max_new_tokens
+        rows = [self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"][-max(8, room) :] for r in requests]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        per_batch = max(1, self.batch_size // n)
+        stop = StopWatch(self.tokenizer, sampling.stop)
+        out: list[list[Completion]] = [[] for _ in rows]
+        for start in range(0, len(order), per_batch):
+            chunk = order[start : start + per_batch]
+            groups = sample_group(self.model, [rows[i] for i in chunk], n, sampling, [seeds[i] for i in chunk], self.eos_ids, self.tokenizer.pad_token_id, stop)
+            for i, samples in zip(chunk, groups):
+                out[i] = [self._completion(s) for s in samples]
+        return out
+
+    def _completion(self, sample: Sample) -> Completion:
+        text = self.tokenizer.decode(sample.tokens, skip_special_tokens=True)
+        if sample.stopped_at is not None:
+            text = text[: text.index(sample.stopped_at) + len(sample.stopped_at)]
+        ended_by_eos = sample.finished and sample.stopped_at is None
+        return Completion(text=text.strip(), num_tokens=len(sample.tokens) + ended_by_eos, finished=sample.finished)
 
     def _choice_token_ids(self, choices: list[str]) -> list[list[int]]:
         """For each choice, the single-token spellings with and without a leading space."""

@@ -20,12 +20,9 @@ def generate_candidates(config: CandidatesConfig, engine: Engine, out_dir: Path,
     if not prompts.records.exists():
         raise SelfRewardError(f"{prompts.records} not found: run the prompts stage first")
     rows = prompts.read()  # may be empty: the stages after it then report zero records
-    items = [
-        WorkItem(f"{p['id']}-c{j}", Request.user(p["prompt"]), {"prompt_id": p["id"], "prompt": p["prompt"], "index": j})
-        for p in rows
-        for j in range(config.n)
-    ]
-    run = run_batches(files, items, engine, Sampling(config.temperature, config.top_p, config.max_new_tokens), seed, batch_size, "candidates")
+    items = [WorkItem(f"{p['id']}-c", Request.user(p["prompt"]), {"prompt_id": p["id"], "prompt": p["prompt"]}) for p in rows]
+    sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
+    run = run_batches(files, items, engine, sampling, seed, batch_size, "candidates", n=config.n)
     records = run.records
     stats = {
         "stage": "candidates",

@@ -49,6 +49,18 @@ class BatchRun:
         return round(self.new_tokens / self.seconds, 1) if self.seconds > 0 and self.new_tokens else None
 
 
+def sample_records(item: WorkItem, n: int) -> list[WorkItem]:
+    """The records one item's `n` samples become: the item itself when n is 1, else ids
+    `<item id><j>` with `index: j` added to the payload."""
+    if n == 1:
+        return [item]
+    return [WorkItem(f"{item.id}{j}", item.request, item.payload | {"index": j}) for j in range(n)]
+
+
+def default_rows(items: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
+    return [{"id": it.id, **it.payload, "text": c.text, "num_tokens": c.num_tokens, "finished": c.finished} for it, c in zip(items, completions)]
+
+
 def run_batches(
     files: StageFiles,
     items: list[WorkItem],
@@ -57,38 +69,37 @@ def run_batches(
     seed: int,
     batch_size: int,
     label: str,
-    finish_batch: Callable[[list[WorkItem], list[Completion]], list[dict[str, Any]]] | None = None,
+    finish_batch: Callable[[list[WorkItem], list[Completion]], list[dict[str, Any]]] = default_rows,
+    n: int = 1,
 ) -> BatchRun:
-    """Generate one completion per item, resuming from the records already in `files`.
+    """Generate `n` samples per item (one record each, see `sample_records`), resuming from the
+    records already in `files`.
 
-    Items are sorted by prompt length and cut into fixed batches; each batch is seeded from its
-    first id and committed (fsynced) as a whole, so a resumed run writes exactly the records an
-    uninterrupted one would. `finish_batch` turns a batch's completions into records (default:
-    payload + id + text)."""
+    Items are sorted by prompt length and cut into batches of `batch_size` samples; each item
+    is seeded from its own id and each batch is committed (fsynced) as a whole, so a resumed run
+    writes exactly the records an uninterrupted one would. `finish_batch` turns a batch's
+    records-to-be and completions into records (default: payload + id + text)."""
     done = {r["id"]: r for r in files.load_progress()}
     ordered = sorted(items, key=lambda it: (engine.prompt_length(it.request), it.id))
-    batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    per_batch = max(1, batch_size // n)
+    batches = [ordered[i : i + per_batch] for i in range(0, len(ordered), per_batch)]
     new_tokens, started = 0, time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task(label, total=len(items), completed=len(done), rate="")
+        task = bar.add_task(label, total=len(items) * n, completed=len(done), rate="")
         for batch in batches:
-            if all(item.id in done for item in batch):
+            records = [record for item in batch for record in sample_records(item, n)]
+            if all(record.id in done for record in records):
                 continue
-            completions = engine.generate([it.request for it in batch], sampling, derive_seed(seed, batch[0].id))
-            if finish_batch is not None:
-                rows = finish_batch(batch, completions)
-            else:
-                rows = [
-                    {"id": it.id, **it.payload, "text": c.text, "num_tokens": c.num_tokens, "finished": c.finished}
-                    for it, c in zip(batch, completions)
-                ]
+            groups = engine.generate_n([it.request for it in batch], n, sampling, [derive_seed(seed, it.id) for it in batch])
+            completions = [c for group in groups for c in group]
+            rows = finish_batch(records, completions)
             files.append(rows)
             done.update((r["id"], r) for r in rows)
             new_tokens += sum(c.num_tokens for c in completions)
             elapsed = time.perf_counter() - started
             bar.update(task, completed=len(done), rate=f"{new_tokens / max(elapsed, 1e-9):.0f} tok/s")
     seconds = time.perf_counter() - started
-    return BatchRun([done[item.id] for item in items], new_tokens, seconds)
+    return BatchRun([done[record.id] for item in items for record in sample_records(item, n)], new_tokens, seconds)
 
 
 def mean(values: list[float]) -> float | None:

@@ -37,6 +37,8 @@ LENIENT_SCORE_RE = re.compile(
 )
 """`score` as a whole word followed by a number anywhere in the text ("I'd give it a score of 4")."""
 DIGITS = [str(d) for d in range(6)]
+SCORE_LINE_ENDS = tuple(f"Score: {d}\n" for d in DIGITS)
+"""Where a judgment stops: its `Score: N` line is complete (text after it would be ignored)."""
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,9 @@ def judge_candidates(config: JudgeConfig, engine: Engine, out_dir: Path, seed: i
     for c in candidates.read():
         request, shortened = fitted_judge_request(template, c["prompt"], c["text"], engine, config.max_new_tokens)
         payload = {"candidate_id": c["id"], "prompt_id": c["prompt_id"], "response_shortened": shortened}
-        items += [WorkItem(f"{c['id']}-j{k}", request, payload | {"index": k}) for k in range(config.k)]
-    sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
-    run = run_batches(files, items, engine, sampling, seed, batch_size, "judge", lambda b, c: score_completions(config, engine, b, c))
+        items.append(WorkItem(f"{c['id']}-j", request, payload))
+    sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens, stop=SCORE_LINE_ENDS)
+    run = run_batches(files, items, engine, sampling, seed, batch_size, "judge", lambda b, c: score_completions(config, engine, b, c), n=config.k)
     records = run.records
     shortened_count = len({r["candidate_id"] for r in records if r.get("response_shortened")})
     stats = {"stage": "judge", **judgment_stats(records), "responses_shortened": shortened_count, "new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second}
