@@ -59,10 +59,31 @@ class ModelConfig(Section):
     """Tokenizer model_max_length: prompts are truncated from the left to fit."""
 
 
+class VLLMConfig(Section):
+    """The vLLM engine (`engine.kind: vllm`; GPUs; `pip install -e ".[vllm]"`)."""
+
+    tensor_parallel_size: int = Field(1, gt=0)
+    """GPUs one model is split over (tensor parallelism), e.g. 8 for a 70B model on an 8-GPU node."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Share of each GPU's memory vLLM takes for weights, activations and its KV cache."""
+    max_model_len: int | None = Field(None, gt=16)
+    """Context length (prompt + generation) vLLM plans for; None: model.max_length. Longer prompts
+    are cut from the left, as the hf engine cuts them."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of a prompt prefix already computed (the judge rubric shared by all
+    candidates); a request's n samples share one prefill either way."""
+    logprobs_top_k: int = Field(20, gt=0)
+    """Top log-probabilities read at the choice position (judge digit fallback); a choice outside
+    them counts as probability 0. Also vLLM's max_logprobs."""
+
+
 class EngineConfig(Section):
-    kind: Literal["hf"] = "hf"
+    kind: Literal["hf", "vllm"] = "hf"
+    """`hf`: transformers `generate` (CPU or one GPU); `vllm`: vLLM in this process (GPUs)."""
     batch_size: int = Field(32, gt=0)
-    """Sequences per generate() call (prompts sorted by length)."""
+    """Sequences per generate() call (prompts sorted by length). vLLM schedules its own batches inside a call."""
+    vllm: VLLMConfig = VLLMConfig()
+    """Settings of the vLLM engine, used when kind is `vllm`."""
 
 
 class DataConfig(Section):

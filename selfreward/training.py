@@ -71,7 +71,7 @@ def trainer_arguments(train: TrainConfig, output_dir: Path, seed: int, device: s
         "num_train_epochs": train.epochs,
         "max_length": train.max_length,
         "bf16": use_bf16(train.bf16, device),
-        "activation_checkpointing": train.gradient_checkpointing,
+        checkpointing_argument(): train.gradient_checkpointing,
         "use_cpu": device == "cpu",
         "save_strategy": "steps",
         "save_steps": train.save_steps,
@@ -81,6 +81,14 @@ def trainer_arguments(train: TrainConfig, output_dir: Path, seed: int, device: s
         "data_seed": seed,
         "disable_tqdm": False,
     }
+
+
+def checkpointing_argument() -> str:
+    """Transformers' name for activation checkpointing: `activation_checkpointing` where it exists,
+    `gradient_checkpointing` in transformers 5.20 (the newest vllm 0.33 accepts), which predates it."""
+    from transformers import TrainingArguments
+
+    return "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
 
 
 def latest_checkpoint(output_dir: Path) -> str | None:

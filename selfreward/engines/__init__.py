@@ -1,5 +1,5 @@
-"""Generation engines behind one interface (`Engine`): transformers today; vLLM and
-OpenAI-compatible servers plug in the same way."""
+"""Generation engines behind one interface (`Engine`): transformers (`hf`), vLLM in process
+(`vllm`), and OpenAI-compatible servers (judges)."""
 
 from selfreward.config import Config, JudgeEngineConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
@@ -11,6 +11,10 @@ def make_engine(config: Config, name_or_path: str | None = None) -> Engine:
         from selfreward.engines.hf import HFEngine
 
         return HFEngine(config.model, config.engine.batch_size, name_or_path)
+    if config.engine.kind == "vllm":
+        from selfreward.engines.vllm import VLLMEngine
+
+        return VLLMEngine(config.model, config.engine.vllm, name_or_path)
     raise ValueError(f"unknown engine kind {config.engine.kind!r}")
 
 

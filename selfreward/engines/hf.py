@@ -8,6 +8,7 @@ import torch
 
 from selfreward.config import ModelConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
+from selfreward.engines.render import choice_token_ids, render_request
 from selfreward.engines.shared_prefix import Sample, StopWatch, sample_group
 from selfreward.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
 
@@ -31,9 +32,7 @@ class HFEngine(Engine):
         self.eos_ids = eos
 
     def render(self, request: Request) -> str:
-        messages = [{"role": role, "content": content} for role, content in request.messages]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text + request.prefix
+        return render_request(self.tokenizer, request)
 
     def _encode(self, texts: list[str], room: int) -> dict[str, torch.Tensor]:
         limit = max(8, self.tokenizer.model_max_length - room)
@@ -91,23 +90,9 @@ class HFEngine(Engine):
         ended_by_eos = sample.finished and sample.stopped_at is None
         return Completion(text=text.strip(), num_tokens=len(sample.tokens) + ended_by_eos, finished=sample.finished)
 
-    def _choice_token_ids(self, choices: list[str]) -> list[list[int]]:
-        """For each choice, the single-token spellings with and without a leading space."""
-        ids = []
-        for choice in choices:
-            variants = []
-            for spelling in (choice, " " + choice):
-                tokens = self.tokenizer.encode(spelling, add_special_tokens=False)
-                if len(tokens) == 1 and tokens[0] not in variants:
-                    variants.append(tokens[0])
-            if not variants:
-                raise ValueError(f"choice {choice!r} is not a single token for this tokenizer")
-            ids.append(variants)
-        return ids
-
     @torch.inference_mode()
     def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float]]:
-        token_ids = self._choice_token_ids(choices)
+        token_ids = choice_token_ids(self.tokenizer, choices)
         texts = [self.render(r) for r in requests]
         out = []
         for start in range(0, len(texts), self.batch_size):
