@@ -18,7 +18,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 MODES = ("full", "lora")
 
@@ -29,21 +31,24 @@ def peak_rss_mb() -> float:
 
 def one_step(mode: str, model: str, pairs: int, workdir: Path) -> dict[str, float]:
     """In the child: one DPO step in `mode`; the peak RSS at each point."""
-    peaks = {"imports": peak_rss_mb()}
+    import peft  # noqa: F401 - loaded before the first figure, like the rest of the libraries
+    import trl  # noqa: F401
+
     from selfreward import training
     from selfreward.config import DPOConfig, LoRAConfig, ModelConfig
     from selfreward.models import resolve_model
     from selfreward.seed import load_ranked
     from selfreward.stages.dpo import train_dpo
 
+    peaks = {"imports": peak_rss_mb()}
     rows = [{"prompt": g.prompt, "chosen": g.responses[0].text, "rejected": g.responses[-1].text} for g in load_ranked(["demo"])[0][:pairs]]
     pairs_file = workdir / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     save_final = training.save_final
 
-    def measured_save(*args: object) -> None:
+    def measured_save(trainer: Any, tokenizer: Any, target: Path, base: Callable[[], Any] | None) -> None:
         peaks["step"] = peak_rss_mb()
-        save_final(*args)
+        save_final(trainer, tokenizer, target, base)
 
     training.save_final = measured_save  # train_and_save looks it up at call time
     config = DPOConfig(batch_size=len(rows), lora=LoRAConfig() if mode == "lora" else None, bf16=False, dropout=0.0, max_length=2048)

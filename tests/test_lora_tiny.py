@@ -4,6 +4,9 @@ precision and quantization settings (4-bit itself needs a GPU: here only its err
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +97,15 @@ def test_quantize_errors_name_the_key(loop_config, tiny_model, monkeypatch):
     config = load_config(str(loop_config), ["sft.quantize=4bit", f"sft.lora={LORA}"])
     with pytest.raises(SelfRewardError, match=r"^sft\.quantize=4bit needs a CUDA GPU \(bitsandbytes\); this run trains on cpu$"):
         load_for_training(config.model, str(tiny_model), config.sft, "cpu", "sft")
+
+
+def test_lora_memory_bench_runs_on_the_tiny_model(tiny_model):
+    bench = Path(__file__).resolve().parents[1] / "bench" / "lora_memory.py"
+    done = subprocess.run([sys.executable, str(bench), "--model", str(tiny_model), "--pairs", "2"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == f"one DPO step on {tiny_model}, 2 pairs, fp32 on CPU: peak RSS in MB"
+    rows = {line[:28].strip(): line[28:].split() for line in lines[2:]}
+    assert list(rows) == ["after imports", "after the step", "after saving"]
+    for full, lora, ratio in rows.values():
+        assert float(full) > 0 and float(lora) > 0 and float(ratio) > 0
