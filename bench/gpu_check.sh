@@ -41,4 +41,4 @@ check() {  # NAME SECONDS ARGS...: the check's one line, or why it printed none
 }
 check judge 200 judge "$MODEL"
 check lora-dpo 100 lora-dpo "$MODEL"
-check run 280 run "$MODEL" "$WORK/run"
+check run 250 run "$MODEL" "$WORK/run"

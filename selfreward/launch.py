@@ -18,13 +18,13 @@ from selfreward.stages.sft import train_sft_here
 
 def run_spec(stage: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """Rebuild the stage's arguments from launch.json and train in this worker."""
-    a = arguments
-    model_config = ModelConfig.model_validate(a["model_config"])
-    paths = Path(a["stage_dir"]), Path(a["target"])
+    model_config = ModelConfig.model_validate(arguments["model_config"])
+    stage_dir, target, seed = Path(arguments["stage_dir"]), Path(arguments["target"]), arguments["seed"]
     if stage == "sft":
-        examples = [(p, c) for p, c in a["examples"]]
-        return train_sft_here(model_config, SFTConfig.model_validate(a["config"]), a["base_model"], examples, *paths, a["seed"])
-    return train_dpo_here(model_config, DPOConfig.model_validate(a["config"]), a["policy"], a["reference"], Path(a["pairs_file"]), *paths, a["seed"])
+        examples = [(prompt, completion) for prompt, completion in arguments["examples"]]
+        return train_sft_here(model_config, SFTConfig.model_validate(arguments["config"]), arguments["base_model"], examples, stage_dir, target, seed)
+    config = DPOConfig.model_validate(arguments["config"])
+    return train_dpo_here(model_config, config, arguments["policy"], arguments["reference"], Path(arguments["pairs_file"]), stage_dir, target, seed)
 
 
 def main(spec_file: str) -> int:

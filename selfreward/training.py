@@ -33,7 +33,10 @@ def use_bf16(setting: bool | str, device: str) -> bool:
 
 def weights_dtype(train: TrainConfig, device: str) -> torch.dtype:
     """`train.weights_dtype`; auto: bf16 on a bf16 GPU when the trained weights keep fp32 elsewhere
-    (LoRA adapters, DeepSpeed's master copy), fp32 otherwise (mixed precision comes from the Trainer)."""
+    (LoRA adapters, DeepSpeed's master copy), fp32 otherwise (mixed precision comes from the Trainer).
+    With `quantize` always bf16: the unquantized layers, the 4-bit layers' compute, the merged model."""
+    if train.quantize:
+        return torch.bfloat16
     if train.weights_dtype != "auto":
         return getattr(torch, train.weights_dtype)
     fp32_elsewhere = train.lora is not None or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
@@ -53,8 +56,7 @@ def load_for_training(model_config: ModelConfig, name_or_path: str, train: Train
 
         options["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
         options["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    dtype = torch.bfloat16 if train.quantize else weights_dtype(train, device)
-    model = load_model(path, dtype, None, model_config.trust_remote_code, model_config.allow_pickle, **options)
+    model = load_model(path, weights_dtype(train, device), None, model_config.trust_remote_code, model_config.allow_pickle, **options)
     set_dropout(model, train.dropout)
     return model, tokenizer
 
@@ -70,12 +72,11 @@ def lora_config(train: TrainConfig) -> Any:
 
 
 def merge_base(model_config: ModelConfig, name_or_path: str, train: TrainConfig, device: str) -> Callable[[], Any] | None:
-    """With LoRA, a loader of the unquantized base weights on CPU that the adapter is merged into
-    (bf16 after QLoRA, else the training dtype); None for full fine-tuning."""
+    """With LoRA, a loader of the unquantized base weights (in `weights_dtype`) on CPU that the
+    adapter is merged into; None for full fine-tuning."""
     if train.lora is None:
         return None
-    dtype = torch.bfloat16 if train.quantize else weights_dtype(train, device)
-    return partial(load_model, resolve_model(name_or_path), dtype, "cpu", model_config.trust_remote_code, model_config.allow_pickle)
+    return partial(load_model, resolve_model(name_or_path), weights_dtype(train, device), "cpu", model_config.trust_remote_code, model_config.allow_pickle)
 
 
 def set_dropout(model: Any, rate: float) -> None:
