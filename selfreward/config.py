@@ -175,6 +175,24 @@ class PairsConfig(Section):
     which would teach the model to stop mid-sentence)."""
 
 
+ACCELERATE_CONFIGS_DIR = PRESETS_DIR / "accelerate"
+
+
+class LoRAConfig(Section):
+    """Low-rank adapters (PEFT LoRA) in place of full fine-tuning. The base weights stay frozen;
+    each stage merges its adapter into a full checkpoint, which the next stage loads as any model."""
+
+    r: int = Field(16, gt=0)
+    """Rank of each adapter's two update matrices."""
+    alpha: int = Field(32, gt=0)
+    """Scale: the adapter's update is multiplied by alpha / r."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the adapters' inputs (the model's own dropout is the section's `dropout`)."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Modules that get an adapter: module names (e.g. [q_proj, v_proj]) or `all-linear`
+    (every linear layer but the output head, as in QLoRA)."""
+
+
 class TrainConfig(Section):
     learning_rate: float = Field(gt=0)
     final_learning_rate: float = Field(ge=0)
@@ -194,6 +212,23 @@ class TrainConfig(Section):
     report_to: list[Literal["tensorboard", "wandb"]] = []
     """Also log training metrics to: tensorboard (event files in STAGE_DIR/trainer/runs) and/or
     wandb; [] or `none`: only the stage's stats file. The package must be installed."""
+    lora: LoRAConfig | None = None
+    """Train LoRA adapters (r, alpha, dropout, target_modules) instead of every weight; null: full
+    fine-tuning. DPO's reference is then the policy with its adapter switched off (no second copy)."""
+    quantize: Literal["4bit"] | None = None
+    """`4bit`: QLoRA, the frozen base weights in 4-bit NF4 (bitsandbytes, CUDA GPUs only); needs `lora`.
+    The merged checkpoint is written in bf16 from the unquantized base."""
+    weights_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Dtype the weights are loaded in for training. auto: bfloat16 on a GPU when `bf16` is on and the
+    trained weights keep fp32 elsewhere (LoRA adapters, DeepSpeed's fp32 master copy), else float32:
+    plain Adam on bf16 weights drops every update below bf16's resolution (~0.4% of a weight)."""
+    accelerate_config: str | None = None
+    """Train in `accelerate launch` worker processes with this config: a shipped one (ddp, fsdp,
+    deepspeed_zero3, deepspeed_zero3_offload; selfreward/configs/accelerate) or a YAML path.
+    null: train in the run's own process. Output goes to STAGE_DIR/launch.log."""
+    num_processes: int | None = Field(None, gt=0)
+    """With accelerate_config: processes over all machines (one per GPU); null: the config's own
+    num_processes, or one per visible GPU."""
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -212,13 +247,54 @@ class TrainConfig(Section):
                 raise ValueError(f"{logger} is not installed (pip install {logger})")
         return value
 
+    @field_validator("quantize")
+    @classmethod
+    def _bitsandbytes_installed(cls, value: str | None) -> str | None:
+        if value is not None and find_spec("bitsandbytes") is None:
+            raise ValueError(f"{value} needs bitsandbytes and a CUDA GPU (pip install bitsandbytes)")
+        return value
+
+    @field_validator("accelerate_config")
+    @classmethod
+    def _accelerate_config_exists(cls, value: str | None) -> str | None:
+        if value is not None:
+            accelerate_distributed_type(value)
+        return value
+
     @model_validator(mode="after")
     def _check_batch(self) -> TrainConfig:
-        if self.batch_size % self.micro_batch_size:
-            raise ValueError("batch_size must be a multiple of micro_batch_size")
+        processes = self.num_processes or 1
+        if self.batch_size % (self.micro_batch_size * processes):
+            raise ValueError(f"batch_size must be a multiple of micro_batch_size x num_processes ({self.micro_batch_size} x {processes})")
+        if self.quantize and self.lora is None:
+            raise ValueError("quantize needs lora: 4-bit weights cannot be fine-tuned themselves (QLoRA trains adapters)")
+        if self.num_processes and self.accelerate_config is None:
+            raise ValueError("num_processes needs accelerate_config (e.g. ddp)")
         if self.final_learning_rate > self.learning_rate:
             raise ValueError("final_learning_rate must not exceed learning_rate")
         return self
+
+
+def accelerate_config_path(name_or_path: str) -> Path:
+    """A shipped accelerate config name (`ddp`) or a YAML path -> the file."""
+    shipped = ACCELERATE_CONFIGS_DIR / f"{name_or_path}.yaml"
+    return shipped if shipped.is_file() else Path(name_or_path).expanduser()
+
+
+def accelerate_distributed_type(name_or_path: str) -> str:
+    """The `distributed_type` of an accelerate config (DEEPSPEED, FSDP, MULTI_GPU, ...);
+    ValueError when there is no such file or it is not an accelerate config."""
+    path = accelerate_config_path(name_or_path)
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in ACCELERATE_CONFIGS_DIR.glob("*.yaml")))
+        raise ValueError(f"no accelerate config {name_or_path!r} (shipped: {names}; or a YAML path)")
+    try:
+        settings = yaml_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read {path} ({exc.__class__.__name__})") from None
+    if not isinstance(settings, dict) or "distributed_type" not in settings:
+        raise ValueError(f"{path} is not an accelerate config (no distributed_type)")
+    return str(settings["distributed_type"])
 
 
 class SFTConfig(TrainConfig):

@@ -127,14 +127,15 @@ def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False) 
     return tokenizer
 
 
-def load_model(path: str, dtype: torch.dtype, device: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> Any:
-    """Safetensors weights only, unless `allow_pickle` also admits pickle (`.bin`) checkpoints."""
+def load_model(path: str, dtype: torch.dtype, device: str | None, trust_remote_code: bool = False, allow_pickle: bool = False, **load_options: Any) -> Any:
+    """Safetensors weights only, unless `allow_pickle` also admits pickle (`.bin`) checkpoints.
+    `device` None leaves the model where `from_pretrained` put it (`load_options`: e.g. a quantization config)."""
     from transformers import AutoModelForCausalLM
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True
+            path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True, **load_options
         )
     except (OSError, ValueError) as exc:
         raise SelfRewardError(_load_failure("model", path, exc, allow_pickle)) from None
-    return model.to(device)  # type: ignore[arg-type]  # transformers wraps `to` with functools.wraps, which mypy types as unbound
+    return model if device is None else model.to(device)  # type: ignore[arg-type]  # transformers wraps `to` with functools.wraps, which mypy types as unbound

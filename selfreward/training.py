@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import math
+import os
+import shlex
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from functools import partial
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from selfreward.config import ModelConfig, TrainConfig
+from selfreward.config import ModelConfig, TrainConfig, accelerate_config_path, accelerate_distributed_type
+from selfreward.errors import SelfRewardError
 from selfreward.models import cpu_supports_bf16, load_model, load_tokenizer, resolve_model
+from selfreward.records import read_json, write_json
 
 
 def use_bf16(setting: bool | str, device: str) -> bool:
@@ -22,13 +31,52 @@ def use_bf16(setting: bool | str, device: str) -> bool:
     return cpu_supports_bf16()
 
 
-def load_for_training(model_config: ModelConfig, name_or_path: str, train: TrainConfig) -> tuple[Any, Any]:
-    """Model in fp32 (mixed precision comes from the Trainer) with the configured dropout, and its tokenizer."""
+def weights_dtype(train: TrainConfig, device: str) -> torch.dtype:
+    """`train.weights_dtype`; auto: bf16 on a bf16 GPU when the trained weights keep fp32 elsewhere
+    (LoRA adapters, DeepSpeed's master copy), fp32 otherwise (mixed precision comes from the Trainer).
+    With `quantize` always bf16: the unquantized layers, the 4-bit layers' compute, the merged model."""
+    if train.quantize:
+        return torch.bfloat16
+    if train.weights_dtype != "auto":
+        return getattr(torch, train.weights_dtype)
+    fp32_elsewhere = train.lora is not None or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    return torch.bfloat16 if device == "cuda" and use_bf16(train.bf16, device) and fp32_elsewhere else torch.float32
+
+
+def load_for_training(model_config: ModelConfig, name_or_path: str, train: TrainConfig, device: str, section: str) -> tuple[Any, Any]:
+    """The model (in `weights_dtype`, or 4-bit with `quantize`) with the configured dropout, and its
+    tokenizer. It stays where it loaded: the Trainer (or DeepSpeed, which may shard it while loading) places it."""
     path = resolve_model(name_or_path)
     tokenizer = load_tokenizer(path, train.max_length, model_config.trust_remote_code)
-    model = load_model(path, torch.float32, "cpu", model_config.trust_remote_code, model_config.allow_pickle)
+    options: dict[str, Any] = {}
+    if train.quantize:
+        if device != "cuda":
+            raise SelfRewardError(f"{section}.quantize={train.quantize} needs a CUDA GPU (bitsandbytes); this run trains on {device}")
+        from transformers import BitsAndBytesConfig
+
+        options["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        options["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model = load_model(path, weights_dtype(train, device), None, model_config.trust_remote_code, model_config.allow_pickle, **options)
     set_dropout(model, train.dropout)
     return model, tokenizer
+
+
+def lora_config(train: TrainConfig) -> Any:
+    """PEFT's LoraConfig from `train.lora` (None: full fine-tuning), for the trainers' `peft_config`."""
+    if train.lora is None:
+        return None
+    from peft import LoraConfig
+
+    lora = train.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def merge_base(model_config: ModelConfig, name_or_path: str, train: TrainConfig, device: str) -> Callable[[], Any] | None:
+    """With LoRA, a loader of the unquantized base weights (in `weights_dtype`) on CPU that the
+    adapter is merged into; None for full fine-tuning."""
+    if train.lora is None:
+        return None
+    return partial(load_model, resolve_model(name_or_path), weights_dtype(train, device), "cpu", model_config.trust_remote_code, model_config.allow_pickle)
 
 
 def set_dropout(model: Any, rate: float) -> None:
@@ -57,9 +105,10 @@ def fits_length(tokenizer: Any, prompt: str, completions: list[str], max_length:
 
 def trainer_arguments(train: TrainConfig, output_dir: Path, seed: int, device: str) -> dict[str, Any]:
     """Keyword arguments shared by TRL's SFTConfig and DPOConfig."""
-    accumulation = train.batch_size // train.micro_batch_size
-    if device == "cuda" and torch.cuda.device_count() > 1:
-        accumulation = max(1, accumulation // torch.cuda.device_count())
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set in `accelerate launch` workers
+    if processes == 1 and device == "cuda":  # one process, several GPUs: the Trainer's DataParallel
+        processes = max(1, torch.cuda.device_count())
+    accumulation = max(1, train.batch_size // (train.micro_batch_size * processes))
     return {
         "output_dir": str(output_dir),
         "learning_rate": train.learning_rate,
@@ -98,14 +147,28 @@ def latest_checkpoint(output_dir: Path) -> str | None:
     return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
-def save_final(trainer: Any, tokenizer: Any, target: Path) -> None:
-    """Save a plain Hugging Face checkpoint (safetensors) atomically: a temp dir, then a rename."""
+def save_final(trainer: Any, tokenizer: Any, target: Path, base: Callable[[], Any] | None) -> None:
+    """Save a plain Hugging Face checkpoint (safetensors) atomically: a temp dir, then a rename.
+    Every worker process takes part (DeepSpeed and FSDP gather sharded weights); the first writes.
+    With LoRA (`base`: a loader of the base weights) the adapter is saved beside the stage's
+    trainer directory and merged into the base, so the checkpoint is a full model any engine loads."""
     tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    writer = trainer.is_world_process_zero()
+    if writer:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if base is None:
+        trainer.save_model(str(tmp))
+    else:
+        adapter = Path(trainer.args.output_dir).parent / "adapter"
+        trainer.save_model(str(adapter))
+        if writer:
+            from peft import PeftModel
+
+            PeftModel.from_pretrained(base(), str(adapter)).merge_and_unload().save_pretrained(str(tmp))
+    if writer:
+        tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
 
 
 def log_metrics(trainer: Any, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -124,9 +187,44 @@ def log_metrics(trainer: Any, keys: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def train_and_save(trainer: Any, tokenizer: Any, stage_dir: Path, target: Path, metric_keys: tuple[str, ...]) -> dict[str, Any]:
-    """Train (from the stage's last Trainer checkpoint, if any), save `target`; returns metrics."""
+def train_and_save(trainer: Any, tokenizer: Any, target: Path, metric_keys: tuple[str, ...], base: Callable[[], Any] | None, stats: dict[str, Any], stats_file: Path) -> dict[str, Any]:
+    """Train (from the stage's last Trainer checkpoint, if any), save `target`, write `stats` with
+    the training figures to `stats_file` (the first worker process) and return them."""
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=latest_checkpoint(stage_dir / "trainer"))
-    save_final(trainer, tokenizer, target)
-    return {"bf16": trainer.args.bf16, **log_metrics(trainer, metric_keys), "seconds": round(time.perf_counter() - started, 1), "model": str(target)}
+    trainer.train(resume_from_checkpoint=latest_checkpoint(Path(trainer.args.output_dir)))
+    save_final(trainer, tokenizer, target, base)
+    figures = {"bf16": trainer.args.bf16, "lora": base is not None, **log_metrics(trainer, metric_keys)}
+    stats = {**stats, **figures, "seconds": round(time.perf_counter() - started, 1), "model": str(target)}
+    if trainer.is_world_process_zero():
+        write_json(stats_file, stats)
+    return stats
+
+
+def train_here_or_in_workers(stage: str, train: TrainConfig, device: str, arguments: dict[str, Any], stage_dir: Path, stats_file: Path, train_here: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`train_here()` in this process, or with `train.accelerate_config` under `accelerate launch`:
+    the workers run `python -m selfreward.launch STAGE_DIR/launch.json` (`stage` and its JSON
+    `arguments`), which trains and writes `stats_file`; their output goes to STAGE_DIR/launch.log.
+    Returns the stats."""
+    if train.accelerate_config is None:
+        return train_here()
+    if accelerate_distributed_type(train.accelerate_config) == "DEEPSPEED" and find_spec("deepspeed") is None:
+        raise SelfRewardError(f"{stage}.accelerate_config={train.accelerate_config} needs DeepSpeed: pip install deepspeed")
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    spec, log, error = stage_dir / "launch.json", stage_dir / "launch.log", stage_dir / "launch.error"
+    for stale in (stats_file, error):
+        stale.unlink(missing_ok=True)
+    write_json(spec, {"stage": stage, "arguments": arguments})
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(train.accelerate_config)),
+        "--mixed_precision", "bf16" if use_bf16(train.bf16, device) else "no",
+        *(["--num_processes", str(train.num_processes)] if train.num_processes else []),
+        "-m", "selfreward.launch", str(spec),
+    ]
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"$ {shlex.join(command)}\n")
+        handle.flush()
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+    if code != 0 or not stats_file.exists():
+        reason = error.read_text(encoding="utf-8").strip() if error.exists() else f"exit status {code}"
+        raise SelfRewardError(f"[{stage_dir.name}] training under accelerate failed: {reason} (log: {log})")
+    return read_json(stats_file)

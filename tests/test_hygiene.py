@@ -80,7 +80,7 @@ def test_over_long_training_examples_are_detected(tiny_model):
 
 
 def test_training_dropout_is_not_written_into_checkpoints(tiny_model, finished_run):
-    model, _ = load_for_training(ModelConfig(name_or_path=str(tiny_model)), str(tiny_model), SFTConfig(dropout=0.1))
+    model, _ = load_for_training(ModelConfig(name_or_path=str(tiny_model)), str(tiny_model), SFTConfig(dropout=0.1), "cpu", "sft")
     rates = {m.attention_dropout for m in model.modules() if isinstance(getattr(m, "attention_dropout", None), float)}
     assert rates == {0.1} and model.config.attention_dropout == 0.0
     base = json.loads((tiny_model / "config.json").read_text())["attention_dropout"]

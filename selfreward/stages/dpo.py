@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from selfreward.config import DPOConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device
-from selfreward.records import read_jsonl, write_json
-from selfreward.training import fits_length, load_for_training, train_and_save, trainer_arguments
+from selfreward.records import read_jsonl
+from selfreward.training import fits_length, load_for_training, lora_config, merge_base, train_and_save, train_here_or_in_workers, trainer_arguments
 
 
 def dpo_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -25,28 +26,40 @@ def dpo_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def train_dpo(model_config: ModelConfig, config: DPOConfig, policy: str, reference: str | None, pairs_file: Path, stage_dir: Path, target: Path, seed: int) -> dict[str, Any]:
-    """DPO from `policy` on `pairs_file` -> `target`. `reference` None means a frozen copy of the policy.
-    Pairs longer than `max_length` are dropped and counted (truncation would cut an answer's end)."""
-    pairs = read_jsonl(pairs_file)
-    if not pairs:
+    """DPO from `policy` on `pairs_file` -> `target`. `reference` None means the policy as it was
+    before this stage (with LoRA: the policy with its adapter off; else a frozen copy).
+    In this process, or in `accelerate launch` workers when `dpo.accelerate_config` is set."""
+    if not read_jsonl(pairs_file):
         raise SelfRewardError(f"{pairs_file} holds no pairs: nothing to train on")
+    arguments = {"model_config": model_config.model_dump(mode="json"), "config": config.model_dump(mode="json"), "policy": policy,
+                 "reference": reference, "pairs_file": str(pairs_file), "stage_dir": str(stage_dir), "target": str(target), "seed": seed}
+    here = partial(train_dpo_here, model_config, config, policy, reference, pairs_file, stage_dir, target, seed)
+    return train_here_or_in_workers("dpo", config, pick_device(model_config.device), arguments, stage_dir, stage_dir / "dpo.stats.json", here)
+
+
+def train_dpo_here(model_config: ModelConfig, config: DPOConfig, policy: str, reference: str | None, pairs_file: Path, stage_dir: Path, target: Path, seed: int) -> dict[str, Any]:
+    """`train_dpo` in this process (one `accelerate launch` worker, or the run itself). An explicit
+    `reference` is loaded as a second model, also with LoRA (as the policy: 4-bit with `quantize`).
+    Pairs longer than `max_length` are dropped and counted (truncation would cut an answer's end)."""
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
+    pairs = read_jsonl(pairs_file)
     device = pick_device(model_config.device)
-    model, tokenizer = load_for_training(model_config, policy, config)
-    fitting = [p for p in pairs if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)]
-    if not fitting:
-        raise SelfRewardError(f"none of the {len(pairs)} pairs in {pairs_file} fits dpo.max_length={config.max_length} tokens")
-    ref_model = load_for_training(model_config, reference, config)[0] if reference else None
+    # The arguments come before the model: under DeepSpeed ZeRO-3 they make loading shard the weights.
     args = TRLDPOConfig(
         **trainer_arguments(config, stage_dir / "trainer", seed, device),
         beta=config.beta,
         loss_type=[config.loss_type],
         disable_dropout=config.dropout == 0,
     )
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(dpo_rows(fitting)), processing_class=tokenizer)
+    model, tokenizer = load_for_training(model_config, policy, config, device, "dpo")
+    fitting = [p for p in pairs if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)]
+    if not fitting:
+        raise SelfRewardError(f"none of the {len(pairs)} pairs in {pairs_file} fits dpo.max_length={config.max_length} tokens")
+    ref_model = load_for_training(model_config, reference, config, device, "dpo")[0] if reference else None
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(dpo_rows(fitting)), processing_class=tokenizer, peft_config=lora_config(config))
     stats = {
         "stage": "dpo",
         "policy": policy,
@@ -54,7 +67,6 @@ def train_dpo(model_config: ModelConfig, config: DPOConfig, policy: str, referen
         "pairs": len(fitting),
         "dropped_too_long": len(pairs) - len(fitting),
         "loss_type": config.loss_type,
-        **train_and_save(trainer, tokenizer, stage_dir, target, ("loss", "rewards/accuracies", "rewards/margins")),
     }
-    write_json(stage_dir / "dpo.stats.json", stats)
-    return stats
+    metric_keys = ("loss", "rewards/accuracies", "rewards/margins")
+    return train_and_save(trainer, tokenizer, target, metric_keys, merge_base(model_config, policy, config, device), stats, stage_dir / "dpo.stats.json")

@@ -1,0 +1,111 @@
+"""LoRA through PEFT on the tiny Llama: the loop with adapters, merged checkpoints, resume, and the
+precision and quantization settings (4-bit itself needs a GPU: here only its errors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import invoke
+
+from selfreward.config import DPOConfig, LoRAConfig, ModelConfig, SFTConfig, load_config
+from selfreward.errors import SelfRewardError
+from selfreward.stages.sft import train_sft
+from selfreward.training import load_for_training, weights_dtype
+
+LORA = "{r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear}"
+EXAMPLES = [("Explain tides.", "The moon pulls the sea."), ("List two colors.", "Red and blue."), ("Describe a cat.", "A small furry animal."), ("Write a word.", "Hello.")]
+
+
+def weights(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+
+@pytest.fixture(scope="module")
+def lora_run(loop_config, tmp_path_factory):
+    """One iteration with LoRA for SFT and DPO; DPO without dropout so its first step compares the
+    policy with its reference exactly, and at LoRA's usual learning rate."""
+    run_dir = tmp_path_factory.mktemp("lora") / "run"
+    sets = [f"sft.lora={LORA}", f"dpo.lora={LORA}", "dpo.learning_rate=1e-3", "dpo.dropout=0", "loop.iterations=1", "sft.baseline=false", "eft.judge=seed"]
+    result = invoke("run", loop_config, "--out", run_dir, *[arg for s in sets for arg in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_lora_stages_save_merged_checkpoints_that_plain_transformers_loads(lora_run, tiny_model):
+    base, m1, m2 = weights(tiny_model), weights(lora_run / "models" / "M1"), weights(lora_run / "models" / "M2")
+    assert m1.keys() == base.keys() == m2.keys()  # merged: no lora_A/lora_B weights left
+    assert any(not torch.equal(base[k], m1[k]) for k in base) and any(not torch.equal(m1[k], m2[k]) for k in m1)
+    for name in ("M1", "M2"):
+        assert (lora_run / "models" / name / "model.safetensors").exists() and not (lora_run / "models" / name / "adapter_config.json").exists()
+    for stage, stats in (("sft", "sft.stats.json"), ("dpo1", "dpo.stats.json")):
+        assert json.loads((lora_run / stage / stats).read_text())["lora"] is True
+        assert json.loads((lora_run / stage / "adapter" / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_lora_dpo_reference_is_the_policy_with_its_adapter_off(lora_run):
+    """Before the first update the adapter adds exactly zero, so the policy and its reference agree:
+    every reward is 0 and the first loss is ln 2."""
+    stats = json.loads((lora_run / "dpo1" / "dpo.stats.json").read_text())
+    assert stats["reference"] == stats["policy"] and stats["pairs"] > 0
+    assert stats["reward_margins_first"] == 0.0 and stats["loss_first"] == 0.6931
+
+
+def test_lora_stage_resumes_from_its_trainer_checkpoint(tiny_model, tmp_path):
+    """A stage killed after its last Trainer checkpoint resumes from it and merges the same adapter."""
+    config = SFTConfig(lora=LoRAConfig(r=4, alpha=8), batch_size=2, save_steps=1, learning_rate=1e-3, final_learning_rate=1e-4, max_length=4096)
+    target = tmp_path / "model"
+    first = train_sft(ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), EXAMPLES, tmp_path / "sft", target, 0)
+    assert sorted(p.name for p in (tmp_path / "sft" / "trainer").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    trained = weights(target)
+    (tmp_path / "sft" / "sft.stats.json").unlink()
+    again = train_sft(ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), EXAMPLES, tmp_path / "sft", target, 0)
+    assert again["steps"] == first["steps"] == 2 and again["loss_first"] == first["loss_first"]
+    resumed = weights(target)
+    assert all(torch.equal(trained[k], resumed[k]) for k in trained)
+
+
+@pytest.mark.parametrize(("settings", "device", "deepspeed", "expected"), [
+    ({"lora": LoRAConfig(), "bf16": True}, "cuda", False, torch.bfloat16),   # adapters train in fp32
+    ({"bf16": True}, "cuda", False, torch.float32),                          # full fine-tuning with plain Adam
+    ({"bf16": True}, "cuda", True, torch.bfloat16),                          # DeepSpeed keeps an fp32 master copy
+    ({"lora": LoRAConfig(), "bf16": False}, "cuda", False, torch.float32),
+    ({"lora": LoRAConfig(), "bf16": True}, "cpu", False, torch.float32),     # CPU: as before, fp32 weights
+    ({"weights_dtype": "bfloat16"}, "cpu", False, torch.bfloat16),
+])
+def test_training_weights_dtype(settings, device, deepspeed, expected, monkeypatch):
+    if deepspeed:
+        monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    else:
+        monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    assert weights_dtype(DPOConfig(**settings), device) == expected
+
+
+def test_quantize_errors_name_the_key(loop_config, tiny_model, monkeypatch):
+    monkeypatch.setattr("selfreward.config.find_spec", lambda name: None)
+    with pytest.raises(SelfRewardError, match=r"^config error: sft\.quantize: .*4bit needs bitsandbytes"):
+        load_config(str(loop_config), ["sft.quantize=4bit", f"sft.lora={LORA}"])
+    monkeypatch.setattr("selfreward.config.find_spec", lambda name: object())  # as if bitsandbytes were installed
+    with pytest.raises(SelfRewardError, match=r"^config error: dpo: .*quantize needs lora"):
+        load_config(str(loop_config), ["dpo.quantize=4bit"])
+    config = load_config(str(loop_config), ["sft.quantize=4bit", f"sft.lora={LORA}"])
+    with pytest.raises(SelfRewardError, match=r"^sft\.quantize=4bit needs a CUDA GPU \(bitsandbytes\); this run trains on cpu$"):
+        load_for_training(config.model, str(tiny_model), config.sft, "cpu", "sft")
+
+
+def test_lora_memory_bench_runs_on_the_tiny_model(tiny_model):
+    bench = Path(__file__).resolve().parents[1] / "bench" / "lora_memory.py"
+    done = subprocess.run([sys.executable, str(bench), "--model", str(tiny_model), "--pairs", "2"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == f"one DPO step on {tiny_model}, 2 pairs, fp32 on CPU: peak RSS in MB"
+    rows = {line[:28].strip(): line[28:].split() for line in lines[2:]}
+    assert list(rows) == ["after imports", "after the step", "after saving"]
+    for full, lora, ratio in rows.values():
+        assert float(full) > 0 and float(lora) > 0 and float(ratio) > 0
