@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from selfreward.display import visible
-from selfreward.pipeline import summarize
 from selfreward.records import read_json, write_atomic
+from selfreward.summary import summarize
 
 Table = tuple[str, list[str], list[list[Any]]]  # title, headers, rows
 
