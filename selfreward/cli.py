@@ -151,6 +151,13 @@ def pairs(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOp
 
 @app.command()
 @friendly
+def meta(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
+    """Stage meta: the meta-judge compares judgments of OUT/judgments.jsonl -> judge pairs added to OUT/pairs.jsonl."""
+    _stage("meta", config, out, set_, model, force)
+
+
+@app.command()
+@friendly
 def run(
     config: ConfigArg = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<preset>-<time>).")] = None,

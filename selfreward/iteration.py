@@ -16,6 +16,7 @@ from typing import Any
 
 from selfreward.config import Config
 from selfreward.engines import Engine, make_engine
+from selfreward.stages import meta_judge
 from selfreward.stages.candidates import generate_candidates
 from selfreward.stages.common import derive_seed
 from selfreward.stages.judge import judge_candidates
@@ -120,11 +121,16 @@ def _pairs(c: Context) -> dict[str, Any]:
     return make_pairs(c.config.pairs, c.out_dir)
 
 
+def _meta(c: Context) -> dict[str, Any]:
+    return meta_judge.run_meta_judge(c.config.meta, c.config.judge, c.engine(), c.out_dir, c.seed("meta"), c.batch_size)
+
+
 AIFT_STAGES: tuple[Stage, ...] = (
     Stage("prompts", "prompts", _prompts, (Column("prompts", "prompts_kept"),), uses_model=lambda config: not config.prompts.generator, uses_seed_data=True),
     Stage("candidates", "candidates", _candidates, (Column("candidates", "candidates"),), uses_model=always),
     Stage("judge", "judgments", _judge, (Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate")), uses_model=always),
     Stage("pairs", "pairs", _pairs, (Column("pairs", "pairs"), Column("pair yield", "pair_yield"), Column("mean margin", "mean_margin"))),
+    Stage("meta", "meta", _meta, (Column("judge pairs", "judge_pairs"), Column("meta agreement", "order_agreement", "meta_order_agreement")), enabled=lambda config: config.meta.enabled, uses_model=always),
 )
 """The AIFT stages in the order they run."""
 
