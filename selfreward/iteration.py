@@ -3,8 +3,9 @@
 Each `Stage` names the files whose stats mark it done (`NAME.stats.json` in the iteration
 directory), the function that makes them from a `Context`, whether the config enables it, and
 the figures the run summary shows from its stats. `run_aift` (selfreward.aift) runs the enabled
-stages in order, the run summary and report read their stats: a new stage is a module with a
-`(Context) -> stats` function, its config section and one line in `AIFT_STAGES`.
+stages in order, the run summary and report read their stats: a new stage is its module, its
+config section, and here a line in `AIFT_STAGES` with the adapter that hands it what it needs
+from the `Context`.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ class Stage:
     """Name of its files in the iteration directory; `FILES.stats.json` marks it done."""
     work: Callable[[Context], dict[str, Any]]
     columns: tuple[Column, ...] = ()
+    """The figures of its stats the run summary and report show."""
     enabled: Callable[[Config], bool] = always
+    """Whether `run_aift` runs it by default (a stage named on the command line runs anyway)."""
     uses_model: Callable[[Config], bool] = never
     """Whether it needs the model M_t (resolved before any stage starts)."""
     uses_seed_data: bool = False
