@@ -179,3 +179,25 @@ def test_meta_stage_in_the_tiny_loop_with_scripted_judgments(tiny_model, tmp_pat
     level = {v["pair"] for v in verdicts if len({score[i] for i in v["pair"].split("|")}) == 1}  # "Winner: B" both ways: a tie
     assert (meta["order_disagreements"], meta["comparisons"], meta["unparsable_verdicts"]) == (len(level), len(verdicts) // 2, 0)
     assert len(dpo_rows(pairs)) == len(pairs)
+
+
+def test_turning_the_meta_judge_on_for_a_finished_run(finished_run, tmp_path):
+    """The meta stage joins each iteration's AIFT stage: resuming runs only it, the summary shows its figures."""
+    import shutil
+
+    from conftest import invoke
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run[0], run_dir, ignore=shutil.ignore_patterns("eval"))
+    result = invoke("run", "--resume", run_dir, "--set", "meta.enabled=true", "--force")
+    assert result.exit_code == 0, result.output
+    assert "[aift1] started" in result.output and "[aift2] started" in result.output and "[dpo1] already complete" in result.output
+    assert "agreement" in result.output  # the summary table has the meta stage's columns
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for row in summary["iterations"]:
+        meta = json.loads((run_dir / f"iter{row['iteration']}" / "meta.stats.json").read_text())
+        prompts = json.loads((run_dir / f"iter{row['iteration']}" / "prompts.stats.json").read_text())["prompts_kept"]
+        assert row["judge_pairs"] == meta["judge_pairs"] <= judge_pair_cap(0.1, row["pairs"]) and row["meta_order_agreement"] == meta["order_agreement"]
+        assert meta["prompts_meta_judged"] + sum(meta["skipped"].values()) >= prompts  # every prompt is judged or counted
+    again = invoke("run", "--resume", run_dir)
+    assert again.exit_code == 0 and again.output.count("already complete, skipped") == 7
