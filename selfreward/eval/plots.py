@@ -33,7 +33,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[float | None]], title
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, fontsize=7, rotation=30 if len(groups) > 4 else 0)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     return png(fig)
 
 
