@@ -151,6 +151,13 @@ def pairs(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOp
 
 @app.command()
 @friendly
+def meta(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
+    """Stage meta: the meta-judge compares judgments of OUT/judgments.jsonl -> judge pairs added to OUT/pairs.jsonl."""
+    _stage("meta", config, out, set_, model, force)
+
+
+@app.command()
+@friendly
 def run(
     config: ConfigArg = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<preset>-<time>).")] = None,
@@ -161,7 +168,9 @@ def run(
     """The whole loop: SFT baseline, EFT, M1 = SFT, then AIFT(M_t) -> DPO -> M_{t+1} per iteration."""
     from datetime import datetime
 
-    from selfreward.pipeline import open_run, preamble_table, run_pipeline, summary_table
+    from selfreward.pipeline import run_pipeline
+    from selfreward.rundir import open_run
+    from selfreward.summary import preamble_table, summary_table
 
     run_dir = resume or out or Path("runs") / f"{Path(config).stem if config else 'demo'}-{datetime.now():%Y%m%d-%H%M%S}"
     with writing(run_dir, f"resume with `selfreward run --resume {run_dir}`"):
@@ -176,7 +185,7 @@ def run(
         console.print(f"run directory: {run_dir}")
         summary = run_pipeline(cfg, run_dir, console, force=force)
     console.print(preamble_table(summary))
-    console.print(summary_table(summary))
+    console.print(summary_table(summary, cfg))
     console.print(f"models: {', '.join(str(run_dir / 'models' / m) for m in summary['models'])}")
 
 
@@ -197,7 +206,7 @@ def writes_run_dir(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run_config(run_dir: Path, set_: list[str] | None) -> Config:
     """A run's own config plus overrides (eval settings such as the judge may change freely)."""
-    from selfreward.pipeline import open_run
+    from selfreward.rundir import open_run
 
     open_run(run_dir, None, False, False)  # a clear error when RUN_DIR is not a run
     return _config(str(run_dir / "config.yaml"), set_)
@@ -334,7 +343,7 @@ def mt_bench(
 def report(run_dir: RunDirArg) -> None:
     """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html (tables and plots)."""
     from selfreward.eval.report import write_report
-    from selfreward.pipeline import open_run
+    from selfreward.rundir import open_run
 
     open_run(run_dir, None, False, False)
     md, page = write_report(run_dir)

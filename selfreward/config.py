@@ -175,6 +175,27 @@ class PairsConfig(Section):
     which would teach the model to stop mid-sentence)."""
 
 
+class MetaConfig(Section):
+    """The meta-judge (Meta-Rewarding, arXiv 2407.19594): the model compares its own judgments and
+    learns, by DPO, to judge more like its better judgments."""
+
+    enabled: bool = False
+    """Run the meta-judge stage after the pairs stage and add judge-preference pairs to the DPO data."""
+    fraction: float = Field(0.1, gt=0, le=0.5)
+    """Most judge pairs as a share of the pairs file (actor + judge pairs). NeMo-Aligner's advice
+    is <= 0.15: more, and the judge drifts to always giving 5; at most 0.5 (never more judge
+    pairs than actor pairs)."""
+    template: str = "meta_judge"
+    """A template name in selfreward/prompts or a path to a text file with {instruction},
+    {response}, {judgment_a} and {judgment_b}, asking for a last line `Winner: A` or `Winner: B`."""
+    temperature: float = Field(0.0, ge=0)
+    """Sampling temperature of the meta-judge (0: greedy, one verdict per order)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling of the meta-judge (with temperature > 0)."""
+    max_new_tokens: int = Field(256, gt=0)
+    """Room for the meta-judge's comparison and its `Winner:` line."""
+
+
 ACCELERATE_CONFIGS_DIR = PRESETS_DIR / "accelerate"
 
 
@@ -419,6 +440,7 @@ class Config(Section):
     candidates: CandidatesConfig = CandidatesConfig()
     judge: JudgeConfig = JudgeConfig()
     pairs: PairsConfig = PairsConfig()
+    meta: MetaConfig = MetaConfig()
     eft: EFTConfig = EFTConfig()
     sft: SFTConfig = SFTConfig()
     dpo: DPOConfig = DPOConfig()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 from selfreward.display import visible
-from selfreward.pipeline import summarize
-from selfreward.records import read_json, write_atomic
+from selfreward.eval.plots import Plot, plots
+from selfreward.records import read_json, read_jsonl, write_atomic
+from selfreward.stages.common import mean
+from selfreward.summary import iteration_cells, run_config, summarize, summary_columns
 
 Table = tuple[str, list[str], list[list[Any]]]  # title, headers, rows
 
@@ -31,26 +32,68 @@ def md_text(value: Any) -> str:
     return html.escape(cell(value), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
+EXAMPLES_PER_ITERATION = 2
+EXAMPLE_CHARS = 400
+
+
 def gather(run_dir: Path) -> dict[str, Any]:
     """Everything the report shows, from the run's artifacts."""
     summary = summarize(run_dir)
-    iterations = []
-    for row in summary["iterations"]:
-        d = run_dir / f"iter{row['iteration']}"
-        iterations.append(row | {"judge": read_json(d / "judgments.stats.json"), "pairs_stats": read_json(d / "pairs.stats.json")})
     return {
         "run_dir": str(run_dir),
         "manifest": read_json(run_dir / "manifest.json"),
+        "columns": summary_columns(run_config(run_dir)),
         "summary": summary,
-        "iterations": iterations,
+        "iterations": [row | iteration_details(run_dir / f"iter{row['iteration']}") for row in summary["iterations"]],
         "eval": read_json(run_dir / "eval" / "summary.json"),
         "benchmarks": read_json(run_dir / "eval" / "benchmarks.json"),
     }
 
 
+def iteration_details(iter_dir: Path) -> dict[str, Any]:
+    """Whatever stats the stages of one iteration wrote, answer lengths and a few pairs."""
+    stats = {path.name.removesuffix(".stats.json"): read_json(path) for path in sorted(iter_dir.glob("*.stats.json"))}
+    candidates = rows_of(iter_dir / "candidates.jsonl")
+    actor = [p for p in rows_of(iter_dir / "pairs.jsonl") if p.get("kind", "actor") == "actor"]
+    return {
+        "stats": stats,
+        "judge": stats.get("judgments", {}),
+        "pairs_stats": stats.get("pairs", {}),
+        "lengths": answer_tokens(candidates, actor),
+        "examples": actor[:EXAMPLES_PER_ITERATION],
+    }
+
+
+def rows_of(path: Path) -> list[dict[str, Any]]:
+    return read_jsonl(path) if path.exists() else []
+
+
+def answer_tokens(candidates: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean length in tokens of the chosen, the rejected and all candidate answers."""
+    tokens = {c.get("id"): c["num_tokens"] for c in candidates if isinstance(c.get("num_tokens"), int)}
+    return {
+        "chosen": mean([tokens[p["chosen_id"]] for p in pairs if p.get("chosen_id") in tokens]),
+        "rejected": mean([tokens[p["rejected_id"]] for p in pairs if p.get("rejected_id") in tokens]),
+        "candidates": mean(list(tokens.values())),
+    }
+
+
+def top_score_share(histogram: dict[str, int]) -> float | None:
+    """Share of judgments scoring 5 (judge saturation)."""
+    total = sum(histogram.values())
+    return round(histogram.get("5", 0) / total, 3) if total else None
+
+
+def shortened(text: Any) -> str:
+    text = str(text or "")
+    return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + " [...]"
+
+
 def tables(data: dict[str, Any]) -> list[Table]:
-    out: list[Table] = []
-    summary = data["summary"]
+    return [preamble(data["summary"]), *iteration_tables(data), *eval_tables(data)]
+
+
+def preamble(summary: dict[str, Any]) -> Table:
     pre = []
     if summary["sft_baseline"]:
         pre.append(["SFT baseline (IFT)", summary["sft_baseline"].get("examples"), summary["sft_baseline"].get("train_loss"), summary["sft_baseline"].get("seconds")])
@@ -60,17 +103,41 @@ def tables(data: dict[str, Any]) -> list[Table]:
         pre.append([f"EFT data ({e.get('strategy', 'self')}: {e.get('train_groups_kept')}/{e.get('train_groups_tried')} groups kept{parse})", e.get("examples"), None, e.get("seconds")])
     if summary["sft"]:
         pre.append(["M1 = SFT (IFT + EFT)", summary["sft"].get("examples"), summary["sft"].get("train_loss"), summary["sft"].get("seconds")])
-    out.append(("Before the loop", ["stage", "examples", "train loss", "seconds"], pre))
+    return ("Before the loop", ["stage", "examples", "train loss", "seconds"], pre)
+
+
+def iteration_tables(data: dict[str, Any]) -> list[Table]:
+    rows = data["iterations"]
+    out: list[Table] = [
+        ("Iterations", [c.title for c in data["columns"]], [iteration_cells(r, data["columns"]) for r in rows]),
+        (
+            "Iteration health",
+            ["iteration", "score histogram (0-5)", "score source", "tie rate", "pairs dropped", "unfinished excluded", "pair yield", "chosen chars", "rejected chars", "mean margin", "margin histogram"],
+            [[r["iteration"], "/".join(str(v) for v in r["judge"].get("score_histogram", {}).values()), r["judge"].get("score_source"), r["pairs_stats"].get("tie_rate"), r["pairs_stats"].get("dropped"), r["pairs_stats"].get("unfinished_candidates_excluded"), r["pairs_stats"].get("pair_yield"), r["pairs_stats"].get("mean_chosen_chars"), r["pairs_stats"].get("mean_rejected_chars"), r["pairs_stats"].get("mean_margin"), r["pairs_stats"].get("margin_histogram")] for r in rows],
+        ),
+        (
+            "Answer length and judge saturation",
+            ["iteration", "pair policy", "chosen tokens", "rejected tokens", "candidate tokens", "judgments", "top-score share (5)", "mean score"],
+            [[r["iteration"], r["pairs_stats"].get("policy", "max_min") if r["pairs_stats"] else None, r["lengths"]["chosen"], r["lengths"]["rejected"], r["lengths"]["candidates"], r["judge"].get("judgments"), top_score_share(r["judge"].get("score_histogram", {})), r["judge"].get("mean_score")] for r in rows],
+        ),
+    ]
+    meta = [(r["iteration"], m) for r in rows if (m := r["stats"].get("meta"))]
+    if meta:
+        out.append((
+            "Meta-judge (wins minus losses; disagreement between orders = tie)",
+            ["iteration", "prompts", "comparisons", "order agreement", "first position wins", "unparsable verdicts", "judge pairs", "judge pair share", "scores judged (0-5)", "chosen judgment scores", "rejected judgment scores"],
+            [[t, m.get("prompts_meta_judged"), m.get("comparisons"), m.get("order_agreement"), m.get("first_position_win_rate"), m.get("unparsable_verdicts"), m.get("judge_pairs"), m.get("judge_pair_share"), m.get("score_histogram"), m.get("chosen_score_histogram"), m.get("rejected_score_histogram")] for t, m in meta],
+        ))
     out.append((
-        "Iterations",
-        ["iteration", "model judged", "prompts", "candidates", "judge parse rate", "pairs", "pair yield", "DPO loss", "DPO reward acc", "AIFT s", "DPO s"],
-        [[r["iteration"], r["model"], r["prompts_kept"], r["candidates"], r["judge_parse_rate"], r["pairs"], r["pair_yield"], r["dpo_loss"] if r["dpo_loss"] is not None else r.get("dpo_status"), r["dpo_reward_accuracy"], r["aift_seconds"], r["dpo_seconds"]] for r in data["iterations"]],
+        "Chosen and rejected examples",
+        ["iteration", "prompt", "chosen", "rejected", "margin"],
+        [[r["iteration"], shortened(p.get("prompt")), shortened(p.get("chosen")), shortened(p.get("rejected")), p.get("margin")] for r in rows for p in r["examples"]],
     ))
-    out.append((
-        "Iteration health",
-        ["iteration", "score histogram (0-5)", "score source", "tie rate", "pairs dropped", "unfinished excluded", "pair yield", "chosen chars", "rejected chars", "mean margin", "margin histogram"],
-        [[r["iteration"], "/".join(str(v) for v in r["judge"].get("score_histogram", {}).values()), r["judge"].get("score_source"), r["pairs_stats"].get("tie_rate"), r["pairs_stats"].get("dropped"), r["pairs_stats"].get("unfinished_candidates_excluded"), r["pairs_stats"].get("pair_yield"), r["pairs_stats"].get("mean_chosen_chars"), r["pairs_stats"].get("mean_rejected_chars"), r["pairs_stats"].get("mean_margin"), r["pairs_stats"].get("margin_histogram")] for r in data["iterations"]],
-    ))
+    return out
+
+
+def eval_tables(data: dict[str, Any]) -> list[Table]:
+    out: list[Table] = []
     rm = data["eval"].get("rm", {})
     for set_name in sorted({s for per_model in rm.values() for s in per_model}):
         out.append((
@@ -97,69 +164,6 @@ def tables(data: dict[str, Any]) -> list[Table]:
     return out
 
 
-def plots(data: dict[str, Any]) -> list[tuple[str, bytes]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images = []
-
-    def save(title: str, fig: Any) -> None:
-        buffer = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=90)
-        plt.close(fig)
-        images.append((title, buffer.getvalue()))
-
-    rm = data["eval"].get("rm", {})
-    for set_name in sorted({s for per_model in rm.values() for s in per_model}):
-        models = [m for m in rm if set_name in rm[m]]
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        for key in ("pairwise_accuracy", "exact_match", "spearman", "kendall_tau"):
-            ax.plot(models, [rm[m][set_name].get(key) or 0 for m in models], marker="o", label=key)
-        ax.set_title(f"Reward modelling ({set_name})")
-        ax.legend(fontsize=7)
-        save(f"Reward-model metrics per model on {set_name}", fig)
-    h2h = data["eval"].get("head_to_head", [])
-    if h2h:
-        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * len(h2h)))
-        labels = [f"{h['model']} vs {h['opponent']}" for h in h2h]
-        left = [0.0] * len(h2h)
-        for key, color in (("win", "#4caf50"), ("tie", "#bdbdbd"), ("lose", "#e57373")):
-            values = [h.get(key) or 0 for h in h2h]
-            ax.barh(labels, values, left=left, color=color, label=key)
-            left = [a + b for a, b in zip(left, values)]
-        ax.set_xlim(0, 100)
-        ax.legend(fontsize=7, loc="lower right")
-        ax.set_title("Head-to-head (%)")
-        save("Head-to-head win / tie / lose", fig)
-    if data["iterations"]:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        width = 0.8 / len(data["iterations"])
-        for i, row in enumerate(data["iterations"]):
-            hist = row["judge"].get("score_histogram", {})
-            ax.bar([int(k) + i * width for k in hist], list(hist.values()), width=width, label=f"AIFT(M{row['iteration']})")
-        ax.set_xlabel("judge score (rounded)")
-        ax.set_ylabel("judgments")
-        ax.legend(fontsize=7)
-        ax.set_title("Judge score histogram per iteration")
-        save("Judge score histograms", fig)
-    answers = data["eval"].get("answers", {})
-    if answers or data["iterations"]:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        names = list(answers) + [f"iter{r['iteration']} chosen" for r in data["iterations"]] + [f"iter{r['iteration']} rejected" for r in data["iterations"]]
-        values = [answers[m].get("mean_chars") or 0 for m in answers]
-        values += [r["pairs_stats"].get("mean_chosen_chars") or 0 for r in data["iterations"]]
-        values += [r["pairs_stats"].get("mean_rejected_chars") or 0 for r in data["iterations"]]
-        ax.bar(names, values, color="#5c6bc0")
-        ax.set_ylabel("mean characters")
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        ax.set_title("Answer lengths")
-        save("Answer lengths", fig)
-    return images
-
-
 def to_markdown(data: dict[str, Any], table_list: list[Table]) -> str:
     lines = [f"# selfreward report: {md_text(data['run_dir'])}", ""]
     manifest = data["manifest"]
@@ -168,7 +172,7 @@ def to_markdown(data: dict[str, Any], table_list: list[Table]) -> str:
     for title, headers, rows in table_list:
         lines += [f"## {md_text(title)}", ""]
         if not rows:
-            lines += ["(nothing yet)", ""]
+            lines += ["(no data yet)", ""]
             continue
         lines.append("| " + " | ".join(headers) + " |")
         lines.append("|" + "---|" * len(headers))
@@ -177,7 +181,7 @@ def to_markdown(data: dict[str, Any], table_list: list[Table]) -> str:
     return "\n".join(lines)
 
 
-def to_html(data: dict[str, Any], table_list: list[Table], images: list[tuple[str, bytes]]) -> str:
+def to_html(data: dict[str, Any], table_list: list[Table], images: list[Plot]) -> str:
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -197,15 +201,15 @@ def to_html(data: dict[str, Any], table_list: list[Table], images: list[tuple[st
     for title, headers, rows in table_list:
         parts.append(f"<h2>{esc(cell(title))}</h2>")
         if not rows:
-            parts.append("<p>(nothing yet)</p>")
+            parts.append("<p>(no data yet)</p>")
             continue
         parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(cell(c))}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table>")
-    if images:
-        parts.append("<h2>Plots</h2>")
+    parts.append("<h2>Plots</h2>")
     for title, png in images:
-        parts.append(f"<h3>{esc(cell(title))}</h3><img alt=\"{esc(cell(title))}\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">")
+        parts.append(f"<h3>{esc(cell(title))}</h3>")
+        parts.append(f'<img alt="{esc(cell(title))}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else "<p>(no data yet)</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -17,7 +17,7 @@ from selfreward.errors import SelfRewardError
 from selfreward.eval.compare import compare_answers, generate_answers
 from selfreward.eval.rm import evaluate_rm
 from selfreward.models import resolve_model
-from selfreward.records import read_jsonl, write_json
+from selfreward.records import StageFiles, read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
 from selfreward.stages.common import derive_seed
 from selfreward.stages.eft import group_rows
@@ -107,7 +107,9 @@ def evaluate_run(
     with_seed: bool = False,
     eval_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoints (and the seed model M0 with `with_seed`) into `eval_dir` (default RUN_DIR/eval)."""
+    """Evaluate a run's checkpoints (and the seed model M0 with `with_seed`) into `eval_dir` (default
+    RUN_DIR/eval). Results of earlier calls (other models, other judges) stay in the summary, and
+    head-to-head also takes in the answers of models evaluated before."""
     checkpoints = run_models(run_dir, models)
     if with_seed:
         checkpoints = {"M0": Path(resolve_model(config.model.name_or_path))} | checkpoints
@@ -117,40 +119,63 @@ def evaluate_run(
     if not sets and not prompts:
         raise SelfRewardError(f"nothing to evaluate: {run_dir}/eft/eval.jsonl is missing and eval.ranked / eval.prompts are empty")
     bind_eval_settings(eval_dir, config, fresh)
-    answer_sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
-    # results of earlier calls (other models, other judges) stay in the summary
-    previous = json.loads((eval_dir / "summary.json").read_text()) if (eval_dir / "summary.json").exists() else {}
+    previous = read_json(eval_dir / "summary.json")
     summary: dict[str, Any] = {"rm": previous.get("rm", {}), "answers": previous.get("answers", {}), "head_to_head": previous.get("head_to_head", [])}
-    label = judge_label(config)
-    answers: dict[str, dict[str, str]] = {}
     for name, path in checkpoints.items():
         console.print(f"[bold]evaluating {name}[/bold]")
-        engine = make_engine(config, str(path))
-        try:
-            summary["rm"][name] = {
-                set_name: evaluate_rm(config, engine, groups, eval_dir / "rm" / set_name, name, derive_seed(config.seed, f"eval-rm-{set_name}-{name}"))
-                for set_name, groups in sets.items()
-            }
-            if prompts:
-                records = generate_answers(engine, prompts, eval_dir / "answers", name, answer_sampling, derive_seed(config.seed, "eval-answers"), config.engine.batch_size)
-                answers[name] = {pid: r["text"] for pid, r in records.items()}
-                summary["answers"][name] = json.loads((eval_dir / "answers" / f"{name}.stats.json").read_text())
-        finally:
-            engine.close()
-    if head_to_head and prompts and len(answers) > 1:
-        matches = head_to_head_pairs(list(answers))
-        judge = make_judge_engine(config, config.eval.judge, resolve_model(config.model.name_or_path))
-        judge_sampling = Sampling(config.eval.judge.temperature, 1.0, config.eval.judge.max_new_tokens)
-        text = {p["id"]: p["prompt"] for p in prompts}
-        try:
-            for x, y in matches:
-                stats = compare_answers(judge, text, answers[x], answers[y], eval_dir / "h2h" / label, f"{x}_vs_{y}", judge_sampling, derive_seed(config.seed, f"h2h-{x}-{y}"), config.engine.batch_size)
-                summary["head_to_head"] = [h for h in summary["head_to_head"] if (h["model"], h["opponent"], h.get("judge")) != (x, y, label)]
-                summary["head_to_head"].append({"model": x, "opponent": y, "judge": label, **{k: v for k, v in stats.items() if k != "stage"}})
-        finally:
-            judge.close()
+        evaluate_checkpoint(config, name, path, sets, prompts, eval_dir, summary)
+    answers = earlier_answers(eval_dir / "answers", list(summary["answers"])) if prompts else {}
+    if head_to_head and len(answers) > 1:
+        run_head_to_head(config, prompts, answers, eval_dir, summary)
+    summary["rm"], summary["answers"] = by_model(summary["rm"]), by_model(summary["answers"])
     write_json(eval_dir / "summary.json", summary)
     return summary
+
+
+def evaluate_checkpoint(config: Config, name: str, path: Path, sets: dict[str, list[dict[str, Any]]], prompts: list[dict[str, Any]], eval_dir: Path, summary: dict[str, Any]) -> None:
+    """Reward-model metrics on every set and answers to the test prompts of one checkpoint (cached)."""
+    engine = make_engine(config, str(path))
+    try:
+        summary["rm"][name] = {
+            set_name: evaluate_rm(config, engine, groups, eval_dir / "rm" / set_name, name, derive_seed(config.seed, f"eval-rm-{set_name}-{name}"))
+            for set_name, groups in sets.items()
+        }
+        if prompts:
+            sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
+            generate_answers(engine, prompts, eval_dir / "answers", name, sampling, derive_seed(config.seed, "eval-answers"), config.engine.batch_size)
+            summary["answers"][name] = read_json(eval_dir / "answers" / f"{name}.stats.json")
+    finally:
+        engine.close()
+
+
+def earlier_answers(answers_dir: Path, names: list[str]) -> dict[str, dict[str, str]]:
+    """Answers on disk (prompt id -> text) of the models evaluated so far, in model order."""
+    found = {}
+    for name in sorted(names, key=model_order):
+        files = StageFiles(answers_dir, name)
+        if files.done():
+            found[name] = {r["id"]: r["text"] for r in files.read()}
+    return found
+
+
+def run_head_to_head(config: Config, prompts: list[dict[str, Any]], answers: dict[str, dict[str, str]], eval_dir: Path, summary: dict[str, Any]) -> None:
+    """The paper's matches among the answered models, judged in both orders (finished ones are cached)."""
+    label = judge_label(config)
+    judge = make_judge_engine(config, config.eval.judge, resolve_model(config.model.name_or_path))
+    judge_sampling = Sampling(config.eval.judge.temperature, 1.0, config.eval.judge.max_new_tokens)
+    text = {p["id"]: p["prompt"] for p in prompts}
+    try:
+        for x, y in head_to_head_pairs(list(answers)):
+            stats = compare_answers(judge, text, answers[x], answers[y], eval_dir / "h2h" / label, f"{x}_vs_{y}", judge_sampling, derive_seed(config.seed, f"h2h-{x}-{y}"), config.engine.batch_size)
+            summary["head_to_head"] = [h for h in summary["head_to_head"] if (h["model"], h["opponent"], h.get("judge")) != (x, y, label)]
+            summary["head_to_head"].append({"model": x, "opponent": y, "judge": label, **{k: v for k, v in stats.items() if k != "stage"}})
+    finally:
+        judge.close()
+
+
+def by_model(results: dict[str, Any]) -> dict[str, Any]:
+    """Per-model results in model order: sft_baseline, M0, M1, M2, ..."""
+    return dict(sorted(results.items(), key=lambda item: model_order(item[0])))
 
 
 def head_to_head_pairs(names: list[str]) -> list[tuple[str, str]]:

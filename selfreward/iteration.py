@@ -1,0 +1,151 @@
+"""One AIFT iteration as a declared list of stages.
+
+Each `Stage` names the files whose stats mark it done (`NAME.stats.json` in the iteration
+directory), the function that makes them from a `Context`, whether the config enables it, and
+the figures the run summary shows from its stats. `run_aift` (selfreward.aift) runs the enabled
+stages in order, the run summary and report read their stats: a new stage is its module, its
+config section, and here a line in `AIFT_STAGES` with the adapter that hands it what it needs
+from the `Context`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfreward.config import Config
+from selfreward.engines import Engine, make_engine
+from selfreward.stages import meta_judge
+from selfreward.stages.candidates import generate_candidates
+from selfreward.stages.common import derive_seed
+from selfreward.stages.judge import judge_candidates
+from selfreward.stages.pairs import make_pairs
+from selfreward.stages.prompts import generate_prompts
+
+
+class EngineCache:
+    """Loads each model once and only when a stage needs it."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.engines: dict[str, Engine] = {}
+
+    def get(self, name_or_path: str) -> Engine:
+        if name_or_path not in self.engines:
+            self.close()
+            self.engines = {name_or_path: make_engine(self.config, name_or_path)}
+        return self.engines[name_or_path]
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
+        self.engines = {}
+
+
+@dataclass
+class Context:
+    """What a stage works with: the config, the iteration directory, the model being improved."""
+
+    config: Config
+    out_dir: Path
+    model: str
+    """Resolved path of the model M_t (empty when no selected stage uses it)."""
+    generator: str
+    """The model that writes new prompts (`prompts.generator`, else `model`)."""
+    tag: str
+    engines: EngineCache
+    seed_prompts: list[str] = field(default_factory=list)
+    evaluation_prompts: list[str] = field(default_factory=list)
+
+    def seed(self, stage: str) -> int:
+        return derive_seed(self.config.seed, f"{self.tag}-{stage}")
+
+    def engine(self) -> Engine:
+        return self.engines.get(self.model)
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.engine.batch_size
+
+
+@dataclass(frozen=True)
+class Column:
+    """One figure of the run summary: `stat` of a stage's stats, shown as `title`, stored as `key`."""
+
+    title: str
+    stat: str
+    key: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.key or self.stat
+
+
+def always(config: Config) -> bool:
+    return True
+
+
+def never(config: Config) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    """The stage's name on the command line and in results (`selfreward judge`, stats per stage)."""
+    files: str
+    """Name of its files in the iteration directory; `FILES.stats.json` marks it done."""
+    work: Callable[[Context], dict[str, Any]]
+    columns: tuple[Column, ...] = ()
+    """The figures of its stats the run summary and report show."""
+    enabled: Callable[[Config], bool] = always
+    """Whether `run_aift` runs it by default (a stage named on the command line runs anyway)."""
+    uses_model: Callable[[Config], bool] = never
+    """Whether it needs the model M_t (resolved before any stage starts)."""
+    uses_seed_data: bool = False
+    """Whether it needs the seed prompts (loaded and checked before any stage starts)."""
+
+
+def _prompts(c: Context) -> dict[str, Any]:
+    return generate_prompts(c.config.prompts, c.engines.get(c.generator), c.seed_prompts, c.evaluation_prompts, c.out_dir, c.seed("prompts"), c.batch_size)
+
+
+def _candidates(c: Context) -> dict[str, Any]:
+    return generate_candidates(c.config.candidates, c.engine(), c.out_dir, c.seed("candidates"), c.batch_size)
+
+
+def _judge(c: Context) -> dict[str, Any]:
+    return judge_candidates(c.config.judge, c.engine(), c.out_dir, c.seed("judge"), c.batch_size)
+
+
+def _pairs(c: Context) -> dict[str, Any]:
+    return make_pairs(c.config.pairs, c.out_dir)
+
+
+def _meta(c: Context) -> dict[str, Any]:
+    return meta_judge.run_meta_judge(c.config.meta, c.config.judge, c.engine(), c.out_dir, c.seed("meta"), c.batch_size)
+
+
+AIFT_STAGES: tuple[Stage, ...] = (
+    Stage("prompts", "prompts", _prompts, (Column("prompts", "prompts_kept"),), uses_model=lambda config: not config.prompts.generator, uses_seed_data=True),
+    Stage("candidates", "candidates", _candidates, (Column("candidates", "candidates"),), uses_model=always),
+    Stage("judge", "judgments", _judge, (Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate")), uses_model=always),
+    Stage("pairs", "pairs", _pairs, (Column("pairs", "pairs"), Column("pair yield", "pair_yield"), Column("mean margin", "mean_margin"))),
+    Stage("meta", "meta", _meta, (Column("judge pairs", "judge_pairs"), Column("meta agreement", "order_agreement", "meta_order_agreement")), enabled=lambda config: config.meta.enabled, uses_model=always),
+)
+"""The AIFT stages in the order they run."""
+
+DPO_COLUMNS = (Column("DPO loss", "train_loss", "dpo_loss"), Column("DPO reward acc", "reward_accuracies_mean", "dpo_reward_accuracy"))
+"""Figures of `dpo{t}/dpo.stats.json` in the run summary."""
+
+
+def enabled_stages(config: Config, names: tuple[str, ...] | None = None) -> list[Stage]:
+    """The stages to run in their declared order: those named, or by default all that the config enables."""
+    return [s for s in AIFT_STAGES if (s.name in names if names is not None else s.enabled(config))]
+
+
+def aift_done(config: Config, out_dir: Path) -> bool:
+    """An iteration's AIFT data is complete when every enabled stage wrote its stats."""
+    return all((out_dir / f"{stage.files}.stats.json").exists() for stage in enabled_stages(config))

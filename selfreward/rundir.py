@@ -1,0 +1,130 @@
+"""A run directory's bookkeeping: its manifest (config, versions, git commit, seed, the start and
+end of every stage), its log, its model paths, and the config it is bound to."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from selfreward import __version__
+from selfreward.config import Config, build_config, config_differences, config_to_dict, yaml_load
+from selfreward.errors import SelfRewardError
+from selfreward.records import write_atomic, write_json
+
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "selfreward")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def bind_config(directory: Path, config: Config, force: bool = False) -> None:
+    """Record the config a directory is made with; refuse to continue it with another one."""
+    path = directory / "config.yaml"
+    new = config_to_dict(config)
+    if path.exists() and not force:
+        old = config_to_dict(build_config(yaml_load(path.read_text(encoding="utf-8")) or {}))
+        changed = config_differences(old, new)
+        if changed:
+            raise SelfRewardError(f"{directory} was made with another config (differs in: {', '.join(changed)}); use --force to continue anyway")
+    write_atomic(path, yaml.safe_dump(new, sort_keys=False))
+
+
+def open_run(directory: Path, config: Config | None, overrides_given: bool, force: bool) -> Config:
+    """The config of an existing run; a differing new config is refused unless forced."""
+    if not (directory / "manifest.json").exists() or not (directory / "config.yaml").exists():
+        raise SelfRewardError(f"{directory} is not a selfreward run (no manifest.json/config.yaml); start one with `selfreward run`")
+    saved = build_config(yaml_load((directory / "config.yaml").read_text(encoding="utf-8")) or {})
+    if config is None or not overrides_given:
+        return saved
+    bind_config(directory, config, force)
+    return config
+
+
+class Run:
+    """A run directory: its manifest, log and model paths."""
+
+    def __init__(self, directory: Path, config: Config, console: Console):
+        self.dir = directory
+        self.config = config
+        self.console = console
+        self.manifest_path = directory / "manifest.json"
+        self.manifest: dict[str, Any] = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {
+            "selfreward": __version__,
+            "created": now(),
+            "seed": config.seed,
+            "stages": {},
+        }
+        self.manifest.update({"config": config_to_dict(config), "versions": versions(), "git_commit": git_commit()})
+        self.manifest.setdefault("attempts", []).append({"started": now(), "argv": sys.argv})
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.manifest_path, self.manifest)
+
+    def log(self, message: str) -> None:
+        self.console.print(message, highlight=False, markup=False)
+        with open(self.dir / "run.log", "a", encoding="utf-8") as handle:
+            handle.write(f"{now()} {message}\n")
+
+    def model(self, name: str) -> Path:
+        return self.dir / "models" / name
+
+    def trained(self, name: str, stats: Path) -> bool:
+        """A training stage is done when its model and its stats (written after the model) exist."""
+        return (self.model(name) / "config.json").exists() and stats.exists()
+
+    def stage(self, name: str, done: bool, work: Any) -> Any:
+        """Run `work()` unless the stage's artifacts are complete; record times in the manifest."""
+        record = self.manifest["stages"].setdefault(name, {})
+        if done:
+            if record.get("status") != "done":
+                record["status"] = "done"
+                self.save()
+            self.log(f"[{name}] already complete, skipped")
+            return None
+        record.update({"status": "running", "started": now()})
+        self.save()
+        self.log(f"[{name}] started")
+        started = time.perf_counter()
+        result = work()
+        record.update({"status": "done", "ended": now(), "seconds": round(time.perf_counter() - started, 1)})
+        self.save()
+        self.log(f"[{name}] done in {record['seconds']} s")
+        return result
+
+    def mark(self, name: str, status: str) -> None:
+        self.manifest["stages"].setdefault(name, {})["status"] = status
+        self.save()
+
+    def finish(self) -> None:
+        self.manifest["finished"] = now()
+        self.save()

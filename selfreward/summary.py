@@ -1,0 +1,101 @@
+"""The run summary: per-stage and per-iteration figures read from the stats files the stages
+wrote (the figures each stage shows are declared with it in `selfreward.iteration`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from selfreward.config import Config, build_config, yaml_load
+from selfreward.iteration import DPO_COLUMNS, Column, enabled_stages
+from selfreward.records import read_json, write_json
+
+TIMING_COLUMNS = (Column("AIFT s", "aift_seconds"), Column("DPO s", "dpo_seconds"))
+
+
+def run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.yaml"
+    return build_config((yaml_load(path.read_text(encoding="utf-8")) if path.exists() else None) or {})
+
+
+def iteration_sources(config: Config, run_dir: Path, t: int) -> list[tuple[Path, tuple[Column, ...]]]:
+    """The stats files of iteration t with the columns the summary takes from each, in order."""
+    sources = [(run_dir / f"iter{t}" / f"{stage.files}.stats.json", stage.columns) for stage in enabled_stages(config)]
+    return [*sources, (run_dir / f"dpo{t}" / "dpo.stats.json", DPO_COLUMNS)]
+
+
+def summary_columns(config: Config) -> list[Column]:
+    """Every per-iteration figure of the summary, in table order."""
+    columns = [Column("iter", "iteration"), Column("model", "model")]
+    columns += [c for _, stage_columns in iteration_sources(config, Path(), 1) for c in stage_columns]
+    return columns + list(TIMING_COLUMNS)
+
+
+def iteration_row(config: Config, run_dir: Path, t: int, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"iteration": t, "model": f"M{t}"}
+    for path, columns in iteration_sources(config, run_dir, t):
+        stats = read_json(path)
+        row |= {c.name: stats.get(c.stat) for c in columns}
+    row["dpo_status"] = stages.get(f"dpo{t}", {}).get("status")
+    row["aift_seconds"] = stages.get(f"aift{t}", {}).get("seconds")
+    row["dpo_seconds"] = stages.get(f"dpo{t}", {}).get("seconds")
+    return row
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """Per-stage and per-iteration figures gathered from the run's stats files and manifest."""
+    config = run_config(run_dir)
+    stages = read_json(run_dir / "manifest.json").get("stages", {})
+    iterations = []
+    t = 1
+    while (run_dir / f"iter{t}").exists():
+        iterations.append(iteration_row(config, run_dir, t, stages))
+        t += 1
+    models = run_dir / "models"
+    return {
+        "sft_baseline": read_json(run_dir / "sft_baseline" / "sft.stats.json"),
+        "eft": read_json(run_dir / "eft" / "eft.stats.json"),
+        "sft": read_json(run_dir / "sft" / "sft.stats.json"),
+        "iterations": iterations,
+        "stage_seconds": {name: s.get("seconds") for name, s in stages.items()},
+        "models": sorted(p.name for p in models.iterdir() if (p / "config.json").exists()) if models.exists() else [],
+    }
+
+
+def write_summary(run_dir: Path) -> dict[str, Any]:
+    summary = summarize(run_dir)
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def iteration_cells(row: dict[str, Any], columns: list[Column]) -> list[Any]:
+    """A summary row's values in column order; a DPO that did not run shows its status."""
+    cells = [row.get(c.name) for c in columns]
+    return [row.get("dpo_status") if c.name == "dpo_loss" and v is None else v for c, v in zip(columns, cells)]
+
+
+def summary_table(summary: dict[str, Any], config: Config) -> Table:
+    table = Table(title="selfreward run: per iteration", title_justify="left")
+    columns = summary_columns(config)
+    for column in columns:
+        table.add_column(column.title, justify="right")
+    for row in summary["iterations"]:
+        table.add_row(*("-" if value is None else str(value) for value in iteration_cells(row, columns)))
+    return table
+
+
+def preamble_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="before the loop", title_justify="left")
+    for title in ("stage", "examples", "result", "seconds"):
+        table.add_column(title)
+    base, eft, sft = summary["sft_baseline"], summary["eft"], summary["sft"]
+    if base:
+        table.add_row("SFT baseline (IFT)", str(base.get("examples")), f"loss {base.get('train_loss')}", str(base.get("seconds")))
+    if eft:
+        parse = f", judge parse rate {eft['judge_parse_rate']}" if eft.get("judge_parse_rate") is not None else ""
+        table.add_row(f"EFT data ({eft.get('strategy', 'self')})", str(eft.get("examples")), f"{eft.get('train_groups_kept')}/{eft.get('train_groups_tried')} groups kept{parse}", str(eft.get("seconds")))
+    if sft:
+        table.add_row("M1 = SFT (IFT+EFT)", str(sft.get("examples")), f"loss {sft.get('train_loss')}", str(sft.get("seconds")))
+    return table
