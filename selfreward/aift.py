@@ -65,9 +65,11 @@ def run_aift(
     force: bool = False,
     console: Console | None = None,
     stages: tuple[str, ...] = AIFT_STAGES,
+    iteration: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Create (or resume) AIFT data of `model` (default: config.model) in `out_dir`: the given
-    stages in order, each skipped when its artifacts are complete; returns stats per stage."""
+    stages in order, each skipped when its artifacts are complete; returns stats per stage.
+    `iteration` (1-based) picks the iteration's `pairs.rho`."""
     console = console or Console()
     seed_prompts: list[str] = []
     evaluation_prompts: list[str] = []
@@ -97,7 +99,7 @@ def run_aift(
         "prompts": lambda: done("prompts") or generate_prompts(config.prompts, engines.get(generator), seed_prompts, evaluation_prompts, out_dir, seed("prompts"), batch),
         "candidates": lambda: done("candidates") or generate_candidates(config.candidates, engines.get(model_path), out_dir, seed("candidates"), batch),
         "judge": lambda: done("judgments") or judge_candidates(config.judge, engines.get(model_path), out_dir, seed("judge"), batch),
-        "pairs": lambda: make_pairs(config.pairs, out_dir),
+        "pairs": lambda: make_pairs(config.pairs, out_dir, iteration),
     }
     stats: dict[str, dict[str, Any]] = {}
     try:

@@ -32,7 +32,7 @@ from selfreward.overlap import disjoint_training_data
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
 from selfreward.stages.common import derive_seed
-from selfreward.stages.dpo import train_dpo
+from selfreward.stages.dpo import dpo_reference, train_dpo
 from selfreward.stages.eft import build_eft
 from selfreward.stages.sft import train_sft
 
@@ -180,7 +180,7 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
     for t in range(1, config.loop.iterations + 1):
         iter_dir = run_dir / f"iter{t}"
         run.stage(f"aift{t}", (iter_dir / "pairs.stats.json").exists(), partial(
-            run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=console))
+            run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=console, iteration=t))
         pairs = json.loads((iter_dir / "pairs.stats.json").read_text())["pairs"]
         target = run.model(f"M{t + 1}")
         dpo_stats = run_dir / f"dpo{t}" / "dpo.stats.json"
@@ -192,9 +192,7 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
             run.mark(f"dpo{t}", "skipped: no pairs")
             run.log(f"[dpo{t}] iteration {t} produced 0 pairs; skipped: M{t + 1} = M{t}")
             continue
-        reference = {"previous": None, "m1": str(run.model("M1"))}.get(config.dpo.reference.lower(), config.dpo.reference)
-        if reference is not None and reference != str(run.model("M1")):
-            reference = resolve_model(reference)
+        reference = dpo_reference(config.dpo.reference, run.model)
         run.stage(f"dpo{t}", trained(f"M{t + 1}", dpo_stats), partial(
             train_dpo, config.model, config.dpo, str(current), reference, iter_dir / "pairs.jsonl", run_dir / f"dpo{t}", target, derive_seed(seed, f"dpo{t}")))
         current = target
