@@ -117,6 +117,8 @@ def test_make_pairs_length_control_uses_the_iterations_rho_and_reports_lengths(t
 
 def test_make_pairs_anchored_reads_the_initial_models_judged_answers(tmp_path):
     _write_stage(tmp_path, "", [("p0-c0", "p0", "now good", 5, [4]), ("p0-c1", "p0", "now ok", 5, [3]), ("p1-c0", "p1", "now", 5, [2])])
+    with pytest.raises(SelfRewardError, match=r"anchor_candidates\.jsonl not found: pairs\.policy anchored needs the initial model's answers"):
+        make_pairs(PairsConfig(policy="anchored"), tmp_path)
     _write_stage(tmp_path, "anchor_", [("p0-a0", "p0", "old bad", 5, [1]), ("p0-a1", "p0", "old ok", 5, [3]), ("p1-a0", "p1", "old great", 5, [4])])
     stats = make_pairs(PairsConfig(policy="anchored"), tmp_path)
     [pair] = read_jsonl(tmp_path / "pairs.jsonl")

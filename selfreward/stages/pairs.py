@@ -124,7 +124,8 @@ def read_inputs(out_dir: Path, prefix: str, require_finished: bool, need_scores:
     candidates, judgments = StageFiles(out_dir, f"{prefix}candidates"), StageFiles(out_dir, f"{prefix}judgments")
     for needed in (candidates, judgments) if need_scores else (candidates,):
         if not needed.records.exists():
-            raise SelfRewardError(f"{needed.records} not found: run the {needed.name} stage first")
+            hint = "pairs.policy anchored needs the initial model's answers, judged by the current model" if prefix else f"run the {needed.name} stage first"
+            raise SelfRewardError(f"{needed.records} not found: {hint}")
     return load_scored(candidates.read(), judgments.read() if judgments.records.exists() else [], require_finished, need_scores)
 
 
