@@ -376,7 +376,7 @@ class Config(Section):
     def _check(self) -> Config:
         if self.prompts.min_words > self.prompts.max_words:
             raise ValueError("prompts.min_words must not exceed prompts.max_words")
-        if self.dpo.reference == "sft" and not (self.sft.baseline or self.eft.judge == "baseline"):
+        if self.dpo.reference.lower() == "sft" and not (self.sft.baseline or self.eft.judge == "baseline"):
             raise ValueError("dpo.reference sft needs the SFT baseline: set sft.baseline true")
         return self
 

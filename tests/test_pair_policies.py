@@ -94,18 +94,18 @@ def test_rho_is_one_number_or_a_schedule_whose_last_value_repeats(rho, expected)
         load_config("demo", ["pairs.rho=[0.1, 0.5]"])
 
 
-def _write_stage(tmp_path, prefix, rows):
+def _write_stage(directory, rows):
     """rows: (candidate id, prompt id, text, tokens, text scores)."""
-    write_jsonl(tmp_path / f"{prefix}candidates.jsonl", [
+    write_jsonl(directory / "candidates.jsonl", [
         {"id": cid, "prompt_id": pid, "prompt": "q " + pid, "text": text, "num_tokens": tokens, "finished": True} for cid, pid, text, tokens, _ in rows
     ])
-    write_jsonl(tmp_path / f"{prefix}judgments.jsonl", [
+    write_jsonl(directory / "judgments.jsonl", [
         {"id": f"{cid}-j{k}", "candidate_id": cid, "score": s, "method": "text"} for cid, _, _, _, scores in rows for k, s in enumerate(scores)
     ])
 
 
 def test_make_pairs_length_control_uses_the_iterations_rho_and_reports_lengths(tmp_path):
-    _write_stage(tmp_path, "", [
+    _write_stage(tmp_path, [
         ("p0-c0", "p0", "best but long", 40, [5]), ("p0-c1", "p0", "good short", 8, [4]),
         ("p0-c2", "p0", "bad long", 30, [2]), ("p0-c3", "p0", "worst", 6, [1]),
     ])
@@ -116,10 +116,10 @@ def test_make_pairs_length_control_uses_the_iterations_rho_and_reports_lengths(t
 
 
 def test_make_pairs_anchored_reads_the_initial_models_judged_answers(tmp_path):
-    _write_stage(tmp_path, "", [("p0-c0", "p0", "now good", 5, [4]), ("p0-c1", "p0", "now ok", 5, [3]), ("p1-c0", "p1", "now", 5, [2])])
-    with pytest.raises(SelfRewardError, match=r"anchor_candidates\.jsonl not found: pairs\.policy anchored needs the initial model's answers"):
+    _write_stage(tmp_path, [("p0-c0", "p0", "now good", 5, [4]), ("p0-c1", "p0", "now ok", 5, [3]), ("p1-c0", "p1", "now", 5, [2])])
+    with pytest.raises(SelfRewardError, match=r"anchor/candidates\.jsonl not found: pairs\.policy anchored needs the initial model's answers"):
         make_pairs(PairsConfig(policy="anchored"), tmp_path)
-    _write_stage(tmp_path, "anchor_", [("p0-a0", "p0", "old bad", 5, [1]), ("p0-a1", "p0", "old ok", 5, [3]), ("p1-a0", "p1", "old great", 5, [4])])
+    _write_stage(tmp_path / "anchor", [("p0-a0", "p0", "old bad", 5, [1]), ("p0-a1", "p0", "old ok", 5, [3]), ("p1-a0", "p1", "old great", 5, [4])])
     stats = make_pairs(PairsConfig(policy="anchored"), tmp_path)
     [pair] = read_jsonl(tmp_path / "pairs.jsonl")
     assert (pair["chosen_id"], pair["rejected_id"], pair["margin"]) == ("p0-c0", "p0-a0", 3.0)

@@ -118,27 +118,32 @@ def drop_reason(config: PairsConfig, chosen: Scored, rejected: Scored) -> str | 
     return None
 
 
-def read_inputs(out_dir: Path, prefix: str, require_finished: bool, need_scores: bool) -> tuple[dict[str, list[Scored]], Counter[str]]:
-    """`{prefix}candidates.jsonl` and `{prefix}judgments.jsonl` of `out_dir`, scored (prefix
-    `anchor_`: the initial model's answers, judged by the current model)."""
-    candidates, judgments = StageFiles(out_dir, f"{prefix}candidates"), StageFiles(out_dir, f"{prefix}judgments")
+ANCHOR_DIR = "anchor"
+"""anchored: the iteration's subdirectory holding the initial model's answers to the iteration's
+prompts (prompts.jsonl, candidates.jsonl: made once) and the current model's judgments of them
+(judgments.jsonl); the candidates and judge stages run in it as they run in the iteration."""
+
+
+def read_inputs(directory: Path, require_finished: bool, need_scores: bool, missing_hint: str) -> tuple[dict[str, list[Scored]], Counter[str]]:
+    """The scored candidates of `directory` (its candidates.jsonl and judgments.jsonl)."""
+    candidates, judgments = StageFiles(directory, "candidates"), StageFiles(directory, "judgments")
     for needed in (candidates, judgments) if need_scores else (candidates,):
         if not needed.records.exists():
-            hint = "pairs.policy anchored needs the initial model's answers, judged by the current model" if prefix else f"run the {needed.name} stage first"
-            raise SelfRewardError(f"{needed.records} not found: {hint}")
+            raise SelfRewardError(f"{needed.records} not found: {missing_hint or f'run the {needed.name} stage first'}")
     return load_scored(candidates.read(), judgments.read() if judgments.records.exists() else [], require_finished, need_scores)
 
 
 def make_pairs(config: PairsConfig, out_dir: Path, iteration: int = 1, reference_answers: dict[str, str] | None = None) -> dict[str, Any]:
     """Pairs of iteration `iteration` (which picks `pairs.rho`) in `out_dir`. `reference_answers`
-    (prompt id -> human answer) feed `spin`; `anchored` reads anchor_candidates/anchor_judgments."""
+    (prompt id -> human answer) feed `spin`; `anchored` reads out_dir/anchor (ANCHOR_DIR)."""
     files = StageFiles(out_dir, "pairs")
     if files.done():
         return files.read_stats()
     if config.policy == "spin" and reference_answers is None:
         raise SelfRewardError("pairs.policy spin needs the human answers of the iteration's IFT prompts (see stages/pairs.spin_prompts)")
-    by_prompt, excluded = read_inputs(out_dir, "", config.require_finished, config.policy not in SCORELESS)
-    anchors = read_inputs(out_dir, "anchor_", config.require_finished, True)[0] if config.policy == "anchored" else {}
+    by_prompt, excluded = read_inputs(out_dir, config.require_finished, config.policy not in SCORELESS, "")
+    anchor_hint = "pairs.policy anchored needs the initial model's answers, judged by the current model"
+    anchors = read_inputs(out_dir / ANCHOR_DIR, config.require_finished, True, anchor_hint)[0] if config.policy == "anchored" else {}
     rho = config.rho_at(iteration)
     dropped: Counter[str] = Counter()
     picked = []
