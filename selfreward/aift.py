@@ -26,14 +26,14 @@ def seed_prompts(config: Config, console: Console) -> tuple[list[str], list[str]
     return [e.prompt for e in data.ift], data.evaluation_prompts
 
 
-def make_context(config: Config, out_dir: Path, stages: list[Stage], model: str | None, tag: str, console: Console) -> Context:
+def make_context(config: Config, out_dir: Path, stages: list[Stage], model: str | None, tag: str, console: Console, iteration: int = 1) -> Context:
     """Load what the stages need (seed data, model paths) before any of them starts."""
     seeds, evaluation = seed_prompts(config, console) if any(s.uses_seed_data for s in stages) else ([], [])
     own_generator = config.prompts.generator if any(s.uses_seed_data for s in stages) else None
     uses_model = any(s.uses_model(config) for s in stages)
     model_path = resolve_model(model or config.model.name_or_path) if uses_model else ""
     generator = resolve_model(own_generator) if own_generator else model_path
-    return Context(config, out_dir, model_path, generator, tag, EngineCache(config), seeds, evaluation)
+    return Context(config, out_dir, model_path, generator, tag, EngineCache(config), seeds, evaluation, iteration)
 
 
 def run_aift(
@@ -44,12 +44,13 @@ def run_aift(
     force: bool = False,
     console: Console | None = None,
     stages: tuple[str, ...] | None = None,
+    iteration: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Create (or resume) AIFT data of `model` (default: config.model) in `out_dir`: the named
     stages (default: all) that the config enables, in order, each skipped when its stats exist;
-    returns stats per stage."""
+    returns stats per stage. `iteration` (1-based) picks the iteration's `pairs.rho`."""
     selected = enabled_stages(config, stages)
-    context = make_context(config, out_dir, selected, model, tag, console or Console())
+    context = make_context(config, out_dir, selected, model, tag, console or Console(), iteration)
     out_dir.mkdir(parents=True, exist_ok=True)
     bind_config(out_dir, config, force)
     stats: dict[str, dict[str, Any]] = {}

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
@@ -173,6 +173,32 @@ class PairsConfig(Section):
     require_finished: bool = True
     """Answers cut at candidates.max_new_tokens never become chosen or rejected (TRL appends EOS,
     which would teach the model to stop mid-sentence)."""
+    policy: Literal["max_min", "length_control", "spin", "anchored"] = "max_min"
+    """Which answers become chosen and rejected (selfreward/pair_policies.py, README "Pair
+    policies"): max_min (the paper), length_control (Meta-Rewarding), spin (human IFT answer vs
+    own sample, SPIN), anchored (best answer vs the initial model's worst, Temporal Self-Rewarding)."""
+    rho: list[Annotated[float, Field(ge=0, lt=0.5)]] = Field([0.0, 0.32, 0.32, 0.4], min_length=1)
+    """length_control: the score band, a share of (max - min), within which the shortest top answer
+    is chosen and the longest bottom answer rejected. One number, or one per iteration (iteration t
+    uses element t, the last one repeated); default: Meta-Rewarding's schedule."""
+
+    @field_validator("rho", mode="before")
+    @classmethod
+    def _one_rho(cls, value: Any) -> Any:
+        """A single number stands for every iteration."""
+        return [value] if isinstance(value, int | float) else value
+
+    def rho_at(self, iteration: int) -> float:
+        """The rho of iteration `iteration` (1-based)."""
+        return self.rho[min(iteration, len(self.rho)) - 1]
+
+
+TRLLossType = Literal[
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+]
+"""TRL's DPO loss types (trl 1.16 DPOConfig.loss_type; TRL offers no list to import, and importing
+TRL would slow every config load: tests/test_dpo_options.py checks this list against TRL's)."""
 
 
 class MetaConfig(Section):
@@ -331,10 +357,28 @@ class DPOConfig(TrainConfig):
     bf16: bool | Literal["auto"] = False
     """fp32 by default: bf16 DPO margins on small models are rounding noise."""
     beta: float = Field(0.1, gt=0)
-    loss_type: str = "sigmoid"
-    """Any of TRL's DPO loss types (sigmoid, ipo, hinge, robust, ...)."""
+    loss_type: list[TRLLossType] = Field(["sigmoid"], min_length=1)
+    """TRL's DPO loss, or several summed with equal weights (TRL's loss_type list)."""
+    rpo_alpha: float | None = Field(None, gt=0)
+    """Iterative RPO (Pang et al. 2024): add rpo_alpha x the NLL of the chosen answer (TRL's `sft`
+    loss, per token) to the DPO loss; None: plain DPO."""
     reference: str = "previous"
-    """`previous`: M_t, the model being trained, as in the paper; `m1`: a fixed M1; or a model path."""
+    """The reference model of M_{t+1}'s DPO: `previous` = M_t, the model being trained (the paper);
+    `initial` (alias `m1`) = M1, the first self-rewarding model; `sft` = the SFT baseline (needs
+    it trained: sft.baseline or eft.judge baseline); or a model path/id."""
+
+    @field_validator("loss_type", mode="before")
+    @classmethod
+    def _one_loss(cls, value: Any) -> Any:
+        """A single name stands for a one-item list."""
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("rpo_alpha")
+    @classmethod
+    def _rpo_adds_sft(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and "sft" in info.data.get("loss_type", []):
+            raise ValueError("rpo_alpha adds TRL's sft loss itself: drop sft from dpo.loss_type or set rpo_alpha null")
+        return value
 
 
 class LoopConfig(Section):
@@ -451,6 +495,8 @@ class Config(Section):
     def _check(self) -> Config:
         if self.prompts.min_words > self.prompts.max_words:
             raise ValueError("prompts.min_words must not exceed prompts.max_words")
+        if self.dpo.reference.lower() == "sft" and not (self.sft.baseline or self.eft.judge == "baseline"):
+            raise ValueError("dpo.reference sft needs the SFT baseline: set sft.baseline true")
         return self
 
 

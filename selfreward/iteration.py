@@ -58,6 +58,8 @@ class Context:
     engines: EngineCache
     seed_prompts: list[str] = field(default_factory=list)
     evaluation_prompts: list[str] = field(default_factory=list)
+    iteration: int = 1
+    """1-based number of the iteration (selects `pairs.rho`)."""
 
     def seed(self, stage: str) -> int:
         return derive_seed(self.config.seed, f"{self.tag}-{stage}")
@@ -121,7 +123,7 @@ def _judge(c: Context) -> dict[str, Any]:
 
 
 def _pairs(c: Context) -> dict[str, Any]:
-    return make_pairs(c.config.pairs, c.out_dir)
+    return make_pairs(c.config.pairs, c.out_dir, c.iteration)
 
 
 def _meta(c: Context) -> dict[str, Any]:

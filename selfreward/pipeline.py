@@ -25,7 +25,7 @@ from selfreward.records import read_jsonl, write_json
 from selfreward.rundir import Run, bind_config
 from selfreward.seed import RankedGroup, load_ift, load_ranked
 from selfreward.stages.common import derive_seed
-from selfreward.stages.dpo import train_dpo
+from selfreward.stages.dpo import dpo_reference, train_dpo
 from selfreward.stages.eft import build_eft
 from selfreward.stages.sft import train_sft
 from selfreward.summary import write_summary
@@ -93,7 +93,7 @@ def eft_stage(run: Run, seed_model: str, data: TrainingData, ranked: list[Ranked
 def iterate(run: Run, t: int, current: Path) -> Path | None:
     """AIFT(M_t) -> DPO -> M_{t+1}; returns the model the next iteration starts from (None: stop)."""
     config, iter_dir = run.config, run.dir / f"iter{t}"
-    run.stage(f"aift{t}", aift_done(config, iter_dir), partial(run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console))
+    run.stage(f"aift{t}", aift_done(config, iter_dir), partial(run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console, iteration=t))
     pairs = json.loads((iter_dir / "pairs.stats.json").read_text())["pairs"]
     target = run.model(f"M{t + 1}")
     dpo_stats = run.dir / f"dpo{t}" / "dpo.stats.json"
@@ -106,17 +106,9 @@ def iterate(run: Run, t: int, current: Path) -> Path | None:
         run.log(f"[dpo{t}] iteration {t} produced 0 pairs; skipped: M{t + 1} = M{t}")
         return current
     run.stage(f"dpo{t}", run.trained(f"M{t + 1}", dpo_stats), partial(
-        train_dpo, config.model, config.dpo, str(current), dpo_reference(run), iter_dir / "pairs.jsonl", run.dir / f"dpo{t}", target, derive_seed(config.seed, f"dpo{t}")))
+        train_dpo, config.model, config.dpo, str(current), dpo_reference(config.dpo.reference, run.model), iter_dir / "pairs.jsonl", run.dir / f"dpo{t}", target, derive_seed(config.seed, f"dpo{t}")))
     evaluate_if_configured(run, config)
     return target
-
-
-def dpo_reference(run: Run) -> str | None:
-    """The DPO reference model: None for the policy itself (`previous`), M1, or a named model."""
-    reference = {"previous": None, "m1": str(run.model("M1"))}.get(run.config.dpo.reference.lower(), run.config.dpo.reference)
-    if reference is not None and reference != str(run.model("M1")):
-        reference = resolve_model(reference)
-    return reference
 
 
 def evaluate_if_configured(run: Run, config: Config) -> None:

@@ -103,7 +103,7 @@ def prefill(model: Any, rows: list[list[int]], pad_id: int) -> tuple[DynamicCach
 
 def draw(logits: torch.Tensor, history: torch.Tensor, processors: LogitsProcessorList, generators: list[torch.Generator] | None) -> list[int]:
     """One token per row: greedy without generators, else a draw from each row's own generator."""
-    scores = processors(history, logits)
+    scores = processors(history, logits)  # type: ignore[arg-type]  # LongTensor is not a runtime type
     if generators is None:
         return scores.argmax(dim=-1).tolist()
     probs = torch.softmax(scores, dim=-1).cpu()

@@ -1,14 +1,15 @@
-"""Stage `dpo`: TRL's DPOTrainer on the iteration's pairs; M_{t+1} = DPO from M_t, reference M_t."""
+"""Stage `dpo`: TRL's DPOTrainer on the iteration's pairs; M_{t+1} = DPO from M_t, reference per `dpo.reference`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from selfreward.config import DPOConfig, ModelConfig
 from selfreward.errors import SelfRewardError
-from selfreward.models import pick_device
+from selfreward.models import pick_device, resolve_model
 from selfreward.records import read_jsonl
 from selfreward.training import fits_length, load_for_training, lora_config, merge_base, train_and_save, train_here_or_in_workers, trainer_arguments
 
@@ -23,6 +24,23 @@ def dpo_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for p in pairs
     ]
+
+
+def dpo_reference(setting: str, run_model: Callable[[str], Path]) -> str | None:
+    """The reference model of an iteration's DPO by `dpo.reference`: None (previous: a frozen
+    copy of M_t), M1 (initial, alias m1), the SFT baseline (sft), or the given model path/id."""
+    named = {"previous": None, "initial": "M1", "m1": "M1", "sft": "sft_baseline"}
+    if setting.lower() not in named:
+        return resolve_model(setting)
+    name = named[setting.lower()]
+    return None if name is None else str(run_model(name))
+
+
+def loss_arguments(config: DPOConfig) -> dict[str, Any]:
+    """TRL DPOConfig's loss_type and loss_weights; rpo_alpha adds TRL's `sft` loss (NLL of chosen)."""
+    if config.rpo_alpha is None:
+        return {"loss_type": config.loss_type}
+    return {"loss_type": [*config.loss_type, "sft"], "loss_weights": [1.0] * len(config.loss_type) + [config.rpo_alpha]}
 
 
 def train_dpo(model_config: ModelConfig, config: DPOConfig, policy: str, reference: str | None, pairs_file: Path, stage_dir: Path, target: Path, seed: int) -> dict[str, Any]:
@@ -51,7 +69,7 @@ def train_dpo_here(model_config: ModelConfig, config: DPOConfig, policy: str, re
     args = TRLDPOConfig(
         **trainer_arguments(config, stage_dir / "trainer", seed, device),
         beta=config.beta,
-        loss_type=[config.loss_type],
+        **loss_arguments(config),
         disable_dropout=config.dropout == 0,
     )
     model, tokenizer = load_for_training(model_config, policy, config, device, "dpo")
@@ -66,7 +84,8 @@ def train_dpo_here(model_config: ModelConfig, config: DPOConfig, policy: str, re
         "reference": reference or policy,
         "pairs": len(fitting),
         "dropped_too_long": len(pairs) - len(fitting),
-        "loss_type": config.loss_type,
+        "loss_type": args.loss_type,
+        "loss_weights": args.loss_weights,
     }
     metric_keys = ("loss", "rewards/accuracies", "rewards/margins")
     return train_and_save(trainer, tokenizer, target, metric_keys, merge_base(model_config, policy, config, device), stats, stage_dir / "dpo.stats.json")

@@ -1,4 +1,4 @@
-"""Stage `pairs`: best-vs-worst preference pairs from the averaged judge scores.
+"""Stage `pairs`: preference pairs from the averaged judge scores, picked by `pairs.policy`.
 
 A candidate's score is the average of its valid judgments of one kind: its text scores (`text`
 and `text_lenient`) when it has any, otherwise its digit-probability expectations. The two kinds
@@ -7,38 +7,31 @@ pull a candidate with one unparsable judgment towards 2.5. Candidates without a 
 take no part (never a default low score); with `require_finished`, neither do answers cut at
 `candidates.max_new_tokens` (DPO would teach the model to stop mid-sentence).
 
-Per prompt: chosen = the highest score, rejected = the lowest, margin = their exact difference.
-The pair is kept when the margin exceeds the minimum for its score sources and the texts differ.
-Pairs are chosen, filtered and written with the same unrounded numbers.
+Per prompt the policy (selfreward/pair_policies.py) picks chosen and rejected; by default
+(`max_min`) the highest score and the lowest, margin = their exact difference. Whatever the
+policy, a pair of two scored answers is kept only when its margin exceeds the minimum for its
+score sources, and no pair is kept whose texts are the same. Pairs are chosen, filtered and
+written with the same unrounded numbers.
 """
 
 from __future__ import annotations
 
 import bisect
+import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selfreward.config import PairsConfig
 from selfreward.errors import SelfRewardError
+from selfreward.pair_policies import POLICIES, SCORELESS, PromptCandidates, Scored, length, length_unit
 from selfreward.records import StageFiles
+from selfreward.seed import IFTExample
 from selfreward.stages.common import mean
 from selfreward.stages.judge import response_score
 
 MARGIN_BINS = (0.1, 0.25, 0.5, 1.0, 2.0)
 """Upper edges of the margin histogram's buckets: `0` (ties), `0-0.1`, ..., `1-2`, `>2`."""
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A candidate with the score it takes part in pairing with."""
-
-    record: dict[str, Any]
-    score: float
-    judgments: int
-    source: str
-    """`text` or `digit_probs`."""
 
 
 def minimum_margin(config: PairsConfig, chosen: Scored, rejected: Scored) -> float:
@@ -65,26 +58,34 @@ def margin_histogram(margins: list[float]) -> dict[str, int]:
     return {b: counts.get(b, 0) for b in buckets}
 
 
-def pair_row(prompt_id: str, best: Scored, worst: Scored) -> dict[str, Any]:
+def margin_of(chosen: Scored, rejected: Scored) -> float | None:
+    """chosen - rejected score; None when a side has no score (a human answer, an unjudged sample)."""
+    return None if chosen.score is None or rejected.score is None else chosen.score - rejected.score
+
+
+def pair_row(prompt_id: str, chosen: Scored, rejected: Scored, unit: str) -> dict[str, Any]:
     return {
         "id": prompt_id,
-        "prompt": best.record["prompt"],
-        "chosen": best.record["text"],
-        "rejected": worst.record["text"],
-        "chosen_score": best.score,
-        "rejected_score": worst.score,
-        "margin": best.score - worst.score,
-        "chosen_id": best.record["id"],
-        "rejected_id": worst.record["id"],
-        "chosen_judgments": best.judgments,
-        "rejected_judgments": worst.judgments,
-        "chosen_source": best.source,
-        "rejected_source": worst.source,
+        "prompt": chosen.record["prompt"],
+        "chosen": chosen.record["text"],
+        "rejected": rejected.record["text"],
+        "chosen_score": chosen.score,
+        "rejected_score": rejected.score,
+        "margin": margin_of(chosen, rejected),
+        "chosen_id": chosen.record["id"],
+        "rejected_id": rejected.record["id"],
+        "chosen_judgments": chosen.judgments,
+        "rejected_judgments": rejected.judgments,
+        "chosen_source": chosen.source,
+        "rejected_source": rejected.source,
+        "chosen_length": length(chosen.record, unit),
+        "rejected_length": length(rejected.record, unit),
     }
 
 
-def load_scored(candidates: list[dict[str, Any]], judgments: list[dict[str, Any]], require_finished: bool) -> tuple[dict[str, list[Scored]], Counter[str]]:
-    """Eligible scored candidates by prompt id, and counts of the candidates left out and why."""
+def load_scored(candidates: list[dict[str, Any]], judgments: list[dict[str, Any]], require_finished: bool, need_scores: bool = True) -> tuple[dict[str, list[Scored]], Counter[str]]:
+    """Eligible scored candidates by prompt id, and counts of the candidates left out and why.
+    Without `need_scores`, unscored candidates stay eligible (score None, source `unjudged`)."""
     by_candidate: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for j in judgments:
         by_candidate[j["candidate_id"]].append(j)
@@ -93,58 +94,90 @@ def load_scored(candidates: list[dict[str, Any]], judgments: list[dict[str, Any]
     for c in candidates:
         eligible = by_prompt.setdefault(c["prompt_id"], [])
         found = response_score(by_candidate.get(c["id"], []))
-        if found is None:
+        if found is None and need_scores:
             excluded["unscored"] += 1
         elif require_finished and not c.get("finished", True):
             excluded["unfinished"] += 1
         else:
-            eligible.append(Scored(c, *found))
+            eligible.append(Scored(c, *found) if found else Scored(c, None, 0, "unjudged"))
     return by_prompt, excluded
 
 
-def select_pair(config: PairsConfig, scored: list[Scored]) -> tuple[Scored, Scored, str | None]:
-    """Best and worst candidate of a prompt and why they make no pair (None: they do)."""
-    best = max(scored, key=lambda s: s.score)  # first of equals: candidate order is stable
-    worst = min(scored, key=lambda s: s.score)
-    margin = best.score - worst.score
-    if margin == 0:
-        return best, worst, "tie"
-    if margin <= minimum_margin(config, best, worst):
-        return best, worst, "near_tie"
-    if best.record["text"].strip() == worst.record["text"].strip():
-        return best, worst, "identical_texts"
-    return best, worst, None
+def drop_reason(config: PairsConfig, chosen: Scored, rejected: Scored) -> str | None:
+    """Why a picked pair is not kept (None: it is); the same rules for every policy."""
+    margin = margin_of(chosen, rejected)
+    if margin is not None:
+        if margin == 0:
+            return "tie"
+        if margin < 0:
+            return "rejected_scores_higher"
+        if margin <= minimum_margin(config, chosen, rejected):
+            return "near_tie"
+    if chosen.record["text"].strip() == rejected.record["text"].strip():
+        return "identical_texts"
+    return None
 
 
-def make_pairs(config: PairsConfig, out_dir: Path) -> dict[str, Any]:
+ANCHOR_DIR = "anchor"
+"""anchored: the iteration's subdirectory holding the initial model's answers to the iteration's
+prompts (prompts.jsonl, candidates.jsonl: made once) and the current model's judgments of them
+(judgments.jsonl); the candidates and judge stages run in it as they run in the iteration."""
+
+
+def read_inputs(directory: Path, require_finished: bool, need_scores: bool, missing_hint: str) -> tuple[dict[str, list[Scored]], Counter[str]]:
+    """The scored candidates of `directory` (its candidates.jsonl and judgments.jsonl)."""
+    candidates, judgments = StageFiles(directory, "candidates"), StageFiles(directory, "judgments")
+    for needed in (candidates, judgments) if need_scores else (candidates,):
+        if not needed.records.exists():
+            raise SelfRewardError(f"{needed.records} not found: {missing_hint or f'run the {needed.name} stage first'}")
+    return load_scored(candidates.read(), judgments.read() if judgments.records.exists() else [], require_finished, need_scores)
+
+
+def make_pairs(config: PairsConfig, out_dir: Path, iteration: int = 1, reference_answers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Pairs of iteration `iteration` (which picks `pairs.rho`) in `out_dir`. `reference_answers`
+    (prompt id -> human answer) feed `spin`; `anchored` reads out_dir/anchor (ANCHOR_DIR)."""
     files = StageFiles(out_dir, "pairs")
     if files.done():
         return files.read_stats()
-    candidates, judgments = StageFiles(out_dir, "candidates"), StageFiles(out_dir, "judgments")
-    for needed in (candidates, judgments):
-        if not needed.records.exists():
-            raise SelfRewardError(f"{needed.records} not found: run the {needed.name} stage first")
-    by_prompt, excluded = load_scored(candidates.read(), judgments.read(), config.require_finished)
+    if config.policy == "spin" and reference_answers is None:
+        raise SelfRewardError("pairs.policy spin needs the human answers of the iteration's IFT prompts (see stages/pairs.spin_prompts)")
+    by_prompt, excluded = read_inputs(out_dir, config.require_finished, config.policy not in SCORELESS, "")
+    anchor_hint = "pairs.policy anchored needs the initial model's answers, judged by the current model"
+    anchors = read_inputs(out_dir / ANCHOR_DIR, config.require_finished, True, anchor_hint)[0] if config.policy == "anchored" else {}
+    rho = config.rho_at(iteration)
     dropped: Counter[str] = Counter()
-    pairs, best_worst_margins = [], []
+    picked = []
     for prompt_id, scored in by_prompt.items():
-        if len(scored) < 2:
-            dropped["fewer_than_2_eligible"] += 1
-            continue
-        best, worst, reason = select_pair(config, scored)
-        best_worst_margins.append(best.score - worst.score)
+        inputs = PromptCandidates(scored, (reference_answers or {}).get(prompt_id), tuple(anchors.get(prompt_id, ())))
+        pick = POLICIES[config.policy](inputs, rho)
+        reason = pick if isinstance(pick, str) else drop_reason(config, *pick)
         if reason is None:
-            pairs.append(pair_row(prompt_id, best, worst))
+            picked.append((prompt_id, *pick))
         else:
             dropped[reason] += 1
-    files.finish(pairs, pair_stats(by_prompt, pairs, dropped, excluded, best_worst_margins))
+    unit = length_unit([s.record for _, *pair in picked for s in pair])
+    pairs = [pair_row(prompt_id, chosen, rejected, unit) for prompt_id, chosen, rejected in picked]
+    policy = {"name": config.policy, "rho": rho if config.policy == "length_control" else None}
+    files.finish(pairs, pair_stats(by_prompt, pairs, dropped, excluded, policy, unit))
     return files.read_stats()
 
 
-def pair_stats(by_prompt: dict[str, list[Scored]], pairs: list[dict[str, Any]], dropped: Counter[str], excluded: Counter[str], best_worst_margins: list[float]) -> dict[str, Any]:
+def best_worst_margins(by_prompt: dict[str, list[Scored]]) -> list[float]:
+    """Highest minus lowest score of each prompt with two scored candidates, whatever the policy."""
+    spreads = []
+    for scored in by_prompt.values():
+        scores = [s.score for s in scored if s.score is not None]
+        if len(scores) >= 2:
+            spreads.append(max(scores) - min(scores))
+    return spreads
+
+
+def pair_stats(by_prompt: dict[str, list[Scored]], pairs: list[dict[str, Any]], dropped: Counter[str], excluded: Counter[str], policy: dict[str, Any], unit: str) -> dict[str, Any]:
     n_prompts = len(by_prompt)
+    margins = [p["margin"] for p in pairs if p["margin"] is not None]
     return {
         "stage": "pairs",
+        "policy": policy,
         "prompts": n_prompts,
         "pairs": len(pairs),
         "pair_yield": round(len(pairs) / n_prompts, 3) if n_prompts else None,
@@ -153,17 +186,29 @@ def pair_stats(by_prompt: dict[str, list[Scored]], pairs: list[dict[str, Any]], 
         "dropped": dict(sorted(dropped.items())),
         "tie_rate": round(dropped["tie"] / n_prompts, 3) if n_prompts else None,
         "pair_sources": dict(sorted(Counter(pair_source_of(p) for p in pairs).items())),
-        "margin_histogram": margin_histogram([p["margin"] for p in pairs]),
-        "best_worst_margin_histogram": margin_histogram(best_worst_margins),
-        "min_margin_kept": min((p["margin"] for p in pairs), default=None),
-        "mean_margin": mean([p["margin"] for p in pairs]),
-        "mean_chosen_score": mean([p["chosen_score"] for p in pairs]),
-        "mean_rejected_score": mean([p["rejected_score"] for p in pairs]),
+        "margin_histogram": margin_histogram(margins),
+        "best_worst_margin_histogram": margin_histogram(best_worst_margins(by_prompt)),
+        "min_margin_kept": min(margins, default=None),
+        "mean_margin": mean(margins),
+        "mean_chosen_score": mean([p["chosen_score"] for p in pairs if p["chosen_score"] is not None]),
+        "mean_rejected_score": mean([p["rejected_score"] for p in pairs if p["rejected_score"] is not None]),
         "mean_chosen_chars": mean([len(p["chosen"]) for p in pairs]),
         "mean_rejected_chars": mean([len(p["rejected"]) for p in pairs]),
+        "length_unit": unit,
+        "mean_chosen_length": mean([p["chosen_length"] for p in pairs]),
+        "mean_rejected_length": mean([p["rejected_length"] for p in pairs]),
     }
 
 
 def pair_source_of(pair: dict[str, Any]) -> str:
     sources = {pair["chosen_source"], pair["rejected_source"]}
     return sources.pop() if len(sources) == 1 else "mixed"
+
+
+def spin_prompts(examples: list[IFTExample], count: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """For `spin`: prompts.jsonl rows of `count` IFT examples drawn with `seed`, and their human
+    answers by prompt id (the `reference_answers` of make_pairs)."""
+    drawn = sorted(random.Random(seed).sample(range(len(examples)), min(count, len(examples))))
+    ids = [f"ift{i:06d}" for i in drawn]
+    rows = [{"id": pid, "prompt": examples[i].prompt, "round": 0, "source": "ift"} for pid, i in zip(ids, drawn, strict=True)]
+    return rows, {pid: examples[i].response for pid, i in zip(ids, drawn, strict=True)}
