@@ -1,9 +1,10 @@
 """Judge and candidate throughput of the HF engine: plain batched `generate` vs the shared-prefix sampler.
 
-Both paths get the same requests in one run, one after the other:
-- judge: the first `--judge-prompts` first-turn oasst1 validation groups (../shared/data), each
-  human response judged K times with the stage's judge prompt (shortened to fit as the stage does);
-- candidates: N answers to each of the first `--candidate-prompts` of those prompts.
+Both paths get the same requests in one run, one after the other, as in an AIFT iteration:
+- candidates: N answers to each of the first `--prompts` first-turn prompts of the oasst1
+  validation split (../shared/data);
+- judge: each of those answers (the shared path's) judged K times with the stage's judge prompt
+  (shortened to fit as the stage does).
 "plain" is today's path: each request repeated K (or N) times in batches of `engine.batch_size`
 sequences through `model.generate`, running until EOS or `max_new_tokens` (what the judge
 stage did before the stop at `Score: N`). "shared" is `HFEngine.generate_n` with the stage's
@@ -33,11 +34,11 @@ DEFAULT_RANKED = Path(__file__).resolve().parents[1] / "../shared/data/oasst1/oa
 Generate = Callable[[list[Request], int, Sampling, list[int]], list[list[Completion]]]
 
 
-def timed(generate: Generate, requests: list[Request], n: int, sampling: Sampling) -> tuple[list[Completion], float]:
+def timed(generate: Generate, requests: list[Request], n: int, sampling: Sampling) -> tuple[list[list[Completion]], float]:
     seeds = [derive_seed(0, f"bench-{i}") for i in range(len(requests))]
     started = time.perf_counter()
     groups = generate(requests, n, sampling, seeds)
-    return [c for group in groups for c in group], time.perf_counter() - started
+    return groups, time.perf_counter() - started
 
 
 def judge_summary(completions: list[Completion]) -> str:
@@ -48,16 +49,19 @@ def judge_summary(completions: list[Completion]) -> str:
     return f"parse rate {len(valid) / len(completions):.1%} (strict {strict / len(completions):.1%}), histogram 0-5 " + "/".join(str(histogram.get(d, 0)) for d in range(6))
 
 
-def compare(label: str, engine: HFEngine, requests: list[Request], n: int, plain: Sampling, shared: Sampling) -> float:
-    """Run both paths on the same requests; print sequences/s and tokens/s; return the speed ratio."""
-    rates = []
+def compare(label: str, engine: HFEngine, requests: list[Request], n: int, plain: Sampling, shared: Sampling) -> tuple[float, list[list[Completion]]]:
+    """Run both paths on the same requests and print sequences/s and tokens/s; return the
+    speed ratio and the shared path's completions."""
+    rates: list[float] = []
+    groups: list[list[Completion]] = []
     for name, generate, sampling in (("plain", lambda *a: Engine.generate_n(engine, *a), plain), ("shared", engine.generate_n, shared)):
-        completions, seconds = timed(generate, requests, n, sampling)
+        groups, seconds = timed(generate, requests, n, sampling)
+        completions = [c for group in groups for c in group]
         tokens = sum(c.num_tokens for c in completions)
         rates.append(len(completions) / seconds)
         extra = judge_summary(completions) if label == "judge" else f"unfinished {sum(not c.finished for c in completions)}"
         print(f"{label} {name}: {len(completions)} in {seconds:.1f} s = {rates[-1]:.2f}/s, {tokens / seconds:.1f} generated tok/s, mean {tokens / len(completions):.1f} tokens; {extra}", flush=True)
-    return rates[1] / rates[0]
+    return rates[1] / rates[0], groups
 
 
 def anchors(engine: HFEngine, prompts: list[str], max_new_tokens: int) -> None:
@@ -76,8 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="judge and answer model (a trained M1 judges like the loop's)")
     parser.add_argument("--ranked", default=str(DEFAULT_RANKED))
-    parser.add_argument("--judge-prompts", type=int, default=12)
-    parser.add_argument("--candidate-prompts", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32, help="engine.batch_size (sequences per batch)")
@@ -88,19 +91,19 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {args.model}", flush=True)
     engine = HFEngine(ModelConfig(name_or_path=args.model), args.batch_size)
-    groups = [g for g in load_ranked([args.ranked])[0] if len(g.responses) >= 2][: max(args.judge_prompts, args.candidate_prompts)]
-    template = judge_template("judge_additive_5pt")
-    judge_requests = [fitted_judge_request(template, g.prompt, r.text, engine, args.judge_max_new_tokens)[0] for g in groups[: args.judge_prompts] for r in g.responses]
-    prompts = [g.prompt for g in groups[: args.candidate_prompts]]
+    prompts = [g.prompt for g in load_ranked([args.ranked])[0][: args.prompts]]
     if args.anchors:
         anchors(engine, prompts, 64)
         engine.batch_size = args.batch_size
     answer = Sampling(0.7, 0.9, args.candidate_max_new_tokens)
     print(f"candidates: {len(prompts)} prompts x N={args.n}, max {args.candidate_max_new_tokens} new tokens", flush=True)
-    candidate_ratio = compare("candidates", engine, [Request.user(p) for p in prompts], args.n, answer, answer)
-    print(f"judge: {len(judge_requests)} responses x K={args.k}, max {args.judge_max_new_tokens} new tokens", flush=True)
+    candidate_ratio, answers = compare("candidates", engine, [Request.user(p) for p in prompts], args.n, answer, answer)
+    template = judge_template("judge_additive_5pt")
+    answered = [(p, c.text) for p, group in zip(prompts, answers) for c in group]
+    judge_requests = [fitted_judge_request(template, p, text, engine, args.judge_max_new_tokens)[0] for p, text in answered]
+    print(f"judge: {len(judge_requests)} answers x K={args.k}, max {args.judge_max_new_tokens} new tokens", flush=True)
     plain = Sampling(0.7, 0.9, args.judge_max_new_tokens)
-    judge_ratio = compare("judge", engine, judge_requests, args.k, plain, Sampling(0.7, 0.9, args.judge_max_new_tokens, stop=SCORE_LINE_ENDS))
+    judge_ratio, _ = compare("judge", engine, judge_requests, args.k, plain, Sampling(0.7, 0.9, args.judge_max_new_tokens, stop=SCORE_LINE_ENDS))
     print(f"candidates speedup: {candidate_ratio:.2f}x")
     print(f"judge speedup: {judge_ratio:.2f}x")
 

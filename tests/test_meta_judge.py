@@ -140,18 +140,24 @@ def test_meta_stage_in_the_tiny_loop_with_scripted_judgments(tiny_model, tmp_pat
     from selfreward.engines.hf import HFEngine
     from selfreward.stages.dpo import dpo_rows
 
-    original = HFEngine.generate
+    original, original_n = HFEngine.generate, HFEngine.generate_n
 
     def scripted(self, requests, sampling, seed):
         texts = [r.messages[-1][1] for r in requests]
         if all("[Evaluation A]" in t for t in texts):
             scores = [[int(s) for s in re.findall(r"Score: (\d)", t.split("[Evaluation A]")[1])] for t in texts]
             return [Completion("Winner: A" if a > b else "Winner: B", 3) for a, b in scores]
-        if all("additive 5-point" in t for t in texts):
-            return [Completion(f"Judgment {seed % 1000}-{i}.\nScore: {(seed + 3 * i) % 6}", 8) for i in range(len(requests))]
         return original(self, requests, sampling, seed)
 
+    def scripted_n(self, requests, n, sampling, seeds):  # the stages sample through generate_n
+        if all("[Evaluation A]" in r.messages[-1][1] for r in requests):
+            return [[c] * n for c in scripted(self, requests, sampling, seeds[0])]
+        if all("additive 5-point" in r.messages[-1][1] for r in requests):
+            return [[Completion(f"Judgment {seed % 1000}-{j}.\nScore: {(seed + 3 * j) % 6}", 8) for j in range(n)] for seed in seeds]
+        return original_n(self, requests, n, sampling, seeds)
+
     monkeypatch.setattr(HFEngine, "generate", scripted)
+    monkeypatch.setattr(HFEngine, "generate_n", scripted_n)
     seed_file = tmp_path / "seed.jsonl"
     seed_file.write_text("".join(json.dumps({"prompt": f"Explain {t} to a child in a few sentences.", "response": f"About {t}."}) + "\n" for t in ("tea", "tides", "clouds", "bread", "sleep", "maps")))
     config = load_config("demo", [
