@@ -156,11 +156,11 @@ def test_refuse_stops_with_one_line(data_files, tmp_path):
 
 
 def test_aift_prompts_stage_gets_the_evaluation_prompts(data_files, tmp_path, monkeypatch):
-    from selfreward import aift
+    from selfreward import aift, iteration
 
     files, model = data_files
     engine = Scripted(COPYING_COMPLETION)
-    monkeypatch.setattr(aift, "make_engine", lambda config, path: engine)
+    monkeypatch.setattr(iteration, "make_engine", lambda config, path: engine)
     config = load_config("demo", overrides(files, model, "prompts.num_prompts=2", "prompts.requests_per_round=1", "prompts.min_words=1"))
     stats = aift.run_aift(config, tmp_path / "aift", stages=("prompts",), console=Console(file=io.StringIO()))
     assert stats["prompts"]["verdicts"]["contaminated"] == 1

@@ -78,6 +78,14 @@ def answer_tokens(candidates: list[dict[str, Any]], pairs: list[dict[str, Any]])
     }
 
 
+def policy_name(pairs_stats: dict[str, Any]) -> str:
+    """`max_min`, or `length_control (rho 0.32)`: the pair policy a pairs stage recorded."""
+    policy = pairs_stats.get("policy") or {"name": "max_min"}
+    if isinstance(policy, str):
+        return policy
+    return policy["name"] + (f" (rho {policy['rho']:g})" if policy.get("rho") is not None else "")
+
+
 def top_score_share(histogram: dict[str, int]) -> float | None:
     """Share of judgments scoring 5 (judge saturation)."""
     total = sum(histogram.values())
@@ -118,7 +126,7 @@ def iteration_tables(data: dict[str, Any]) -> list[Table]:
         (
             "Answer length and judge saturation",
             ["iteration", "pair policy", "chosen tokens", "rejected tokens", "candidate tokens", "judgments", "top-score share (5)", "mean score"],
-            [[r["iteration"], r["pairs_stats"].get("policy", "max_min") if r["pairs_stats"] else None, r["lengths"]["chosen"], r["lengths"]["rejected"], r["lengths"]["candidates"], r["judge"].get("judgments"), top_score_share(r["judge"].get("score_histogram", {})), r["judge"].get("mean_score")] for r in rows],
+            [[r["iteration"], policy_name(r["pairs_stats"]) if r["pairs_stats"] else None, r["lengths"]["chosen"], r["lengths"]["rejected"], r["lengths"]["candidates"], r["judge"].get("judgments"), top_score_share(r["judge"].get("score_histogram", {})), r["judge"].get("mean_score")] for r in rows],
         ),
     ]
     meta = [(r["iteration"], m) for r in rows if (m := r["stats"].get("meta"))]
