@@ -366,6 +366,10 @@ class DPOConfig(TrainConfig):
     """The reference model of M_{t+1}'s DPO: `previous` = M_t, the model being trained (the paper);
     `initial` (alias `m1`) = M1, the first self-rewarding model; `sft` = the SFT baseline (needs
     it trained: sft.baseline or eft.judge baseline); or a model path/id."""
+    precompute_ref_log_probs: bool = False
+    """Compute the reference's log-probabilities of every pair in one pass before training (TRL's
+    precompute_ref_log_probs, batches of micro_batch_size) instead of a reference forward pass in every
+    step: with full fine-tuning no second copy of the model stays in memory. Same loss (bench/dpo_speed.py)."""
 
     @field_validator("loss_type", mode="before")
     @classmethod

@@ -43,6 +43,19 @@ def loss_arguments(config: DPOConfig) -> dict[str, Any]:
     return {"loss_type": [*config.loss_type, "sft"], "loss_weights": [1.0] * len(config.loss_type) + [config.rpo_alpha]}
 
 
+def dpo_arguments(config: DPOConfig, output_dir: Path, seed: int, device: str) -> Any:
+    """TRL's DPOConfig from ours."""
+    from trl import DPOConfig as TRLDPOConfig
+
+    return TRLDPOConfig(
+        **trainer_arguments(config, output_dir, seed, device),
+        beta=config.beta,
+        **loss_arguments(config),
+        disable_dropout=config.dropout == 0,
+        precompute_ref_log_probs=config.precompute_ref_log_probs,
+    )
+
+
 def train_dpo(model_config: ModelConfig, config: DPOConfig, policy: str, reference: str | None, pairs_file: Path, stage_dir: Path, target: Path, seed: int) -> dict[str, Any]:
     """DPO from `policy` on `pairs_file` -> `target`. `reference` None means the policy as it was
     before this stage (with LoRA: the policy with its adapter off; else a frozen copy).
@@ -60,18 +73,12 @@ def train_dpo_here(model_config: ModelConfig, config: DPOConfig, policy: str, re
     `reference` is loaded as a second model, also with LoRA (as the policy: 4-bit with `quantize`).
     Pairs longer than `max_length` are dropped and counted (truncation would cut an answer's end)."""
     from datasets import Dataset
-    from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
     pairs = read_jsonl(pairs_file)
     device = pick_device(model_config.device)
     # The arguments come before the model: under DeepSpeed ZeRO-3 they make loading shard the weights.
-    args = TRLDPOConfig(
-        **trainer_arguments(config, stage_dir / "trainer", seed, device),
-        beta=config.beta,
-        **loss_arguments(config),
-        disable_dropout=config.dropout == 0,
-    )
+    args = dpo_arguments(config, stage_dir / "trainer", seed, device)
     model, tokenizer = load_for_training(model_config, policy, config, device, "dpo")
     fitting = [p for p in pairs if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)]
     if not fitting:
