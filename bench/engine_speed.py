@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--judge-max-new-tokens", type=int, default=96)
     parser.add_argument("--candidate-max-new-tokens", type=int, default=320)
     parser.add_argument("--anchors", action="store_true", help="also print plain generate tok/s at batch 1 and 32")
+    parser.add_argument("--judge-only", action="store_true", help="answers from the shared path alone, untimed; compare the judge only")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {args.model}", flush=True)
@@ -97,7 +98,10 @@ def main() -> None:
         engine.batch_size = args.batch_size
     answer = Sampling(0.7, 0.9, args.candidate_max_new_tokens)
     print(f"candidates: {len(prompts)} prompts x N={args.n}, max {args.candidate_max_new_tokens} new tokens", flush=True)
-    candidate_ratio, answers = compare("candidates", engine, [Request.user(p) for p in prompts], args.n, answer, answer)
+    if args.judge_only:
+        candidate_ratio, answers = float("nan"), engine.generate_n([Request.user(p) for p in prompts], args.n, answer, list(range(len(prompts))))
+    else:
+        candidate_ratio, answers = compare("candidates", engine, [Request.user(p) for p in prompts], args.n, answer, answer)
     template = judge_template("judge_additive_5pt")
     answered = [(p, c.text) for p, group in zip(prompts, answers) for c in group]
     judge_requests = [fitted_judge_request(template, p, text, engine, args.judge_max_new_tokens)[0] for p, text in answered]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from selfreward.config import ModelConfig
 from selfreward.engines.base import Engine, Request, Sampling
@@ -83,3 +84,20 @@ def test_stop_watch_sees_a_stop_string_split_over_tokens(engine):
 def test_fallback_generate_n_repeats_requests_in_one_batch(engine):
     completions = Engine.generate_n(engine, requests()[:2], 3, Sampling(0.7, 0.9, 8), [5, 6])
     assert [len(g) for g in completions] == [3, 3]
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.999, 1.0])
+def test_nucleus_keeps_what_transformers_top_p_keeps(top_p):
+    """Same kept tokens and probabilities as TopPLogitsWarper, also for flat rows whose nucleus
+    lies beyond the first NUCLEUS_CANDIDATES tokens."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from selfreward.engines.shared_prefix import nucleus
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.cat([torch.randn(4, 5000, generator=generator) * 6, torch.randn(2, 5000, generator=generator) * 0.1])
+    ids, probs = nucleus(scores, top_p)
+    expected = torch.softmax(TopPLogitsWarper(top_p)(None, scores.clone()), dim=-1)
+    got = torch.zeros_like(expected).scatter_(-1, ids, probs)
+    assert torch.equal(got > 0, expected > 0)
+    assert torch.allclose(got, expected, atol=1e-6)
