@@ -501,6 +501,8 @@ class Config(Section):
             raise ValueError("prompts.min_words must not exceed prompts.max_words")
         if self.dpo.reference.lower() == "sft" and not (self.sft.baseline or self.eft.judge == "baseline"):
             raise ValueError("dpo.reference sft needs the SFT baseline: set sft.baseline true")
+        if self.meta.enabled and self.pairs.policy == "spin":
+            raise ValueError("meta.enabled needs judge scores, and pairs.policy spin makes none: turn one of them off")
         return self
 
 

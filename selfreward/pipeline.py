@@ -93,7 +93,8 @@ def eft_stage(run: Run, seed_model: str, data: TrainingData, ranked: list[Ranked
 def iterate(run: Run, t: int, current: Path) -> Path | None:
     """AIFT(M_t) -> DPO -> M_{t+1}; returns the model the next iteration starts from (None: stop)."""
     config, iter_dir = run.config, run.dir / f"iter{t}"
-    run.stage(f"aift{t}", aift_done(config, iter_dir), partial(run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console, iteration=t))
+    run.stage(f"aift{t}", aift_done(config, iter_dir), partial(
+        run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console, iteration=t, initial_model=str(run.model("M1"))))
     pairs = json.loads((iter_dir / "pairs.stats.json").read_text())["pairs"]
     target = run.model(f"M{t + 1}")
     dpo_stats = run.dir / f"dpo{t}" / "dpo.stats.json"
