@@ -118,21 +118,28 @@ class Stage:
     """Whether it needs the seed prompts (loaded and checked before any stage starts)."""
 
 
-def _prompts(c: Context) -> dict[str, Any]:
-    seeds = [e.prompt for e in c.ift_examples]
-    return generate_prompts(c.config.prompts, c.engines.get(c.generator), seeds, c.evaluation_prompts, c.out_dir, c.seed("prompts"), c.batch_size)
+def uses_spin(config: Config) -> bool:
+    return config.pairs.policy == "spin"
 
 
 REFERENCE_ANSWER = "reference_answer"
 """spin: the field of a prompts.jsonl row holding the human answer to the prompt."""
 
 
-def _ift_prompts(c: Context) -> dict[str, Any]:
+def ift_prompts(c: Context) -> dict[str, Any]:
     """spin: `prompts.num_prompts` IFT prompts drawn per iteration, each with its human answer."""
     rows, answers = spin_prompts(c.ift_examples, c.config.prompts.num_prompts, c.seed("prompts"))
     stats = {"stage": "prompts", "source": "ift", "prompts_kept": len(rows), "prompts_requested": c.config.prompts.num_prompts, "ift_examples": len(c.ift_examples)}
     StageFiles(c.out_dir, "prompts").finish([r | {REFERENCE_ANSWER: answers[r["id"]]} for r in rows], stats)
     return stats
+
+
+def _prompts(c: Context) -> dict[str, Any]:
+    """Self-instruct prompts, or with spin IFT prompts (`selfreward prompts` makes what the run uses)."""
+    if uses_spin(c.config):
+        return ift_prompts(c)
+    seeds = [e.prompt for e in c.ift_examples]
+    return generate_prompts(c.config.prompts, c.engines.get(c.generator), seeds, c.evaluation_prompts, c.out_dir, c.seed("prompts"), c.batch_size)
 
 
 def _candidates(c: Context) -> dict[str, Any]:
@@ -165,13 +172,8 @@ def _meta(c: Context) -> dict[str, Any]:
     return meta_judge.run_meta_judge(c.config.meta, c.config.judge, c.engine(), c.out_dir, c.seed("meta"), c.batch_size)
 
 
-def uses_spin(config: Config) -> bool:
-    return config.pairs.policy == "spin"
-
-
 AIFT_STAGES: tuple[Stage, ...] = (
-    Stage("prompts", "prompts", _prompts, (Column("prompts", "prompts_kept"),), enabled=lambda config: not uses_spin(config), uses_model=lambda config: not config.prompts.generator, uses_seed_data=True),
-    Stage("ift_prompts", "prompts", _ift_prompts, (Column("prompts", "prompts_kept"),), enabled=uses_spin, uses_seed_data=True),
+    Stage("prompts", "prompts", _prompts, (Column("prompts", "prompts_kept"),), uses_model=lambda config: not (config.prompts.generator or uses_spin(config)), uses_seed_data=True),
     Stage("candidates", "candidates", _candidates, (Column("candidates", "candidates"),), uses_model=always),
     Stage("judge", "judgments", _judge, (Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate")), enabled=lambda config: config.pairs.policy not in SCORELESS, uses_model=always),
     Stage("anchor", "anchor", _anchor, (Column("anchor score", "mean_score", "anchor_mean_score"),), enabled=lambda config: config.pairs.policy == "anchored", uses_model=always),

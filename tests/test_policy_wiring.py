@@ -39,7 +39,7 @@ def quiet() -> Console:
 def test_spin_pairs_human_answers_of_ift_prompts_with_unjudged_samples(tiny_model, ift_file, tmp_path):
     out = tmp_path / "it"
     stats = run_aift(config_for(tiny_model, ift_file, "spin"), out, console=quiet())
-    assert list(stats) == ["ift_prompts", "candidates", "pairs"]  # no self-instruct, no judge
+    assert list(stats) == ["prompts", "candidates", "pairs"] and stats["prompts"]["source"] == "ift"  # no judge
     assert not (out / "judgments.jsonl").exists() and not (out / "prompts.raw.jsonl").exists()
     human = {json.loads(line)["prompt"]: json.loads(line)["response"] for line in ift_file.read_text().splitlines()}
     prompts = read_jsonl(out / "prompts.jsonl")
@@ -54,7 +54,7 @@ def test_spin_pairs_human_answers_of_ift_prompts_with_unjudged_samples(tiny_mode
 
 def test_spin_iterations_draw_their_own_ift_prompts(tiny_model, ift_file, tmp_path):
     config = config_for(tiny_model, ift_file, "spin")
-    firsts = [run_aift(config, tmp_path / tag, tag=tag, stages=("ift_prompts",), console=quiet()) and read_jsonl(tmp_path / tag / "prompts.jsonl") for tag in ("iter1", "iter2")]
+    firsts = [run_aift(config, tmp_path / tag, tag=tag, stages=("prompts",), console=quiet()) and read_jsonl(tmp_path / tag / "prompts.jsonl") for tag in ("iter1", "iter2")]
     assert [p["id"] for p in firsts[0]] != [p["id"] for p in firsts[1]]
 
 
@@ -85,5 +85,41 @@ def test_anchored_rejects_the_initial_models_answers_and_caches_them(tiny_model,
     assert read_jsonl(out / "pairs.jsonl") == pairs
 
 def test_meta_judge_with_spin_is_refused_at_config_load(tiny_model, ift_file):
-    with pytest.raises(SelfRewardError, match="meta.enabled needs judge scores"):
+    with pytest.raises(SelfRewardError, match=r"meta\.enabled needs judge scores"):
         config_for(tiny_model, ift_file, "spin", "meta.enabled=true")
+
+
+LEAN_RUN = ["sft.baseline=false", "eft.judge=seed"]
+
+
+def run_with(loop_config, run_dir, *overrides):
+    from conftest import invoke
+
+    result = invoke("run", loop_config, "--out", run_dir, *(a for o in (*LEAN_RUN, *overrides) for a in ("--set", o)))
+    assert result.exit_code == 0, result.output
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_spin_runs_end_to_end_in_the_loop(loop_config, tmp_path):
+    from selfreward.seed import load_ift
+
+    run_dir = tmp_path / "spin"
+    summary = run_with(loop_config, run_dir, "pairs.policy=spin", "loop.iterations=1")
+    assert summary["models"] == ["M1", "M2"] and "judge_parse_rate" not in summary["iterations"][0]
+    human = {e.prompt: e.response for e in load_ift(["demo"])[0]}
+    pairs = read_jsonl(run_dir / "iter1" / "pairs.jsonl")
+    assert pairs and all(p["chosen"] == human[p["prompt"]] for p in pairs)
+    assert not (run_dir / "iter1" / "judgments.jsonl").exists()
+
+
+def test_anchored_runs_end_to_end_with_m1_as_the_anchor(loop_config, tmp_path):
+    run_dir = tmp_path / "anchored"
+    summary = run_with(loop_config, run_dir, "pairs.policy=anchored")
+    assert summary["models"] == ["M1", "M2", "M3"]
+    for t in (1, 2):
+        iter_dir = run_dir / f"iter{t}"
+        assert json.loads((iter_dir / "anchor.stats.json").read_text())["model"] == str(run_dir / "models" / "M1")
+        anchors = {a["id"]: a for a in read_jsonl(iter_dir / "anchor" / "candidates.jsonl")}
+        pairs = read_jsonl(iter_dir / "pairs.jsonl")
+        assert pairs and all(p["rejected"] == anchors[p["rejected_id"]]["text"] and anchors[p["rejected_id"]]["prompt_id"] == p["id"] for p in pairs)
+    assert summary["iterations"][1]["anchor_mean_score"] is not None
