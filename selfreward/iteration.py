@@ -126,7 +126,7 @@ REFERENCE_ANSWER = "reference_answer"
 """spin: the field of a prompts.jsonl row holding the human answer to the prompt."""
 
 
-def ift_prompts(c: Context) -> dict[str, Any]:
+def _ift_prompts(c: Context) -> dict[str, Any]:
     """spin: `prompts.num_prompts` IFT prompts drawn per iteration, each with its human answer."""
     rows, answers = spin_prompts(c.ift_examples, c.config.prompts.num_prompts, c.seed("prompts"))
     stats = {"stage": "prompts", "source": "ift", "prompts_kept": len(rows), "prompts_requested": c.config.prompts.num_prompts, "ift_examples": len(c.ift_examples)}
@@ -137,7 +137,7 @@ def ift_prompts(c: Context) -> dict[str, Any]:
 def _prompts(c: Context) -> dict[str, Any]:
     """Self-instruct prompts, or with spin IFT prompts (`selfreward prompts` makes what the run uses)."""
     if uses_spin(c.config):
-        return ift_prompts(c)
+        return _ift_prompts(c)
     seeds = [e.prompt for e in c.ift_examples]
     return generate_prompts(c.config.prompts, c.engines.get(c.generator), seeds, c.evaluation_prompts, c.out_dir, c.seed("prompts"), c.batch_size)
 
@@ -164,7 +164,7 @@ def _anchor(c: Context) -> dict[str, Any]:
 
 
 def _pairs(c: Context) -> dict[str, Any]:
-    answers = {r["id"]: r[REFERENCE_ANSWER] for r in StageFiles(c.out_dir, "prompts").read() if REFERENCE_ANSWER in r} if c.config.pairs.policy == "spin" else None
+    answers = {r["id"]: r[REFERENCE_ANSWER] for r in StageFiles(c.out_dir, "prompts").read() if REFERENCE_ANSWER in r} if uses_spin(c.config) else None
     return make_pairs(c.config.pairs, c.out_dir, c.iteration, answers)
 
 
