@@ -463,6 +463,24 @@ class EFTConfig(Section):
         return self
 
 
+class SelectConfig(Section):
+    """Checkpoint selection (the paper): M_{t+1} is the DPO checkpoint (or the final model) whose
+    answers to validation prompts win most often against M_t's, judged pairwise in both orders."""
+
+    enabled: bool = False
+    """After each DPO stage, compare its Trainer checkpoints (every dpo.save_steps) and its final
+    model with M_t and promote the best to M_{t+1}; off: M_{t+1} is the final model."""
+    prompts: list[str] = ["eft-eval"]
+    """Validation prompts, as eval.prompts: `eft-eval` (the held-out EFT prompts) or IFT-style
+    sources. Selecting on the prompts `selfreward eval` tests on makes those results optimistic."""
+    max_prompts: int = Field(253, gt=0)
+    """Use at most this many validation prompts (the paper: 253)."""
+    judge: JudgeEngineConfig = JudgeEngineConfig()
+    """Who compares the answers: kind hf with model null is M_t itself (the loop's own judge), a
+    model path/id, or kind openai (a server). Its temperature and max_new_tokens apply; answers are
+    sampled as eval.answer_temperature and eval.answer_max_new_tokens say."""
+
+
 class EvalConfig(Section):
     ranked: list[str] = []
     """Held-out ranked groups for reward-model metrics, besides the run's EFT eval split."""
@@ -494,6 +512,7 @@ class Config(Section):
     dpo: DPOConfig = DPOConfig()
     loop: LoopConfig = LoopConfig()
     eval: EvalConfig = EvalConfig()
+    select: SelectConfig = SelectConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -501,6 +520,10 @@ class Config(Section):
             raise ValueError("prompts.min_words must not exceed prompts.max_words")
         if self.dpo.reference.lower() == "sft" and not (self.sft.baseline or self.eft.judge == "baseline"):
             raise ValueError("dpo.reference sft needs the SFT baseline: set sft.baseline true")
+        if self.meta.enabled and self.pairs.policy == "spin":
+            raise ValueError("meta.enabled needs judge scores, and pairs.policy spin makes none: turn one of them off")
+        if self.select.enabled and self.dpo.lora is not None:
+            raise ValueError("select.enabled needs full-model DPO checkpoints, and with dpo.lora they hold adapters only: set dpo.lora null or select.enabled false")
         return self
 
 

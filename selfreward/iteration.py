@@ -10,6 +10,7 @@ from the `Context`.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,15 @@ from typing import Any
 
 from selfreward.config import Config
 from selfreward.engines import Engine, make_engine
+from selfreward.models import resolve_model
+from selfreward.pair_policies import SCORELESS
+from selfreward.records import StageFiles, write_json
+from selfreward.seed import IFTExample
 from selfreward.stages import meta_judge
 from selfreward.stages.candidates import generate_candidates
 from selfreward.stages.common import derive_seed
 from selfreward.stages.judge import judge_candidates
-from selfreward.stages.pairs import make_pairs
+from selfreward.stages.pairs import ANCHOR_DIR, make_pairs, spin_prompts
 from selfreward.stages.prompts import generate_prompts
 
 
@@ -56,10 +61,13 @@ class Context:
     """The model that writes new prompts (`prompts.generator`, else `model`)."""
     tag: str
     engines: EngineCache
-    seed_prompts: list[str] = field(default_factory=list)
+    ift_examples: list[IFTExample] = field(default_factory=list)
+    """The seed IFT examples (disjoint from the EFT and evaluation data)."""
     evaluation_prompts: list[str] = field(default_factory=list)
     iteration: int = 1
     """1-based number of the iteration (selects `pairs.rho`)."""
+    initial_model: str = ""
+    """The model the loop starts from (M1 in `selfreward run`): the anchor of `pairs.policy anchored`."""
 
     def seed(self, stage: str) -> int:
         return derive_seed(self.config.seed, f"{self.tag}-{stage}")
@@ -110,8 +118,28 @@ class Stage:
     """Whether it needs the seed prompts (loaded and checked before any stage starts)."""
 
 
+def uses_spin(config: Config) -> bool:
+    return config.pairs.policy == "spin"
+
+
+REFERENCE_ANSWER = "reference_answer"
+"""spin: the field of a prompts.jsonl row holding the human answer to the prompt."""
+
+
+def _ift_prompts(c: Context) -> dict[str, Any]:
+    """spin: `prompts.num_prompts` IFT prompts drawn per iteration, each with its human answer."""
+    rows, answers = spin_prompts(c.ift_examples, c.config.prompts.num_prompts, c.seed("prompts"))
+    stats = {"stage": "prompts", "source": "ift", "prompts_kept": len(rows), "prompts_requested": c.config.prompts.num_prompts, "ift_examples": len(c.ift_examples)}
+    StageFiles(c.out_dir, "prompts").finish([r | {REFERENCE_ANSWER: answers[r["id"]]} for r in rows], stats)
+    return stats
+
+
 def _prompts(c: Context) -> dict[str, Any]:
-    return generate_prompts(c.config.prompts, c.engines.get(c.generator), c.seed_prompts, c.evaluation_prompts, c.out_dir, c.seed("prompts"), c.batch_size)
+    """Self-instruct prompts, or with spin IFT prompts (`selfreward prompts` makes what the run uses)."""
+    if uses_spin(c.config):
+        return _ift_prompts(c)
+    seeds = [e.prompt for e in c.ift_examples]
+    return generate_prompts(c.config.prompts, c.engines.get(c.generator), seeds, c.evaluation_prompts, c.out_dir, c.seed("prompts"), c.batch_size)
 
 
 def _candidates(c: Context) -> dict[str, Any]:
@@ -122,8 +150,22 @@ def _judge(c: Context) -> dict[str, Any]:
     return judge_candidates(c.config.judge, c.engine(), c.out_dir, c.seed("judge"), c.batch_size)
 
 
+def _anchor(c: Context) -> dict[str, Any]:
+    """anchored: the initial model answers the iteration's prompts (in ITER/anchor), M_t judges them."""
+    anchor_dir = c.out_dir / ANCHOR_DIR
+    anchor_dir.mkdir(exist_ok=True)
+    shutil.copyfile(c.out_dir / "prompts.jsonl", anchor_dir / "prompts.jsonl")
+    initial = resolve_model(c.initial_model or c.config.model.name_or_path)
+    answered = generate_candidates(c.config.candidates, c.engines.get(initial), anchor_dir, c.seed("anchor-candidates"), c.batch_size)
+    judged = judge_candidates(c.config.judge, c.engine(), anchor_dir, c.seed("anchor-judge"), c.batch_size)
+    stats = {"stage": "anchor", "model": initial, "candidates": answered["candidates"], "truncated": answered["truncated"], "judgments": judged["judgments"], "valid_rate": judged["valid_rate"], "mean_score": judged["mean_score"]}
+    write_json(c.out_dir / "anchor.stats.json", stats)
+    return stats
+
+
 def _pairs(c: Context) -> dict[str, Any]:
-    return make_pairs(c.config.pairs, c.out_dir, c.iteration)
+    answers = {r["id"]: r[REFERENCE_ANSWER] for r in StageFiles(c.out_dir, "prompts").read() if REFERENCE_ANSWER in r} if uses_spin(c.config) else None
+    return make_pairs(c.config.pairs, c.out_dir, c.iteration, answers)
 
 
 def _meta(c: Context) -> dict[str, Any]:
@@ -131,9 +173,10 @@ def _meta(c: Context) -> dict[str, Any]:
 
 
 AIFT_STAGES: tuple[Stage, ...] = (
-    Stage("prompts", "prompts", _prompts, (Column("prompts", "prompts_kept"),), uses_model=lambda config: not config.prompts.generator, uses_seed_data=True),
+    Stage("prompts", "prompts", _prompts, (Column("prompts", "prompts_kept"),), uses_model=lambda config: not (config.prompts.generator or uses_spin(config)), uses_seed_data=True),
     Stage("candidates", "candidates", _candidates, (Column("candidates", "candidates"),), uses_model=always),
-    Stage("judge", "judgments", _judge, (Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate")), uses_model=always),
+    Stage("judge", "judgments", _judge, (Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate")), enabled=lambda config: config.pairs.policy not in SCORELESS, uses_model=always),
+    Stage("anchor", "anchor", _anchor, (Column("anchor score", "mean_score", "anchor_mean_score"),), enabled=lambda config: config.pairs.policy == "anchored", uses_model=always),
     Stage("pairs", "pairs", _pairs, (Column("pairs", "pairs"), Column("pair yield", "pair_yield"), Column("mean margin", "mean_margin"))),
     Stage("meta", "meta", _meta, (Column("judge pairs", "judge_pairs"), Column("meta agreement", "order_agreement", "meta_order_agreement")), enabled=lambda config: config.meta.enabled, uses_model=always),
 )

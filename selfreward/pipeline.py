@@ -1,4 +1,4 @@
-"""`selfreward run`: M0 -> SFT baseline -> EFT -> M1 -> (AIFT(M_t) -> DPO -> M_{t+1}) x iterations.
+"""`selfreward run`: M0 -> SFT baseline -> EFT -> M1 -> (AIFT(M_t) -> DPO [-> select] -> M_{t+1}) x iterations.
 
 Every stage writes plain artifacts into the run directory and is skipped when they are complete,
 so `--resume` continues from the last finished stage (and inside generation stages from the
@@ -21,12 +21,13 @@ from selfreward.engines import make_engine, make_judge_engine
 from selfreward.iteration import aift_done
 from selfreward.models import resolve_model
 from selfreward.overlap import TrainingData, disjoint_training_data
-from selfreward.records import read_jsonl, write_json
+from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.rundir import Run, bind_config
 from selfreward.seed import RankedGroup, load_ift, load_ranked
 from selfreward.stages.common import derive_seed
 from selfreward.stages.dpo import dpo_reference, train_dpo
 from selfreward.stages.eft import build_eft
+from selfreward.stages.select import manifest_entry, select_checkpoint
 from selfreward.stages.sft import train_sft
 from selfreward.summary import write_summary
 
@@ -93,7 +94,8 @@ def eft_stage(run: Run, seed_model: str, data: TrainingData, ranked: list[Ranked
 def iterate(run: Run, t: int, current: Path) -> Path | None:
     """AIFT(M_t) -> DPO -> M_{t+1}; returns the model the next iteration starts from (None: stop)."""
     config, iter_dir = run.config, run.dir / f"iter{t}"
-    run.stage(f"aift{t}", aift_done(config, iter_dir), partial(run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console, iteration=t))
+    run.stage(f"aift{t}", aift_done(config, iter_dir), partial(
+        run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console, iteration=t, initial_model=str(run.model("M1"))))
     pairs = json.loads((iter_dir / "pairs.stats.json").read_text())["pairs"]
     target = run.model(f"M{t + 1}")
     dpo_stats = run.dir / f"dpo{t}" / "dpo.stats.json"
@@ -105,8 +107,14 @@ def iterate(run: Run, t: int, current: Path) -> Path | None:
         run.mark(f"dpo{t}", "skipped: no pairs")
         run.log(f"[dpo{t}] iteration {t} produced 0 pairs; skipped: M{t + 1} = M{t}")
         return current
-    run.stage(f"dpo{t}", run.trained(f"M{t + 1}", dpo_stats), partial(
-        train_dpo, config.model, config.dpo, str(current), dpo_reference(config.dpo.reference, run.model), iter_dir / "pairs.jsonl", run.dir / f"dpo{t}", target, derive_seed(config.seed, f"dpo{t}")))
+    trained = run.dir / f"dpo{t}" / "final" if config.select.enabled else target  # with select, a candidate for M_{t+1}
+    run.stage(f"dpo{t}", (trained / "config.json").exists() and dpo_stats.exists(), partial(
+        train_dpo, config.model, config.dpo, str(current), dpo_reference(config.dpo.reference, run.model), iter_dir / "pairs.jsonl", run.dir / f"dpo{t}", trained, derive_seed(config.seed, f"dpo{t}")))
+    if config.select.enabled:
+        select_stats = run.dir / f"dpo{t}" / "select.stats.json"
+        run.stage(f"select{t}", run.trained(f"M{t + 1}", select_stats), partial(select_checkpoint, config, run.dir, t, current, target))
+        run.manifest["stages"][f"select{t}"].update(manifest_entry(read_json(select_stats)))
+        run.save()
     evaluate_if_configured(run, config)
     return target
 

@@ -140,11 +140,21 @@ def checkpointing_argument() -> str:
     return "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
 
 
-def latest_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete Trainer checkpoint (one a kill cut short has no trainer_state.json, which
-    Transformers writes last)."""
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The complete Trainer checkpoints in step order (one a kill cut short has no
+    trainer_state.json, which Transformers writes last). None is deleted: no save_total_limit."""
     complete = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
-    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+    return sorted(complete, key=checkpoint_step)
+
+
+def latest_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete Trainer checkpoint."""
+    complete = complete_checkpoints(output_dir)
+    return str(complete[-1]) if complete else None
 
 
 def save_final(trainer: Any, tokenizer: Any, target: Path, base: Callable[[], Any] | None) -> None:

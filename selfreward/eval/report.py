@@ -44,7 +44,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "manifest": read_json(run_dir / "manifest.json"),
         "columns": summary_columns(run_config(run_dir)),
         "summary": summary,
-        "iterations": [row | iteration_details(run_dir / f"iter{row['iteration']}") for row in summary["iterations"]],
+        "iterations": [row | iteration_details(run_dir / f"iter{row['iteration']}") | {"select": read_json(run_dir / f"dpo{row['iteration']}" / "select.stats.json")} for row in summary["iterations"]],
         "eval": read_json(run_dir / "eval" / "summary.json"),
         "benchmarks": read_json(run_dir / "eval" / "benchmarks.json"),
     }
@@ -135,6 +135,13 @@ def iteration_tables(data: dict[str, Any]) -> list[Table]:
             "Meta-judge (wins minus losses; disagreement between orders = tie)",
             ["iteration", "prompts", "comparisons", "order agreement", "first position wins", "unparsable verdicts", "judge pairs", "judge pair share", "scores judged (0-5)", "chosen judgment scores", "rejected judgment scores"],
             [[t, m.get("prompts_meta_judged"), m.get("comparisons"), m.get("order_agreement"), m.get("first_position_win_rate"), m.get("unparsable_verdicts"), m.get("judge_pairs"), m.get("judge_pair_share"), m.get("score_histogram"), m.get("chosen_score_histogram"), m.get("rejected_score_histogram")] for t, m in meta],
+        ))
+    selections = [(r["iteration"], r["select"]) for r in rows if r["select"]]
+    if selections:
+        out.append((
+            "Checkpoint selection (win rate vs M_t = wins + ties/2; both orders, disagreement = tie)",
+            ["iteration", "candidate", "step", "judge", "prompts", "win %", "tie %", "lose %", "win rate %", "unparsable verdicts", "promoted"],
+            [[t, c["name"], c["step"], s["judge"]["model"], c["prompts"], c["win"], c["tie"], c["lose"], c["win_rate"], c["unparsable_verdicts"], f"M{t + 1}" if c["name"] == s["chosen"] else ""] for t, s in selections for c in s["candidates"]],
         ))
     out.append((
         "Chosen and rejected examples",
