@@ -174,15 +174,20 @@ def _meta(c: Context) -> dict[str, Any]:
 
 AIFT_STAGES: tuple[Stage, ...] = (
     Stage("prompts", "prompts", _prompts, (Column("prompts", "prompts_kept"),), uses_model=lambda config: not (config.prompts.generator or uses_spin(config)), uses_seed_data=True),
-    Stage("candidates", "candidates", _candidates, (Column("candidates", "candidates"),), uses_model=always),
-    Stage("judge", "judgments", _judge, (Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate")), enabled=lambda config: config.pairs.policy not in SCORELESS, uses_model=always),
+    Stage("candidates", "candidates", _candidates, (Column("candidates", "candidates"), Column("answer tokens", "mean_tokens", "candidate_mean_tokens")), uses_model=always),
+    Stage("judge", "judgments", _judge, (Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate"), Column("top-score share", "top_score_share")), enabled=lambda config: config.pairs.policy not in SCORELESS, uses_model=always),
     Stage("anchor", "anchor", _anchor, (Column("anchor score", "mean_score", "anchor_mean_score"),), enabled=lambda config: config.pairs.policy == "anchored", uses_model=always),
-    Stage("pairs", "pairs", _pairs, (Column("pairs", "pairs"), Column("pair yield", "pair_yield"), Column("mean margin", "mean_margin"))),
+    Stage("pairs", "pairs", _pairs, (Column("pairs", "pairs"), Column("pair yield", "pair_yield"), Column("mean margin", "mean_margin"), Column("chosen length", "mean_chosen_length"), Column("rejected length", "mean_rejected_length"))),
     Stage("meta", "meta", _meta, (Column("judge pairs", "judge_pairs"), Column("meta agreement", "order_agreement", "meta_order_agreement")), enabled=lambda config: config.meta.enabled, uses_model=always),
 )
 """The AIFT stages in the order they run."""
 
-DPO_COLUMNS = (Column("DPO loss", "train_loss", "dpo_loss"), Column("DPO reward acc", "reward_accuracies_mean", "dpo_reward_accuracy"))
+DPO_COLUMNS = (
+    Column("DPO loss", "train_loss", "dpo_loss"),
+    Column("DPO reward acc", "reward_accuracies_mean", "dpo_reward_accuracy"),
+    Column("DPO margin", "reward_margins_mean", "dpo_reward_margin"),
+    Column("DPO steps", "steps", "dpo_steps"),
+)
 """Figures of `dpo{t}/dpo.stats.json` in the run summary."""
 
 

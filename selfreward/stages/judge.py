@@ -189,6 +189,7 @@ def judgment_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
         "score_source": dict(sorted(methods.items())),
         "valid_rate": round(len(scores) / n, 3) if n else None,
         "score_histogram": score_histogram(scores),
+        "top_score_share": round(sum(1 for s in scores if round(s) == 5) / len(scores), 3) if scores else None,
         "mean_score": mean(scores),
         "mean_judgment_tokens": mean([r["num_tokens"] for r in records]),
     }
