@@ -120,21 +120,19 @@ def loss_text(losses: list[float]) -> str:
     return " ".join(f"{v:.5f}" for v in losses[:2]) + (f" ... mean {sum(losses) / len(losses):.5f}" if len(losses) > 2 else "")
 
 
-def print_table(results: dict[str, dict[str, Any]], tolerance: float) -> None:
-    """One row per setup, today's first; then the best setup whose losses match today's."""
-    today = results["today"]
-    base = (today["init_s"] + today["train_s"]) / today["pairs"]
-    print(f"{'setup':<22}{'s/pair':>8}{'x today':>9}{'init s':>8}{'train s':>9}{'RSS MB':>8}  {'max |dloss|':>11}  step losses")
-    correct = {}
-    for name, r in results.items():
-        per_pair = (r["init_s"] + r["train_s"]) / r["pairs"]
-        diff = max((abs(a - b) for a, b in zip(r["losses"], today["losses"], strict=True)), default=math.nan)
-        if diff <= tolerance:
-            correct[name] = per_pair
-        print(f"{name:<22}{per_pair:>8.2f}{per_pair / base:>9.2f}{r['init_s']:>8.1f}{r['train_s']:>9.1f}{r['peak_rss_mb']:>8.0f}  {diff:>11.2e}  {loss_text(r['losses'])}")
-    best = min(correct, key=correct.__getitem__)
-    print(f"correct: max |loss - today's| <= {tolerance:g} at every step; best correct setup: {best}")
-    print(f"dpo s/pair: {base:.2f} -> {correct[best]:.2f}")
+def per_pair(result: dict[str, Any]) -> float:
+    return (result["init_s"] + result["train_s"]) / result["pairs"]
+
+
+def print_row(name: str, result: dict[str, Any], today: dict[str, Any]) -> float:
+    """One setup's row (printed as soon as it ran); returns its largest step-loss difference from today's."""
+    diff = max((abs(a - b) for a, b in zip(result["losses"], today["losses"], strict=True)), default=math.nan)
+    print(
+        f"{name:<22}{per_pair(result):>8.2f}{per_pair(result) / per_pair(today):>9.2f}{result['init_s']:>8.1f}{result['train_s']:>9.1f}"
+        f"{result['peak_rss_mb']:>8.0f}  {diff:>11.2e}  {loss_text(result['losses'])}",
+        flush=True,
+    )
+    return diff
 
 
 def main() -> None:
@@ -169,20 +167,25 @@ def main() -> None:
     if not pairs:
         sys.exit(f"no pair fits max_length={base['max_length']} tokens")
     names = ["today", *[n for n in SETUPS if n in args.setups.split(",") and n != "today"]]
-    results = {}
+    print(f"DPO on {args.model}: {len(pairs)} pairs, batch {base['batch_size']}, dropout {base['dropout']}, seed {args.seed}")
+    print(f"{'setup':<22}{'s/pair':>8}{'x today':>9}{'init s':>8}{'train s':>9}{'RSS MB':>8}  {'max |dloss|':>11}  step losses", flush=True)
+    correct: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = Path(tmp) / "pairs.jsonl"
         pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+        today: dict[str, Any] = {}
         for name in names:
             config = {**base, **SETUPS[name]}
             if base["batch_size"] % config["micro_batch_size"]:
                 print(f"{name}: skipped, micro batch {config['micro_batch_size']} does not divide batch {base['batch_size']}")
                 continue
-            results[name] = run_setup(name, model, config, pairs_file, args.seed)
-    threads = results["today"]["threads"]
-    print(f"DPO on {args.model}: {len(pairs)} pairs, batch {base['batch_size']}, dropout {base['dropout']}, {threads} torch threads, seed {args.seed}")
-    print_table(results, args.tolerance)
-
+            result = run_setup(name, model, config, pairs_file, args.seed)
+            today = today or result
+            if print_row(name, result, today) <= args.tolerance:
+                correct[name] = per_pair(result)
+    best = min(correct, key=correct.__getitem__)
+    print(f"{today['threads']} torch threads; correct: max |loss - today's| <= {args.tolerance:g} at every step; best correct setup: {best}")
+    print(f"dpo s/pair: {per_pair(today):.2f} -> {correct[best]:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -55,7 +55,8 @@ def test_the_bench_runs_its_setups_on_the_tiny_model(tiny_model, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
-    assert re.fullmatch(rf"DPO on {re.escape(str(tiny_model))}: 4 pairs, batch 2, dropout 0\.0, \d+ torch threads, seed 0", lines[0])
+    assert re.fullmatch(rf"DPO on {re.escape(str(tiny_model))}: 4 pairs, batch 2, dropout 0\.0, seed 0", lines[0])
+    assert re.fullmatch(r"\d+ torch threads; correct: .* best correct setup: \S+", lines[-2])
     rows = {line.split()[0]: line.split() for line in lines[2:-2]}
     assert list(rows) == ["today", "precompute", "mb2"]
     for row in rows.values():
