@@ -74,14 +74,16 @@ def max_min(candidates: list[Scored]) -> Pick:
 
 
 def length_control(candidates: list[Scored], rho: float) -> Pick:
-    """Chosen: the shortest answer scoring at least max - rho x (max - min); rejected: the longest
-    scoring at most min + rho x (max - min). rho < 0.5 keeps the two bands apart."""
+    """Chosen: the shortest non-blank answer scoring at least max - rho x (max - min); rejected: the
+    longest scoring at most min + rho x (max - min). rho < 0.5 keeps the two bands apart. A blank
+    answer is never the shortest good one (a judge that rated it highly erred)."""
     if len(candidates) < 2:
         return "fewer_than_2_eligible"
     top, bottom = max(map(score_of, candidates)), min(map(score_of, candidates))
     band = rho * (top - bottom)
     unit = length_unit([c.record for c in candidates])
-    chosen = min((c for c in candidates if score_of(c) >= top - band), key=lambda c: length(c.record, unit))
+    good = [c for c in candidates if score_of(c) >= top - band]
+    chosen = min([c for c in good if c.record["text"].strip()] or good, key=lambda c: length(c.record, unit))
     rejected = max((c for c in candidates if score_of(c) <= bottom + band), key=lambda c: length(c.record, unit))
     return chosen, rejected
 

@@ -50,6 +50,13 @@ def test_length_control_rho_zero_breaks_ties_by_length():
     assert ids(max_min(scored)) == ("a", "c")
 
 
+def test_length_control_never_chooses_a_blank_answer():
+    scored = [cand("blank", 5.0, tokens=0, text=" "), cand("short", 4.8, tokens=12), cand("long_bad", 1.0, tokens=60)]
+    assert ids(length_control(scored, 0.2)) == ("short", "long_bad")
+    # only a blank answer in the top band: it is picked, and the shared rules drop the pair
+    assert ids(length_control(scored[:1] + scored[2:], 0.2)) == ("blank", "long_bad")
+
+
 def test_length_control_counts_characters_without_token_counts():
     scored = [cand("long", 5.0, text="a" * 50), cand("short", 4.5, text="a" * 5), cand("bad", 1.0, text="b")]
     assert ids(length_control(scored, 0.2)) == ("short", "bad")

@@ -33,12 +33,14 @@ def test_best_vs_worst_with_ties_unscored_and_identical(tmp_path):
         ("p1-c0", "x"), ("p1-c1", "y"),          # tie
         ("p2-c0", "same"), ("p2-c1", "same"),    # identical texts
         ("p3-c0", "only"), ("p3-c1", "unscored"),
+        ("p4-c0", "  "), ("p4-c1", "a real answer"),  # the judge preferred a blank answer
     ]
     scores = {
         "p0-c0": [4, 5, None], "p0-c1": [2, 2, 2], "p0-c2": [None, None, None], "p0-c3": [1, 3, 2],
         "p1-c0": [3, 4], "p1-c1": [4, 3],
         "p2-c0": [5], "p2-c1": [1],
         "p3-c0": [4], "p3-c1": [None],
+        "p4-c0": [5], "p4-c1": [2],
     }
     _write(tmp_path, candidates, scores)
     stats = make_pairs(PairsConfig(), tmp_path)
@@ -51,10 +53,10 @@ def test_best_vs_worst_with_ties_unscored_and_identical(tmp_path):
     assert (pair["chosen_source"], pair["rejected_source"]) == ("text", "text")
     assert {"prompt", "chosen", "rejected", "chosen_score", "rejected_score"} <= pair.keys()
     assert stats["unscored_candidates"] == 2
-    assert stats["dropped"] == {"tie": 1, "identical_texts": 1, "fewer_than_2_eligible": 1}
-    assert stats["pair_yield"] == 0.25 and stats["tie_rate"] == 0.25
+    assert stats["dropped"] == {"tie": 1, "identical_texts": 1, "blank_chosen": 1, "fewer_than_2_eligible": 1}
+    assert stats["pair_yield"] == 0.2 and stats["tie_rate"] == 0.2
     assert stats["margin_histogram"][">2"] == 1 and sum(stats["margin_histogram"].values()) == 1
-    assert stats["best_worst_margin_histogram"]["0"] == 1 and sum(stats["best_worst_margin_histogram"].values()) == 3
+    assert stats["best_worst_margin_histogram"]["0"] == 1 and sum(stats["best_worst_margin_histogram"].values()) == 4
 
 
 def test_explicit_min_margin(tmp_path):

@@ -115,6 +115,8 @@ def drop_reason(config: PairsConfig, chosen: Scored, rejected: Scored) -> str | 
             return "near_tie"
     if chosen.record["text"].strip() == rejected.record["text"].strip():
         return "identical_texts"
+    if not chosen.record["text"].strip():
+        return "blank_chosen"
     return None
 
 
