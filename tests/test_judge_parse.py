@@ -84,6 +84,19 @@ def test_fallback_modes(mode, text, score, method):
         assert engine.requests[0].prefix.endswith("\nScore:") and engine.requests[0].prefix.startswith(text)
 
 
+class NoDigitSeen(FixedProbs):
+    def choice_probs(self, requests, choices):
+        self.requests += requests
+        return [None for _ in requests]
+
+
+@pytest.mark.parametrize(("mode", "text", "score", "method"), [("fallback", "no score", None, None), ("always", "fine.\nScore: 2", 2.0, "text")])
+def test_a_fallback_that_sees_no_digit_leaves_the_judgment_as_it_was(mode, text, score, method):
+    item = WorkItem("c0-j0", Request.user("judge this"), {"candidate_id": "c0"})
+    row = score_completions(JudgeConfig(fallback=mode), NoDigitSeen(), [item], [Completion(text, 3)])[0]
+    assert (row["score"], row["method"]) == (score, method) and "digit_probs" not in row
+
+
 def test_shipped_judge_template_has_fields():
     text = load_template("judge_additive_5pt")
     assert "{instruction}" in text and "{response}" in text and "Score: <total points>" in text

@@ -234,20 +234,22 @@ def test_choice_probs_map_top_logprobs_onto_choices(fake_vllm, tiny_model):
     ])
     engine.llm.respond = lambda ids, params: [FakeCompletionOutput(0, "4", [9], "length", top_logprobs(engine.tokenizer, next(positions)))]
     requests = [Request.user("judge this", prefix="...\nScore:"), Request.user("judge that")]
-    mapped, uniform = engine.choice_probs(requests, DIGITS)
+    mapped, unseen = engine.choice_probs(requests, DIGITS)
     _, params = engine.llm.calls[0]
     assert [p.kwargs for p in params] == [{"max_tokens": 1, "temperature": 0.0, "logprobs": 7}] * 2
     assert mapped == pytest.approx([0, 0, 0, 0, 0.4 / 0.6, 0.2 / 0.6])
-    assert uniform == pytest.approx([1 / 6] * 6)
+    assert unseen is None
 
 
 @given(st.dictionaries(st.integers(0, 12), st.floats(-30, 0), max_size=8))
 def test_choice_distribution_is_a_distribution_over_present_choices(logprobs):
     token_ids = [[0, 1], [2], [3, 4], [5]]
     probs = choice_distribution({t: FakeLogprob(lp) for t, lp in logprobs.items()}, token_ids)
-    assert sum(probs) == pytest.approx(1.0) and all(p >= 0 for p in probs)
-    if any(t in logprobs for ids in token_ids for t in ids):
-        assert all(p == 0 for p, ids in zip(probs, token_ids) if not any(t in logprobs for t in ids))
+    if not any(t in logprobs for ids in token_ids for t in ids):
+        assert probs is None
+        return
+    assert probs is not None and sum(probs) == pytest.approx(1.0) and all(p >= 0 for p in probs)
+    assert all(p == 0 for p, ids in zip(probs, token_ids) if not any(t in logprobs for t in ids))
 
 
 def test_close_shuts_the_engine_down_and_frees_memory(fake_vllm, tiny_model):

@@ -55,9 +55,9 @@ class Engine(ABC):
         flat = self.generate([r for r in requests for _ in range(n)], sampling, seeds[0])
         return [flat[i * n : (i + 1) * n] for i in range(len(requests))]
 
-    def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float]]:
+    def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float] | None]:
         """Probabilities of each single-token choice right after each request's rendered text
-        (prefix included), renormalised over the choices."""
+        (prefix included), renormalised over the choices; None where the engine sees none of them."""
         raise NotImplementedError(f"the {self.name} engine cannot read token probabilities")
 
     def context_room(self, request: Request, max_new_tokens: int) -> int | None:

@@ -91,7 +91,7 @@ class HFEngine(Engine):
         return Completion(text=text.strip(), num_tokens=len(sample.tokens) + ended_by_eos, finished=sample.finished)
 
     @torch.inference_mode()
-    def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float]]:
+    def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float] | None]:
         token_ids = choice_token_ids(self.tokenizer, choices)
         texts = [self.render(r) for r in requests]
         out = []

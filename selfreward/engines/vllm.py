@@ -65,14 +65,13 @@ def to_completion(output: Any) -> Completion:
     return Completion(text=output.text.strip(), num_tokens=len(output.token_ids), finished=output.finish_reason == "stop")
 
 
-def choice_distribution(top_logprobs: Mapping[int, Any], token_ids: list[list[int]]) -> list[float]:
+def choice_distribution(top_logprobs: Mapping[int, Any], token_ids: list[list[int]]) -> list[float] | None:
     """Each choice's probability mass (its spellings among the top-k log-probabilities; absent: 0),
-    renormalised over the choices; uniform when no choice is among the top-k (nothing to prefer)."""
+    renormalised over the choices; None when no choice is among the top-k (no score to read: a
+    uniform guess would read as a middling 2.5)."""
     mass = [sum(math.exp(top_logprobs[t].logprob) for t in ids if t in top_logprobs) for ids in token_ids]
     total = sum(mass)
-    if total <= 0:
-        return [1 / len(mass)] * len(mass)
-    return [m / total for m in mass]
+    return [m / total for m in mass] if total > 0 else None
 
 
 class VLLMEngine(Engine):
@@ -122,7 +121,7 @@ class VLLMEngine(Engine):
             out.append([to_completion(outputs[j % len(outputs)]) for j in range(n)])
         return out
 
-    def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float]]:
+    def choice_probs(self, requests: list[Request], choices: list[str]) -> list[list[float] | None]:
         from vllm import SamplingParams
 
         if not requests:

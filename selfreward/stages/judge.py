@@ -133,6 +133,8 @@ def score_completions(config: JudgeConfig, engine: Engine, items: list[WorkItem]
     if wanted:
         requests = [Request(items[i].request.messages, prefix=completions[i].text.rstrip() + "\nScore:") for i in wanted]
         for i, probs in zip(wanted, engine.choice_probs(requests, DIGITS)):
+            if probs is None:  # the engine saw no digit: the judgment keeps the score it had (or none)
+                continue
             expected = sum(d * p for d, p in enumerate(probs))
             rows[i]["digit_probs"] = {"probs": [round(p, 4) for p in probs], "expected": round(expected, 4), "argmax": max(range(6), key=probs.__getitem__)}
             rows[i]["score"] = round(expected, 4)
