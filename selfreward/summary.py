@@ -77,12 +77,15 @@ def iteration_cells(row: dict[str, Any], columns: list[Column]) -> list[Any]:
 
 
 def summary_table(summary: dict[str, Any], config: Config) -> Table:
+    """One row per figure, one column per iteration: readable in an 80-column terminal."""
     table = Table(title="selfreward run: per iteration", title_justify="left")
-    columns = summary_columns(config)
-    for column in columns:
-        table.add_column(column.title, justify="right")
+    figures = summary_columns(config)[2:]  # iteration and model head the columns
+    table.add_column("")
     for row in summary["iterations"]:
-        table.add_row(*("-" if value is None else str(value) for value in iteration_cells(row, columns)))
+        table.add_column(f"iter {row['iteration']} ({row['model']})", justify="right")
+    cells = [iteration_cells(row, figures) for row in summary["iterations"]]
+    for i, figure in enumerate(figures):
+        table.add_row(figure.title, *("-" if values[i] is None else str(values[i]) for values in cells))
     return table
 
 

@@ -24,6 +24,7 @@ RECORD_FILES = [
 def test_loop_runs_two_iterations(finished_run):
     run_dir, output = finished_run
     assert "selfreward run: per iteration" in output and "before the loop" in output
+    assert "top-score share" in output and "iter 2 (M2)" in output  # whole titles at 80 columns
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["models"] == ["M1", "M2", "M3", "sft_baseline"]
     assert [it["iteration"] for it in summary["iterations"]] == [1, 2]
