@@ -23,6 +23,7 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from selfreward.config import EFTConfig, JudgeConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.records import StageFiles, write_json, write_jsonl
 from selfreward.seed import RankedGroup
-from selfreward.stages.common import WorkItem, derive_seed, run_batches
+from selfreward.stages.common import BatchRun, WorkItem, derive_seed, run_batches
 from selfreward.stages.judge import judge_request, judge_template, judgment_stats, read_text_score, score_completions
 
 HINT = (
@@ -157,6 +158,71 @@ def _judged_examples(records: list[dict[str, Any]], train_rows: list[dict[str, A
     return examples, kept
 
 
+@dataclass
+class EFTExamples:
+    """What one EFT strategy made of the training groups."""
+
+    run: BatchRun
+    examples: list[dict[str, Any]]
+    groups_kept: int
+    judge_stats: dict[str, Any]
+    unorderable_groups: int = 0
+
+
+def rationalized_examples(config: EFTConfig, template: str, engine: Engine, files: StageFiles, train_rows: list[dict[str, Any]], sampling: Sampling, seed: int, batch_size: int) -> EFTExamples:
+    """`rationalize`: targets from the human ranking; the model writes each target's justification.
+    A group whose justifications are not all at least 3 words is left out."""
+    targets: dict[str, list[int]] = {}
+    for g in train_rows:
+        found = target_scores([r["rank"] for r in g["responses"]], [r["quality"] for r in g["responses"]])
+        if found is not None:
+            targets[g["id"]] = found
+    items = [
+        WorkItem(
+            f"{g['id']}-r{r}",
+            Request.user(judge_request(template, g["prompt"], resp["text"]).messages[0][1] + HINT.replace("{score}", str(targets[g["id"]][r]))),
+            {"group_id": g["id"], "response_index": r, "rank": resp["rank"], "target": targets[g["id"]][r]},
+        )
+        for g in train_rows
+        if g["id"] in targets
+        for r, resp in enumerate(g["responses"])
+    ]
+
+    def finish(batch: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
+        return [{"id": it.id, **it.payload, "text": c.text, "justification": clean_justification(c.text, config.max_justification_words), "num_tokens": c.num_tokens} for it, c in zip(batch, completions)]
+
+    run = run_batches(files, items, engine, sampling, seed, batch_size, "eft rationalize", finish)
+    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in run.records:
+        by_group[record["group_id"]].append(record)
+    examples, kept = [], 0
+    for group in train_rows:
+        records = sorted(by_group.get(group["id"], []), key=lambda x: x["response_index"])
+        if not records or any(len(r["justification"].split()) < 3 for r in records):
+            continue
+        kept += 1
+        for record in records:
+            prompt = judge_request(template, group["prompt"], group["responses"][record["response_index"]]["text"]).messages[0][1]
+            examples.append({"id": record["id"], "group_id": group["id"], "prompt": prompt, "completion": f"{record['justification']}\nScore: {record['target']}", "score": record["target"]})
+    judge_stats = {"stage": "eft-rationalize", "justifications": len(run.records), "too_short": sum(1 for r in run.records if len(r["justification"].split()) < 3)}
+    return EFTExamples(run, examples, kept, judge_stats, unorderable_groups=len(train_rows) - len(targets))
+
+
+def judged_examples(config: EFTConfig, judge: JudgeConfig, template: str, engine: Engine, files: StageFiles, train_rows: list[dict[str, Any]], sampling: Sampling, seed: int, batch_size: int) -> EFTExamples:
+    """`self` / `baseline`: the judge scores each response `samples` times; judgments agreeing with
+    the human ranking become the targets."""
+    items = [
+        WorkItem(f"{g['id']}-r{r}-s{k}", judge_request(template, g["prompt"], resp["text"]), {"group_id": g["id"], "response_index": r, "sample": k, "rank": resp["rank"]})
+        for g in train_rows
+        for r, resp in enumerate(g["responses"])
+        for k in range(config.samples)
+    ]
+    text_only = judge.model_copy(update={"fallback": "off"})  # a target needs a written score
+    run = run_batches(files, items, engine, sampling, seed, batch_size, f"eft {config.strategy}", lambda b, c: score_completions(text_only, engine, b, c))
+    examples, kept = _judged_examples(run.records, train_rows, template)
+    return EFTExamples(run, examples, kept, {"stage": "eft-judge", **judgment_stats(run.records)})
+
+
 def build_eft(
     config: EFTConfig, judge: JudgeConfig, engine: Engine, groups: list[RankedGroup], excluded_prompts: set[str], out_dir: Path, seed: int, batch_size: int
 ) -> dict[str, Any]:
@@ -173,59 +239,16 @@ def build_eft(
     sampling = Sampling(judge.temperature, judge.top_p, judge.max_new_tokens)
     files = StageFiles(out_dir, "judgments")
     started = time.perf_counter()
-    dropped_unorderable = 0
     if config.strategy == "rationalize":
-        targets: dict[str, list[int]] = {}
-        for g in train_rows:
-            found = target_scores([r["rank"] for r in g["responses"]], [r["quality"] for r in g["responses"]])
-            if found is None:
-                dropped_unorderable += 1
-            else:
-                targets[g["id"]] = found
-        items = [
-            WorkItem(
-                f"{g['id']}-r{r}",
-                Request.user(judge_request(template, g["prompt"], resp["text"]).messages[0][1] + HINT.replace("{score}", str(targets[g["id"]][r]))),
-                {"group_id": g["id"], "response_index": r, "rank": resp["rank"], "target": targets[g["id"]][r]},
-            )
-            for g in train_rows
-            if g["id"] in targets
-            for r, resp in enumerate(g["responses"])
-        ]
-
-        def finish(batch: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
-            return [{"id": it.id, **it.payload, "text": c.text, "justification": clean_justification(c.text, config.max_justification_words), "num_tokens": c.num_tokens} for it, c in zip(batch, completions)]
-
-        run = run_batches(files, items, engine, sampling, seed, batch_size, "eft rationalize", finish)
-        by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for record in run.records:
-            by_group[record["group_id"]].append(record)
-        examples, kept = [], 0
-        for group in train_rows:
-            records = sorted(by_group.get(group["id"], []), key=lambda x: x["response_index"])
-            if not records or any(len(r["justification"].split()) < 3 for r in records):
-                continue
-            kept += 1
-            for record in records:
-                prompt = judge_request(template, group["prompt"], group["responses"][record["response_index"]]["text"]).messages[0][1]
-                examples.append({"id": record["id"], "group_id": group["id"], "prompt": prompt, "completion": f"{record['justification']}\nScore: {record['target']}", "score": record["target"]})
-        judge_stats: dict[str, Any] = {"stage": "eft-rationalize", "justifications": len(run.records), "too_short": sum(1 for r in run.records if len(r["justification"].split()) < 3)}
+        made = rationalized_examples(config, template, engine, files, train_rows, sampling, seed, batch_size)
     else:
-        items = [
-            WorkItem(f"{g['id']}-r{r}-s{k}", judge_request(template, g["prompt"], resp["text"]), {"group_id": g["id"], "response_index": r, "sample": k, "rank": resp["rank"]})
-            for g in train_rows
-            for r, resp in enumerate(g["responses"])
-            for k in range(config.samples)
-        ]
-        text_only = judge.model_copy(update={"fallback": "off"})  # a target needs a written score
-        run = run_batches(files, items, engine, sampling, seed, batch_size, f"eft {config.strategy}", lambda b, c: score_completions(text_only, engine, b, c))
-        examples, kept = _judged_examples(run.records, train_rows, template)
-        judge_stats = {"stage": "eft-judge", **judgment_stats(run.records)}
+        made = judged_examples(config, judge, template, engine, files, train_rows, sampling, seed, batch_size)
+    examples = made.examples
     before = Counter(str(round(e["score"])) for e in examples)
     if config.downsample:
         examples = downsample_top_score(examples, random.Random(derive_seed(seed, "eft-downsample")))
     write_jsonl(out_dir / "train.jsonl", examples)
-    files.finish(run.records, judge_stats | {"new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second})
+    files.finish(made.run.records, made.judge_stats | {"new_tokens": made.run.new_tokens, "tokens_per_second": made.run.tokens_per_second})
     stats = {
         "stage": "eft",
         "strategy": config.strategy,
@@ -233,10 +256,10 @@ def build_eft(
         "eval_groups": len(eval_rows),
         "excluded_groups": len(excluded),
         "train_groups_tried": len(train_rows),
-        "train_groups_kept": kept,
-        "unorderable_groups": dropped_unorderable,
-        "group_yield": round(kept / len(train_rows), 3) if train_rows else None,
-        "judge_parse_rate": judge_stats.get("parse_rate_text"),
+        "train_groups_kept": made.groups_kept,
+        "unorderable_groups": made.unorderable_groups,
+        "group_yield": round(made.groups_kept / len(train_rows), 3) if train_rows else None,
+        "judge_parse_rate": made.judge_stats.get("parse_rate_text"),
         "examples_before_downsampling": dict(sorted(before.items())),
         "examples": len(examples),
         "examples_per_score": dict(sorted(Counter(str(round(e["score"])) for e in examples).items())),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from selfreward.config import PromptsConfig
-from selfreward.engines.base import Engine, Request, Sampling
+from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.overlap import EvaluationPrompts, RougePool, rouge_tokens
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
@@ -91,6 +91,56 @@ def build_request(template: str, shots: list[str]) -> Request:
     return Request.user(fill(template, examples=examples, next=str(len(shots) + 1)), prefix=f"Task {len(shots) + 1}:")
 
 
+def round_requests(config: PromptsConfig, template: str, seed_prompts: list[str], generated: list[str], rng: random.Random) -> list[Request]:
+    """One round's few-shot requests: `generated_shots` kept prompts (fewer while there are fewer)
+    and seed prompts for the rest of the shots."""
+    requests = []
+    for _ in range(config.requests_per_round):
+        n_gen = min(config.generated_shots, len(generated))
+        n_seed = min(config.seed_shots + config.generated_shots - n_gen, len(seed_prompts))
+        requests.append(build_request(template, rng.sample(seed_prompts, n_seed) + rng.sample(generated, n_gen)))
+    return requests
+
+
+def sort_tasks(rnd: int, completions: list[Completion], flt: PromptFilter, kept: list[dict[str, Any]], quota: int) -> list[dict[str, Any]]:
+    """The round's raw rows, one per parsed task, each kept (appended to `kept`) or given the
+    filter's reason; a round that parsed nothing still gets a row, so a resume moves on."""
+    rows = []
+    for req_index, completion in enumerate(completions):
+        for task_index, text in enumerate(parse_tasks(completion.text, completion.finished)):
+            row = {"id": f"r{rnd:03d}-{req_index:02d}-{task_index:02d}", "round": rnd, "prompt": text}
+            why = flt.reason(text) if len(kept) < quota else "over_quota"
+            if why is None:
+                flt.add(text)
+                row |= {"status": "kept", "prompt_id": f"p{len(kept):05d}"}
+                kept.append(row)
+            else:
+                row |= {"status": why}
+            rows.append(row)
+    return rows or [{"id": f"r{rnd:03d}-none", "round": rnd, "prompt": "", "status": "no_tasks_parsed"}]
+
+
+def prompt_stats(config: PromptsConfig, raw: list[dict[str, Any]], records: list[dict[str, Any]], rounds: int, seed_prompts: int, new_tokens: int, seconds: float) -> dict[str, Any]:
+    verdicts = Counter(r["status"] for r in raw if r["status"] != "no_tasks_parsed")
+    stats = {
+        "stage": "prompts",
+        "prompts_kept": len(records),
+        "prompts_requested": config.num_prompts,
+        "rounds": rounds,
+        "requests": rounds * config.requests_per_round,
+        "tasks_parsed": sum(verdicts.values()),
+        "verdicts": dict(sorted(verdicts.items())),
+        "keep_rate": round(len(records) / max(1, sum(verdicts.values()) - verdicts["over_quota"]), 3),
+        "seed_prompts": seed_prompts,
+        "mean_prompt_words": round(sum(len(r["prompt"].split()) for r in records) / max(1, len(records)), 1),
+        "new_tokens": new_tokens,
+        "tokens_per_second": round(new_tokens / seconds, 1) if new_tokens and seconds > 0 else None,
+    }
+    if len(records) < config.num_prompts:
+        stats["warning"] = f"only {len(records)} of {config.num_prompts} prompts after {config.max_rounds} rounds (prompts.max_rounds)"
+    return stats
+
+
 def generate_prompts(
     config: PromptsConfig, engine: Engine, seed_prompts: list[str], evaluation_prompts: list[str], out_dir: Path, seed: int, batch_size: int
 ) -> dict[str, Any]:
@@ -114,55 +164,18 @@ def generate_prompts(
             if len(kept) >= config.num_prompts:
                 break
             rng = random.Random(derive_seed(seed, f"prompts-round-{rnd}"))
-            requests = []
-            for _ in range(config.requests_per_round):
-                generated = [r["prompt"] for r in kept]
-                n_gen = min(config.generated_shots, len(generated))
-                n_seed = min(config.seed_shots + config.generated_shots - n_gen, len(seed_prompts))
-                shots = rng.sample(seed_prompts, n_seed) + rng.sample(generated, n_gen)
-                requests.append(build_request(template, shots))
+            requests = round_requests(config, template, seed_prompts, [r["prompt"] for r in kept], rng)
             completions = []
             for start in range(0, len(requests), batch_size):
                 completions += engine.generate(requests[start : start + batch_size], sampling, derive_seed(seed, f"prompts-{rnd}-{start}"))
-            rows = []
-            for req_index, completion in enumerate(completions):
-                new_tokens += completion.num_tokens
-                for task_index, text in enumerate(parse_tasks(completion.text, completion.finished)):
-                    row = {"id": f"r{rnd:03d}-{req_index:02d}-{task_index:02d}", "round": rnd, "prompt": text}
-                    why = flt.reason(text) if len(kept) < config.num_prompts else "over_quota"
-                    if why is None:
-                        flt.add(text)
-                        row |= {"status": "kept", "prompt_id": f"p{len(kept):05d}"}
-                        kept.append(row)
-                    else:
-                        row |= {"status": why}
-                    rows.append(row)
-            if not rows:  # record the round even when nothing parsed, so a resume moves on
-                rows.append({"id": f"r{rnd:03d}-none", "round": rnd, "prompt": "", "status": "no_tasks_parsed"})
+            new_tokens += sum(c.num_tokens for c in completions)
+            rows = sort_tasks(rnd, completions, flt, kept, config.num_prompts)
             files.append(rows)
             raw += rows
             rounds = rnd + 1
-            elapsed = time.perf_counter() - started
-            bar.update(task, completed=len(kept), rate=f"{new_tokens / max(elapsed, 1e-9):.0f} tok/s")
-    seconds = time.perf_counter() - started
+            bar.update(task, completed=len(kept), rate=f"{new_tokens / max(time.perf_counter() - started, 1e-9):.0f} tok/s")
     records = [{"id": r["prompt_id"], "prompt": r["prompt"], "round": r["round"], "source": "self-instruct"} for r in kept]
-    verdicts = Counter(r["status"] for r in raw if r["status"] != "no_tasks_parsed")
-    stats = {
-        "stage": "prompts",
-        "prompts_kept": len(records),
-        "prompts_requested": config.num_prompts,
-        "rounds": rounds,
-        "requests": rounds * config.requests_per_round,
-        "tasks_parsed": sum(verdicts.values()),
-        "verdicts": dict(sorted(verdicts.items())),
-        "keep_rate": round(len(records) / max(1, sum(verdicts.values()) - verdicts["over_quota"]), 3),
-        "seed_prompts": len(seed_prompts),
-        "mean_prompt_words": round(sum(len(r["prompt"].split()) for r in records) / max(1, len(records)), 1),
-        "new_tokens": new_tokens,
-        "tokens_per_second": round(new_tokens / seconds, 1) if new_tokens and seconds > 0 else None,
-    }
-    if len(records) < config.num_prompts:
-        stats["warning"] = f"only {len(records)} of {config.num_prompts} prompts after {config.max_rounds} rounds (prompts.max_rounds)"
+    stats = prompt_stats(config, raw, records, rounds, len(seed_prompts), new_tokens, time.perf_counter() - started)
     write_jsonl(raw_path, raw)
     files.finish(records, stats)
     return stats
