@@ -358,7 +358,9 @@ class DPOConfig(TrainConfig):
     """fp32 by default: bf16 DPO margins on small models are rounding noise."""
     beta: float = Field(0.1, gt=0)
     loss_type: list[TRLLossType] = Field(["sigmoid"], min_length=1)
-    """TRL's DPO loss, or several summed with equal weights (TRL's loss_type list)."""
+    """TRL's DPO loss, or several summed (TRL's loss_type list), weighted by `loss_weights`."""
+    loss_weights: list[float] | None = None
+    """One weight per `loss_type` entry (TRL's loss_weights, e.g. MPO's [0.8, 0.2, 1.0]); None: all 1."""
     rpo_alpha: float | None = Field(None, gt=0)
     """Iterative RPO (Pang et al. 2024): add rpo_alpha x the NLL of the chosen answer (TRL's `sft`
     loss, per token) to the DPO loss; None: plain DPO."""
@@ -376,6 +378,14 @@ class DPOConfig(TrainConfig):
     def _one_loss(cls, value: Any) -> Any:
         """A single name stands for a one-item list."""
         return [value] if isinstance(value, str) else value
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _one_weight_per_loss(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        losses = info.data.get("loss_type")
+        if value is not None and losses is not None and len(value) != len(losses):
+            raise ValueError(f"{len(value)} weights for {len(losses)} losses ({', '.join(losses)}): give one weight per dpo.loss_type entry")
+        return value
 
     @field_validator("rpo_alpha")
     @classmethod

@@ -50,6 +50,18 @@ def test_rpo_alpha_reaches_trls_dpo_config(tmp_path):
     assert (plain.loss_type, plain.loss_weights) == (["sigmoid"], None)
 
 
+def test_loss_weights_reach_trl_one_per_loss(tmp_path):
+    from trl import DPOConfig as TRLDPOConfig
+
+    config = load_config("demo", ["dpo.loss_type=[sigmoid, bco_pair, sft]", "dpo.loss_weights=[0.8, 0.2, 1.0]"]).dpo
+    args = TRLDPOConfig(output_dir=str(tmp_path), report_to=[], bf16=False, use_cpu=True, **loss_arguments(config))
+    assert (args.loss_type, args.loss_weights) == (["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0])
+    with_rpo = loss_arguments(DPOConfig(loss_type=["sigmoid", "ipo"], loss_weights=[1.0, 0.3], rpo_alpha=0.5))
+    assert with_rpo == {"loss_type": ["sigmoid", "ipo", "sft"], "loss_weights": [1.0, 0.3, 0.5]}
+    with pytest.raises(SelfRewardError, match=r"^config error: dpo\.loss_weights: .*2 weights for 1 losses \(sigmoid\)"):
+        load_config("demo", ["dpo.loss_weights=[1.0, 0.5]"])
+
+
 def test_rpo_alpha_with_an_sft_loss_already_listed_is_refused():
     with pytest.raises(SelfRewardError, match=r"^config error: dpo\.rpo_alpha: .*drop sft from dpo\.loss_type"):
         load_config("demo", ["dpo.loss_type=[sigmoid, sft]", "dpo.rpo_alpha=1.0"])

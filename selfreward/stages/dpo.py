@@ -39,8 +39,9 @@ def dpo_reference(setting: str, run_model: Callable[[str], Path]) -> str | None:
 def loss_arguments(config: DPOConfig) -> dict[str, Any]:
     """TRL DPOConfig's loss_type and loss_weights; rpo_alpha adds TRL's `sft` loss (NLL of chosen)."""
     if config.rpo_alpha is None:
-        return {"loss_type": config.loss_type}
-    return {"loss_type": [*config.loss_type, "sft"], "loss_weights": [1.0] * len(config.loss_type) + [config.rpo_alpha]}
+        return {"loss_type": config.loss_type, "loss_weights": config.loss_weights}
+    weights = config.loss_weights or [1.0] * len(config.loss_type)
+    return {"loss_type": [*config.loss_type, "sft"], "loss_weights": [*weights, config.rpo_alpha]}
 
 
 def dpo_arguments(config: DPOConfig, output_dir: Path, seed: int, device: str) -> Any:
