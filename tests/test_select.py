@@ -92,6 +92,23 @@ def test_a_middle_checkpoint_with_the_best_win_rate_becomes_the_next_model(selec
     assert not (run_dir / "models" / "M2.tmp").exists()
 
 
+def test_the_self_judge_writes_m_ts_answers_without_a_second_load(select_run, tmp_path, monkeypatch):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(select_run, run_dir)
+    answers = run_dir / "dpo1" / "select" / "answers"
+    before = read_jsonl(answers / "M1.jsonl")
+    for path in answers.glob("M1.*"):
+        path.unlink()
+    loaded = []
+    real_make_engine = select.make_engine
+    monkeypatch.setattr(select, "make_engine", lambda config, path: loaded.append(path) or real_make_engine(config, path))
+    monkeypatch.setattr(select, "compare_answers", scripted_comparison({}))
+    config = load_config(str(run_dir / "config.yaml"))
+    select.select_checkpoint(config, run_dir, 1, run_dir / "models" / "M1", run_dir / "models" / "M2")
+    assert loaded == []  # the checkpoints' answers were on disk; M1's came from the judge engine
+    assert read_jsonl(answers / "M1.jsonl") == before  # the same engine and seed: the same answers
+
+
 def test_resume_skips_a_finished_selection(select_run):
     result = invoke("run", "--resume", select_run)
     assert result.exit_code == 0, result.output

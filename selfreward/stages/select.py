@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selfreward.config import Config
-from selfreward.engines import Sampling, make_engine, make_judge_engine
+from selfreward.engines import Engine, Sampling, make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
 from selfreward.eval.compare import compare_answers, generate_answers
 from selfreward.eval.runner import held_out_prompts
@@ -49,16 +49,18 @@ def validation_prompts(run_dir: Path, config: Config) -> list[dict[str, Any]]:
     return prompts
 
 
-def answers_of(config: Config, model: Path, prompts: list[dict[str, Any]], out_dir: Path, name: str, seed: int) -> dict[str, str]:
-    """`model`'s answers to `prompts` (cached in OUT/NAME.jsonl; the model is loaded only to make them)."""
+def answers_of(config: Config, model: Path, prompts: list[dict[str, Any]], out_dir: Path, name: str, seed: int, loaded: Engine | None = None) -> dict[str, str]:
+    """`model`'s answers to `prompts` (cached in OUT/NAME.jsonl; the model is loaded only to make
+    them, unless `loaded` is an engine already holding it)."""
     files = StageFiles(out_dir, name)
     if not files.done():
-        engine = make_engine(config, str(model))
+        engine = loaded or make_engine(config, str(model))
         try:
             sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
             generate_answers(engine, prompts, out_dir, name, sampling, seed, config.engine.batch_size)
         finally:
-            engine.close()
+            if loaded is None:
+                engine.close()
     return {r["id"]: r["text"] for r in files.read()}
 
 
@@ -80,12 +82,13 @@ def select_checkpoint(config: Config, run_dir: Path, t: int, current: Path, targ
     prompts = validation_prompts(run_dir, config)
     seed = derive_seed(config.seed, f"select{t}")
     answers = {name: answers_of(config, path, prompts, stage_dir / "select" / "answers", name, seed) for name, _, path in found}
-    baseline = answers_of(config, current, prompts, stage_dir / "select" / "answers", opponent, seed)
     text = {p["id"]: p["prompt"] for p in prompts}
     judge_config = config.select.judge
     sampling = Sampling(judge_config.temperature, 1.0, judge_config.max_new_tokens)
     judge = make_judge_engine(config, judge_config, str(current))
+    self_judge = judge_config.kind == "hf" and judge_config.model is None  # the judge engine holds M_t
     try:
+        baseline = answers_of(config, current, prompts, stage_dir / "select" / "answers", opponent, seed, judge if self_judge else None)
         results = [
             {"name": name, "step": step} | compare_answers(judge, text, answers[name], baseline, stage_dir / "select", f"{name}_vs_{opponent}", sampling, derive_seed(seed, name), config.engine.batch_size)
             for name, step, _ in found
