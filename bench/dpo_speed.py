@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-SHARED_GROUPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "oasst1" / "oasst1_en_validation_ranked_groups.jsonl"
+from shared_data import OASST1_VALIDATION_GROUPS
+
 SETUPS: dict[str, dict[str, Any]] = {
     "today": {},
     "precompute": {"precompute_ref_log_probs": True},
@@ -63,9 +64,9 @@ def candidate_pairs(pairs_file: Path | None) -> list[dict[str, str]] | None:
 
     if pairs_file is not None:
         return [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in read_jsonl(pairs_file)]
-    if not SHARED_GROUPS.is_file():
+    if not OASST1_VALIDATION_GROUPS.is_file():
         return None
-    groups = load_ranked([str(SHARED_GROUPS)])[0]
+    groups = load_ranked([str(OASST1_VALIDATION_GROUPS)])[0]
     return [{"prompt": g.prompt, "chosen": g.responses[0].text, "rejected": g.responses[-1].text} for g in groups]
 
 
@@ -161,7 +162,7 @@ def main() -> None:
     model = resolve_model(args.model)
     candidates = candidate_pairs(args.pairs)
     if candidates is None:
-        print(f"skipped: {SHARED_GROUPS} is missing (pass --pairs FILE)")
+        print(f"skipped: {OASST1_VALIDATION_GROUPS} is missing (pass --pairs FILE)")
         return
     pairs = fitting_pairs(candidates, model, base["max_length"], args.count)
     if not pairs:

@@ -19,9 +19,9 @@ import argparse
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from shared_data import OASST1_VALIDATION_GROUPS
 
 from selfreward.config import ModelConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
@@ -30,7 +30,6 @@ from selfreward.seed import load_ranked
 from selfreward.stages.common import derive_seed
 from selfreward.stages.judge import SCORE_LINE_ENDS, fitted_judge_request, judge_template, read_text_score
 
-DEFAULT_RANKED = Path(__file__).resolve().parents[1] / "../shared/data/oasst1/oasst1_en_validation_ranked_groups.jsonl"
 Generate = Callable[[list[Request], int, Sampling, list[int]], list[list[Completion]]]
 
 
@@ -79,7 +78,7 @@ def anchors(engine: HFEngine, prompts: list[str], max_new_tokens: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="judge and answer model (a trained M1 judges like the loop's)")
-    parser.add_argument("--ranked", default=str(DEFAULT_RANKED))
+    parser.add_argument("--ranked", default=str(OASST1_VALIDATION_GROUPS))
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--n", type=int, default=4)

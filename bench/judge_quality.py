@@ -15,17 +15,16 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from shared_data import OASST1_VALIDATION_GROUPS
 
 from selfreward.config import load_config
 from selfreward.eval.runner import evaluate_run
-
-DEFAULT_RANKED = "../shared/data/oasst1/oasst1_en_validation_ranked_groups.jsonl"  # from the repository root, as in the README
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--ranked", default=DEFAULT_RANKED)
+    parser.add_argument("--ranked", default=str(OASST1_VALIDATION_GROUPS))
     parser.add_argument("--max-groups", type=int, default=None)
     parser.add_argument("--models", nargs="*", default=["sft_baseline", "M1"])
     args = parser.parse_args()

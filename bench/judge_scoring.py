@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats as sps
+from shared_data import OASST1_VALIDATION_GROUPS
 
 from selfreward.config import load_config
 from selfreward.engines import make_engine
@@ -30,7 +31,6 @@ from selfreward.seed import load_ranked
 from selfreward.stages.common import derive_seed
 from selfreward.stages.eft import group_rows
 
-DEFAULT_RANKED = "../shared/data/oasst1/oasst1_en_validation_ranked_groups.jsonl"
 Score = Callable[[list[dict[str, Any]]], float | None]
 
 
@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--model", default="M1")
-    parser.add_argument("--ranked", default=DEFAULT_RANKED)
+    parser.add_argument("--ranked", default=str(OASST1_VALIDATION_GROUPS))
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--max-groups", type=int, default=None)
     args = parser.parse_args()

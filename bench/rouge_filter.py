@@ -18,10 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rouge_score import rouge_scorer
+from shared_data import SELF_INSTRUCT_TASKS
 
 from selfreward.overlap import RougePool, rouge_tokens
-
-TASKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "self_instruct" / "seed_tasks.jsonl"
 
 
 def variants(tasks: list[str], count: int, seed: int) -> list[str]:
@@ -73,7 +72,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4000)
     parser.add_argument("--threshold", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tasks", type=Path, default=TASKS)
+    parser.add_argument("--tasks", type=Path, default=SELF_INSTRUCT_TASKS)
     args = parser.parse_args()
     tasks = [json.loads(line)["instruction"] for line in args.tasks.read_text(encoding="utf-8").splitlines() if line.strip()]
     seeds = [rouge_tokens(t) for t in tasks]
