@@ -102,7 +102,7 @@ def round_requests(config: PromptsConfig, template: str, seed_prompts: list[str]
     return requests
 
 
-def sort_tasks(rnd: int, completions: list[Completion], flt: PromptFilter, kept: list[dict[str, Any]], quota: int) -> list[dict[str, Any]]:
+def screen_tasks(rnd: int, completions: list[Completion], flt: PromptFilter, kept: list[dict[str, Any]], quota: int) -> list[dict[str, Any]]:
     """The round's raw rows, one per parsed task, each kept (appended to `kept`) or given the
     filter's reason; a round that parsed nothing still gets a row, so a resume moves on."""
     rows = []
@@ -169,7 +169,7 @@ def generate_prompts(
             for start in range(0, len(requests), batch_size):
                 completions += engine.generate(requests[start : start + batch_size], sampling, derive_seed(seed, f"prompts-{rnd}-{start}"))
             new_tokens += sum(c.num_tokens for c in completions)
-            rows = sort_tasks(rnd, completions, flt, kept, config.num_prompts)
+            rows = screen_tasks(rnd, completions, flt, kept, config.num_prompts)
             files.append(rows)
             raw += rows
             rounds = rnd + 1
