@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 import trl.trainer.utils as trl_utils
 from transformers import AutoModelForCausalLM
+from trl.kernels.chunked_logprob import _use_triton as trl_switch
 
 from selfreward.training import score_labelled_positions_only
 
 
 def test_only_labelled_positions_are_scored_with_the_same_log_probs(tiny_model, monkeypatch):
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # restored after the test
+    # TRL's own switch (an earlier training test in this process may have wrapped it); restored after
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_switch)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     torch.manual_seed(0)
