@@ -188,5 +188,6 @@ def main() -> None:
     print(f"{today['threads']} torch threads; correct: max |loss - today's| <= {args.tolerance:g} at every step; best correct setup: {best}")
     print(f"dpo s/pair: {per_pair(today):.2f} -> {correct[best]:.2f}")
 
+
 if __name__ == "__main__":
     main()

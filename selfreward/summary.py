@@ -26,11 +26,14 @@ def iteration_sources(config: Config, run_dir: Path, t: int) -> list[tuple[Path,
     return [*sources, (run_dir / f"dpo{t}" / "dpo.stats.json", DPO_COLUMNS)]
 
 
+def figure_columns(config: Config) -> list[Column]:
+    """The figures the stages and timings give each iteration, in table order."""
+    return [c for _, stage_columns in iteration_sources(config, Path(), 1) for c in stage_columns] + list(TIMING_COLUMNS)
+
+
 def summary_columns(config: Config) -> list[Column]:
-    """Every per-iteration figure of the summary, in table order."""
-    columns = [Column("iter", "iteration"), Column("model", "model")]
-    columns += [c for _, stage_columns in iteration_sources(config, Path(), 1) for c in stage_columns]
-    return columns + list(TIMING_COLUMNS)
+    """Every per-iteration column of the summary: the iteration, its model, then its figures."""
+    return [Column("iter", "iteration"), Column("model", "model"), *figure_columns(config)]
 
 
 def iteration_row(config: Config, run_dir: Path, t: int, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -79,7 +82,7 @@ def iteration_cells(row: dict[str, Any], columns: list[Column]) -> list[Any]:
 def summary_table(summary: dict[str, Any], config: Config) -> Table:
     """One row per figure, one column per iteration: readable in an 80-column terminal."""
     table = Table(title="selfreward run: per iteration", title_justify="left")
-    figures = summary_columns(config)[2:]  # iteration and model head the columns
+    figures = figure_columns(config)
     table.add_column("")
     for row in summary["iterations"]:
         table.add_column(f"iter {row['iteration']} ({row['model']})", justify="right")
