@@ -135,3 +135,12 @@ def test_report_shows_every_candidate_and_the_promoted_one(select_run):
     rows = [line for line in section.splitlines() if line.startswith("| 1 |")]
     assert [row.split(" | ")[1] for row in rows] == [c["name"] for c in stats["candidates"]]
     assert [row.split(" | ")[1] for row in rows if row.rstrip(" |").endswith("M2")] == [stats["chosen"]]
+
+
+def test_judge_model_names_what_a_local_judge_loads(tiny_model):
+    from selfreward.config import JudgeEngineConfig
+    from selfreward.engines import judge_model
+
+    assert judge_model(JudgeEngineConfig(), str(tiny_model)) == str(tiny_model)  # default: the model under test
+    assert judge_model(JudgeEngineConfig(model=str(tiny_model)), "elsewhere/not/a/model") == str(tiny_model)
+    assert judge_model(JudgeEngineConfig(kind="openai", base_url="http://localhost:1", model="m"), str(tiny_model)) is None

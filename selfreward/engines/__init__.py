@@ -18,25 +18,33 @@ def make_engine(config: Config, name_or_path: str | None = None) -> Engine:
     raise ValueError(f"unknown engine kind {config.engine.kind!r}")
 
 
-def make_judge_engine(config: Config, judge: JudgeEngineConfig, default_model: str) -> Engine:
-    """A judge other than the trained model: a local model (default: `default_model`) or an OpenAI-compatible server."""
+def judge_model(judge: JudgeEngineConfig, default_model: str) -> str | None:
+    """The model a local judge loads (`judge.model`, else `default_model`), resolved; None for a server judge."""
     if judge.kind == "openai":
-        from selfreward.engines.openai import OpenAIEngine
-
-        return OpenAIEngine(
-            judge.base_url or "",
-            judge.model or "",
-            judge.api_key_env,
-            judge.timeout,
-            judge.concurrency,
-            judge.max_retries,
-            judge.backoff_initial,
-            judge.backoff_max,
-            judge.max_consecutive_failures,
-        )
+        return None
     from selfreward.models import resolve_model
 
-    return make_engine(config, resolve_model(judge.model or default_model))
+    return resolve_model(judge.model or default_model)
 
 
-__all__ = ["Completion", "Engine", "Request", "Sampling", "make_engine", "make_judge_engine"]
+def make_judge_engine(config: Config, judge: JudgeEngineConfig, default_model: str) -> Engine:
+    """A judge other than the trained model: a local model (`judge_model`) or an OpenAI-compatible server."""
+    model = judge_model(judge, default_model)
+    if model is not None:
+        return make_engine(config, model)
+    from selfreward.engines.openai import OpenAIEngine
+
+    return OpenAIEngine(
+        judge.base_url or "",
+        judge.model or "",
+        judge.api_key_env,
+        judge.timeout,
+        judge.concurrency,
+        judge.max_retries,
+        judge.backoff_initial,
+        judge.backoff_max,
+        judge.max_consecutive_failures,
+    )
+
+
+__all__ = ["Completion", "Engine", "Request", "Sampling", "judge_model", "make_engine", "make_judge_engine"]

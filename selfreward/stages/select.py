@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from selfreward.config import Config
-from selfreward.engines import Engine, Sampling, make_engine, make_judge_engine
+from selfreward.engines import Engine, Sampling, judge_model, make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
 from selfreward.eval.compare import compare_answers, generate_answers
 from selfreward.eval.runner import held_out_prompts
+from selfreward.models import resolve_model
 from selfreward.records import StageFiles, read_json, write_json
 from selfreward.stages.common import derive_seed
 from selfreward.training import checkpoint_step, complete_checkpoints
@@ -86,7 +87,7 @@ def select_checkpoint(config: Config, run_dir: Path, t: int, current: Path, targ
     judge_config = config.select.judge
     sampling = Sampling(judge_config.temperature, 1.0, judge_config.max_new_tokens)
     judge = make_judge_engine(config, judge_config, str(current))
-    self_judge = judge_config.kind == "hf" and judge_config.model is None  # the judge engine holds M_t
+    self_judge = judge_model(judge_config, str(current)) == resolve_model(str(current))  # the judge engine holds M_t
     try:
         baseline = answers_of(config, current, prompts, stage_dir / "select" / "answers", opponent, seed, judge if self_judge else None)
         results = [
