@@ -28,6 +28,7 @@ from selfreward.models import load_model, load_tokenizer, resolve_model
 from selfreward.training import set_dropout
 
 MODES = ("fp32 padded", "fp32 unpadded", "bf16 padded")
+BETA = 0.1  # dpo.beta (the paper's); the passes cost the same at any beta
 
 
 def tokenized(tokenizer: Any, pair: dict[str, str]) -> tuple[list[int], list[list[int]]]:
@@ -56,25 +57,26 @@ def answer_logps(model: Any, prompt: list[int], answers: list[list[int]], pad_id
     return torch.stack(sums)
 
 
-def pair_step(model: Any, prompt: list[int], answers: list[list[int]], pad_id: int, padded: bool, beta: float) -> None:
+def pair_step(model: Any, prompt: list[int], answers: list[list[int]], pad_id: int, padded: bool) -> None:
     """Policy forward + backward and reference forward for one pair (the reference: the same weights)."""
     batches = [answers] if padded else [[a] for a in answers]
     with torch.no_grad():
         reference = torch.cat([answer_logps(model, prompt, b, pad_id) for b in batches])
     policy = torch.cat([answer_logps(model, prompt, b, pad_id) for b in batches])
-    loss = -torch.nn.functional.logsigmoid(beta * ((policy[0] - reference[0]) - (policy[1] - reference[1])))
+    loss = -torch.nn.functional.logsigmoid(BETA * ((policy[0] - reference[0]) - (policy[1] - reference[1])))
     loss.backward()
     model.zero_grad(set_to_none=True)
 
 
 def seconds_per_pair(model: Any, pairs: list[tuple[list[int], list[list[int]]]], pad_id: int, mode: str) -> float:
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if mode.startswith("bf16") else nullcontext()
-    pair_step(model, *pairs[0], pad_id, True, 0.1)  # warm-up, not timed
-    started = time.perf_counter()
-    with autocast:
+    """Mean seconds of `pair_step` over `pairs` in `mode`, after one untimed warm-up step in that mode."""
+    padded = mode.endswith(" padded")
+    with torch.autocast("cpu", dtype=torch.bfloat16) if mode.startswith("bf16") else nullcontext():
+        pair_step(model, *pairs[0], pad_id, padded)
+        started = time.perf_counter()
         for prompt, answers in pairs:
-            pair_step(model, prompt, answers, pad_id, mode.endswith(" padded"), 0.1)
-    return (time.perf_counter() - started) / len(pairs)
+            pair_step(model, prompt, answers, pad_id, padded)
+        return (time.perf_counter() - started) / len(pairs)
 
 
 def main() -> None:

@@ -128,8 +128,9 @@ def per_pair(result: dict[str, Any]) -> float:
 def print_row(name: str, result: dict[str, Any], today: dict[str, Any]) -> float:
     """One setup's row (printed as soon as it ran); returns its largest step-loss difference from today's."""
     diff = max((abs(a - b) for a, b in zip(result["losses"], today["losses"], strict=True)), default=math.nan)
+    seconds = per_pair(result)
     print(
-        f"{name:<22}{per_pair(result):>8.2f}{per_pair(result) / per_pair(today):>9.2f}{result['init_s']:>8.1f}{result['train_s']:>9.1f}"
+        f"{name:<22}{seconds:>8.2f}{seconds / per_pair(today):>9.2f}{result['init_s']:>8.1f}{result['train_s']:>9.1f}"
         f"{result['peak_rss_mb']:>8.0f}  {diff:>11.2e}  {loss_text(result['losses'])}",
         flush=True,
     )
