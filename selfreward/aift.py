@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from selfreward.config import Config
-from selfreward.iteration import Context, EngineCache, Stage, enabled_stages
+from selfreward.iteration import Context, EngineCache, Lineage, Stage, enabled_stages
 from selfreward.models import resolve_model
 from selfreward.overlap import disjoint_training_data
 from selfreward.records import StageFiles
@@ -27,14 +27,14 @@ def seed_data(config: Config, console: Console) -> tuple[list[IFTExample], list[
     return data.ift, data.evaluation_prompts
 
 
-def make_context(config: Config, out_dir: Path, stages: list[Stage], model: str | None, tag: str, console: Console, iteration: int = 1, initial_model: str = "") -> Context:
+def make_context(config: Config, out_dir: Path, stages: list[Stage], model: str | None, tag: str, console: Console, iteration: int = 1, lineage: Lineage | None = None) -> Context:
     """Load what the stages need (seed data, model paths) before any of them starts."""
     seeds, evaluation = seed_data(config, console) if any(s.uses_seed_data for s in stages) else ([], [])
     own_generator = config.prompts.generator if any(s.uses_seed_data for s in stages) else None
     uses_model = any(s.uses_model(config) for s in stages)
     model_path = resolve_model(model or config.model.name_or_path) if uses_model else ""
     generator = resolve_model(own_generator) if own_generator else model_path
-    return Context(config, out_dir, model_path, generator, tag, EngineCache(config), seeds, evaluation, iteration, initial_model)
+    return Context(config, out_dir, model_path, generator, tag, EngineCache(config), seeds, evaluation, iteration, lineage or Lineage())
 
 
 def run_aift(
@@ -46,14 +46,15 @@ def run_aift(
     console: Console | None = None,
     stages: tuple[str, ...] | None = None,
     iteration: int = 1,
-    initial_model: str = "",
+    lineage: Lineage | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Create (or resume) AIFT data of `model` (default: config.model) in `out_dir`: the named
     stages (default: all) that the config enables, in order, each skipped when its stats exist;
-    returns stats per stage. `iteration` (1-based) picks the iteration's `pairs.rho`;
-    `initial_model` (default: config.model) is the anchor of `pairs.policy anchored`."""
+    returns stats per stage. `iteration` (1-based) picks the iteration's `pairs.rho`; `lineage`
+    names the models some stages compare M_t with (the anchor's initial model, default config.model;
+    the implicit judge's reference; CREAM's previous judge)."""
     selected = enabled_stages(config, stages)
-    context = make_context(config, out_dir, selected, model, tag, console or Console(), iteration, initial_model)
+    context = make_context(config, out_dir, selected, model, tag, console or Console(), iteration, lineage)
     out_dir.mkdir(parents=True, exist_ok=True)
     bind_config(out_dir, config, force)
     stats: dict[str, dict[str, Any]] = {}

@@ -187,6 +187,25 @@ def run(
     console.print(preamble_table(summary))
     console.print(summary_table(summary, cfg))
     console.print(f"models: {', '.join(str(run_dir / 'models' / m) for m in summary['models'])}")
+    print_learned(run_dir)
+    console.print(f"next: selfreward ifeval {run_dir} --with-seed --prompts input_data.jsonl   (IFEval, no judge)")
+    console.print(f"      selfreward eval {run_dir} --with-seed   (the judge on held-out ranked groups, head-to-head)")
+    console.print(f"      selfreward report {run_dir}   ({run_dir / 'report.html'})")
+
+
+def print_learned(run_dir: Path) -> None:
+    """The "did it learn?" table (selfreward.eval.learned) and what would fill in its gaps."""
+    from selfreward.eval.learned import TITLE, learning_table
+
+    headers, rows, notes = learning_table(run_dir)
+    table = Table(title=TITLE, title_justify="left")
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(console_text(c) for c in row))
+    console.print(table)
+    for note in notes:
+        console.print(console_text(note))
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `selfreward run`.")]
@@ -242,6 +261,41 @@ def _print_tables(run_dir: Path, prefixes: tuple[str, ...], tables: Callable[[di
             for row in rows:
                 table.add_row(*(console_text(cell(c)) for c in row))
             console.print(table)
+
+
+@app.command()
+@friendly
+@writes_run_dir
+def ifeval(
+    run_dir: RunDirArg,
+    prompts_file: Annotated[str | None, typer.Option("--prompts", help="IFEval prompts (google's input_data.jsonl format). Default: eval.ifeval.prompts, else the google/IFEval dataset.")] = None,
+    set_: SetOpt = None,
+    models: ModelsOpt = None,
+    with_seed: Annotated[bool, typer.Option("--with-seed", help="Also evaluate the seed model M0.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete earlier IFEval results in RUN_DIR/eval/ifeval and start over.")] = False,
+) -> None:
+    """IFEval, no judge: greedy answers scored by lm-eval's checkers, with 95% intervals -> RUN_DIR/eval/ifeval."""
+    from selfreward.eval.ifeval import evaluate_ifeval, seed_checkpoint
+    from selfreward.eval.runner import run_models
+
+    cfg = _run_config(run_dir, set_)
+    checkpoints = (seed_checkpoint(cfg) if with_seed else {}) | run_models(run_dir, models)
+    summary = evaluate_ifeval(run_dir, cfg, console, checkpoints, prompts_file, fresh)
+    console.print(ifeval_table(summary))
+
+
+def ifeval_table(summary: dict[str, Any]) -> Table:
+    from selfreward.eval.ifeval import METRICS
+    from selfreward.intervals import describe, verdict
+
+    table = Table(title=f"IFEval on {summary['prompts']} prompts (%, 95% interval)", title_justify="left")
+    for header in ("model", "prompt strict", "inst strict", "prompt loose", "inst loose", ""):
+        table.add_column(header)
+    for name, figures in summary["models"].items():
+        table.add_row(name, *(describe(figures[m]) for m in METRICS), "")
+    for d in summary["differences"]:
+        table.add_row(f"{d['model']} - {d['baseline']}", *(describe(d[m], signed=True) for m in METRICS), verdict(d["prompt_strict"]))
+    return table
 
 
 @app.command()

@@ -148,6 +148,10 @@ class CandidatesConfig(Section):
 
 
 class JudgeConfig(Section):
+    kind: Literal["text", "implicit"] = "text"
+    """text: the model writes K judgments with the additive 5-point prompt and the score is read from
+    them (the paper); implicit: DPO's implicit reward beta * (log pi_t(y|x) - log pi_ref(y|x)) of
+    each answer, from two forward passes and no judgment (DICE, Chen et al., ICLR 2025)."""
     k: int = Field(3, gt=0)
     """Judgments per candidate; valid scores are averaged."""
     temperature: float = Field(0.7, ge=0)
@@ -157,13 +161,20 @@ class JudgeConfig(Section):
     """A template name in selfreward/prompts or a path to a text file with {instruction} and {response}."""
     fallback: Literal["off", "fallback", "always"] = "off"
     """Digit probabilities after `Score: `: off; only when the text has no score; for every judgment."""
+    beta: float = Field(0.1, gt=0)
+    """implicit: the reward's scale; pairs depend only on the order of rewards, so only its sign matters."""
+    per_token: bool = False
+    """implicit: divide each log-ratio by the answer's token count (length-normalised reward)."""
+    reference: str | None = None
+    """implicit: pi_ref, a model path/id; null: the model M_t was trained from -- M0 for M1 (M1 = SFT
+    of M0), the reference of the DPO that made M_t for later models (`dpo.reference`)."""
 
 
 class PairsConfig(Section):
     min_margin: float | None = Field(None, ge=0)
     """Keep a pair only when its exact margin (chosen - rejected average score) exceeds this.
     None: by score source -- 0 when both sides are text scores (any non-zero margin, as in the
-    paper), `digit_probs_margin` when either side is a digit-probability expectation."""
+    paper) or both implicit rewards, `digit_probs_margin` when either side is a digit-probability expectation."""
     digit_probs_margin: float = Field(0.33, ge=0)
     """The default minimum margin for pairs with a digit-probability score. Expectations are
     continuous, so answers of the same quality differ by noise: measured on the demo, two K=3
@@ -277,6 +288,12 @@ class TrainConfig(Section):
     """With accelerate_config: processes over all machines (one per GPU); null: the config's own
     num_processes, or one per visible GPU."""
 
+    @model_validator(mode="after")
+    def _decays(self) -> TrainConfig:
+        if self.final_learning_rate >= self.learning_rate:
+            raise ValueError(f"final_learning_rate ({self.final_learning_rate:g}) must be below learning_rate ({self.learning_rate:g}): the rate decays to it")
+        return self
+
     @field_validator("report_to", mode="before")
     @classmethod
     def _one_logger(cls, value: Any) -> Any:
@@ -361,6 +378,11 @@ class DPOConfig(TrainConfig):
     """TRL's DPO loss, or several summed (TRL's loss_type list), weighted by `loss_weights`."""
     loss_weights: list[float] | None = None
     """One weight per `loss_type` entry (TRL's loss_weights, e.g. MPO's [0.8, 0.2, 1.0]); None: all 1."""
+    label_smoothing: float | Literal["cream"] = 0.0
+    """Conservative DPO: train as if each pair's preference were wrong with this probability (0 <= eps < 0.5;
+    needs loss_type [sigmoid]). `cream`: per iteration eps = (1 - tau) / 2, tau the mean Kendall rank
+    agreement between M_t's and M_{t-1}'s scores of the same candidates (CREAM, Wang et al., ICLR 2025;
+    stage `consistency`, ITER/consistency.stats.json): the less the two judges agree, the softer the labels."""
     rpo_alpha: float | None = Field(None, gt=0)
     """Iterative RPO (Pang et al. 2024): add rpo_alpha x the NLL of the chosen answer (TRL's `sft`
     loss, per token) to the DPO loss; None: plain DPO."""
@@ -368,6 +390,11 @@ class DPOConfig(TrainConfig):
     """The reference model of M_{t+1}'s DPO: `previous` = M_t, the model being trained (the paper);
     `initial` (alias `m1`) = M1, the first self-rewarding model; `sft` = the SFT baseline (needs
     it trained: sft.baseline or eft.judge baseline); or a model path/id."""
+    eval_fraction: float = Field(0.2, ge=0, lt=1)
+    """Share of each iteration's pairs held out from training (seeded by pair id) to check, before and
+    after, that DPO's implicit reward prefers their chosen answers (`dpo{t}/validation.stats.json`); 0: off."""
+    min_eval_pairs: int = Field(4, ge=1)
+    """Hold out at least this many pairs (never more than half of them) when eval_fraction is above 0."""
     precompute_ref_log_probs: bool = False
     """Compute the reference's log-probabilities of every pair in one pass before training (TRL's
     precompute_ref_log_probs, batches of micro_batch_size) instead of a reference forward pass in every
@@ -385,6 +412,15 @@ class DPOConfig(TrainConfig):
         losses = info.data.get("loss_type")
         if value is not None and losses is not None and len(value) != len(losses):
             raise ValueError(f"{len(value)} weights for {len(losses)} losses ({', '.join(losses)}): give one weight per dpo.loss_type entry")
+        return value
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing_of_dpo(cls, value: float | str, info: ValidationInfo) -> float | str:
+        if isinstance(value, float) and not 0 <= value < 0.5:
+            raise ValueError("must be at least 0 and below 0.5 (or `cream`)")
+        if (value == "cream" or value) and info.data.get("loss_type") != ["sigmoid"]:
+            raise ValueError("label smoothing makes DPO's sigmoid loss conservative: it needs dpo.loss_type [sigmoid]")
         return value
 
     @field_validator("rpo_alpha")
@@ -491,6 +527,18 @@ class SelectConfig(Section):
     sampled as eval.answer_temperature and eval.answer_max_new_tokens say."""
 
 
+class IFEvalConfig(Section):
+    """`selfreward ifeval`: instruction following scored by lm-eval's IFEval checkers, no judge."""
+
+    prompts: str | None = None
+    """IFEval prompts in google's `input_data.jsonl` format; null: the `google/IFEval` dataset
+    through `datasets` (needs the network or its cache). `--prompts FILE` overrides it."""
+    max_new_tokens: int = Field(512, gt=0)
+    """Greedy answer length for a prompt without a length constraint."""
+    max_new_tokens_limit: int = Field(1280, gt=0)
+    """Most new tokens for a prompt whose length constraint needs more (lm-eval's IFEval budget)."""
+
+
 class EvalConfig(Section):
     ranked: list[str] = []
     """Held-out ranked groups for reward-model metrics, besides the run's EFT eval split."""
@@ -505,6 +553,8 @@ class EvalConfig(Section):
     judge: JudgeEngineConfig = JudgeEngineConfig()
     after_iteration: bool = False
     """Evaluate each new model as soon as it is trained (otherwise: `selfreward eval RUN_DIR`)."""
+    ifeval: IFEvalConfig = IFEvalConfig()
+    """Settings of `selfreward ifeval` (judge-free instruction following)."""
 
 
 class Config(Section):
@@ -530,6 +580,8 @@ class Config(Section):
             raise ValueError("prompts.min_words must not exceed prompts.max_words")
         if self.dpo.reference.lower() == "sft" and not (self.sft.baseline or self.eft.judge == "baseline"):
             raise ValueError("dpo.reference sft needs the SFT baseline: set sft.baseline true")
+        if self.meta.enabled and self.judge.kind == "implicit":
+            raise ValueError("meta.enabled compares written judgments, and judge.kind implicit writes none: turn one of them off")
         if self.meta.enabled and self.pairs.policy == "spin":
             raise ValueError("meta.enabled needs judge scores, and pairs.policy spin makes none: turn one of them off")
         if self.select.enabled and self.dpo.lora is not None:

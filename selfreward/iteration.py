@@ -18,6 +18,7 @@ from typing import Any
 
 from selfreward.config import Config
 from selfreward.engines import Engine, make_engine
+from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
 from selfreward.pair_policies import SCORELESS
 from selfreward.records import StageFiles, write_json
@@ -25,6 +26,8 @@ from selfreward.seed import IFTExample
 from selfreward.stages import meta_judge
 from selfreward.stages.candidates import generate_candidates
 from selfreward.stages.common import derive_seed
+from selfreward.stages.consistency import PREVIOUS_DIR, consistency_stats
+from selfreward.stages.implicit_judge import implicit_judge
 from selfreward.stages.judge import judge_candidates
 from selfreward.stages.pairs import ANCHOR_DIR, make_pairs, spin_prompts
 from selfreward.stages.prompts import generate_prompts
@@ -49,6 +52,20 @@ class EngineCache:
         self.engines = {}
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """Where M_t comes from, for the stages that compare it with other models (empty: not known)."""
+
+    initial: str = ""
+    """The model the loop starts from (M1 in `selfreward run`): the anchor of `pairs.policy anchored`."""
+    trained_from: str = ""
+    """The model M_t was trained from (M0 for M1; DPO's reference for later ones): pi_ref of the implicit judge."""
+    previous: str = ""
+    """M_{t-1} (M0 for M1): the second judge of `dpo.label_smoothing: cream`."""
+    previous_trained_from: str = ""
+    """The model M_{t-1} was trained from (none for M0): its pi_ref as an implicit judge."""
+
+
 @dataclass
 class Context:
     """What a stage works with: the config, the iteration directory, the model being improved."""
@@ -66,8 +83,7 @@ class Context:
     evaluation_prompts: list[str] = field(default_factory=list)
     iteration: int = 1
     """1-based number of the iteration (selects `pairs.rho`)."""
-    initial_model: str = ""
-    """The model the loop starts from (M1 in `selfreward run`): the anchor of `pairs.policy anchored`."""
+    lineage: Lineage = Lineage()
 
     def seed(self, stage: str) -> int:
         return derive_seed(self.config.seed, f"{self.tag}-{stage}")
@@ -82,15 +98,23 @@ class Context:
 
 @dataclass(frozen=True)
 class Column:
-    """One figure of the run summary: `stat` of a stage's stats, shown as `title`, stored as `key`."""
+    """One figure of the run summary: `stat` of a stage's stats (a dotted path into nested stats),
+    shown as `title`, stored as `key`; `percent`: a share shown in % (an interval estimate too)."""
 
     title: str
     stat: str
     key: str = ""
+    percent: bool = False
 
     @property
     def name(self) -> str:
-        return self.key or self.stat
+        return self.key or self.stat.replace(".", "_")
+
+    def read(self, stats: dict[str, Any]) -> Any:
+        value: Any = stats
+        for part in self.stat.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
 
 
 def always(config: Config) -> bool:
@@ -146,8 +170,21 @@ def _candidates(c: Context) -> dict[str, Any]:
     return generate_candidates(c.config.candidates, c.engine(), c.out_dir, c.seed("candidates"), c.batch_size)
 
 
+def judge_in(c: Context, out_dir: Path, stage: str, model: str = "", trained_from: str = "") -> dict[str, Any]:
+    """The candidates in `out_dir` judged by `model` (default M_t): written judgments, or with
+    `judge.kind: implicit` the model's implicit reward against `trained_from` (default: M_t's)."""
+    model = model or c.model
+    if c.config.judge.kind == "implicit":
+        reference = c.config.judge.reference or trained_from or c.lineage.trained_from
+        if not reference:
+            raise SelfRewardError("judge.kind implicit needs judge.reference (the model M_t was trained from) when the judge runs on its own")
+        c.engines.close()  # the two models are loaded one at a time, in full precision
+        return implicit_judge(c.config.judge, c.config.model, model, resolve_model(reference), out_dir)
+    return judge_candidates(c.config.judge, c.engines.get(model), out_dir, c.seed(stage), c.batch_size)
+
+
 def _judge(c: Context) -> dict[str, Any]:
-    return judge_candidates(c.config.judge, c.engine(), c.out_dir, c.seed("judge"), c.batch_size)
+    return judge_in(c, c.out_dir, "judge")
 
 
 def _anchor(c: Context) -> dict[str, Any]:
@@ -155,11 +192,25 @@ def _anchor(c: Context) -> dict[str, Any]:
     anchor_dir = c.out_dir / ANCHOR_DIR
     anchor_dir.mkdir(exist_ok=True)
     shutil.copyfile(c.out_dir / "prompts.jsonl", anchor_dir / "prompts.jsonl")
-    initial = resolve_model(c.initial_model or c.config.model.name_or_path)
+    initial = resolve_model(c.lineage.initial or c.config.model.name_or_path)
     answered = generate_candidates(c.config.candidates, c.engines.get(initial), anchor_dir, c.seed("anchor-candidates"), c.batch_size)
-    judged = judge_candidates(c.config.judge, c.engine(), anchor_dir, c.seed("anchor-judge"), c.batch_size)
+    judged = judge_in(c, anchor_dir, "anchor-judge")
     stats = {"stage": "anchor", "model": initial, "candidates": answered["candidates"], "truncated": answered["truncated"], "judgments": judged["judgments"], "valid_rate": judged["valid_rate"], "mean_score": judged["mean_score"]}
     write_json(c.out_dir / "anchor.stats.json", stats)
+    return stats
+
+
+def _consistency(c: Context) -> dict[str, Any]:
+    """cream: M_{t-1} judges M_t's candidates too (in ITER/previous); their rank agreement sets DPO's label smoothing."""
+    previous_dir = c.out_dir / PREVIOUS_DIR
+    previous = c.lineage.previous
+    usable = previous and (c.config.judge.kind == "text" or c.lineage.previous_trained_from or c.config.judge.reference)
+    if usable:
+        previous_dir.mkdir(exist_ok=True)
+        shutil.copyfile(c.out_dir / "candidates.jsonl", previous_dir / "candidates.jsonl")
+        judge_in(c, previous_dir, "previous-judge", resolve_model(previous), c.lineage.previous_trained_from)
+    stats = consistency_stats(c.out_dir, previous_dir if usable else None, previous or None)
+    write_json(c.out_dir / "consistency.stats.json", stats)
     return stats
 
 
@@ -176,6 +227,8 @@ AIFT_STAGES: tuple[Stage, ...] = (
     Stage("prompts", "prompts", _prompts, (Column("prompts", "prompts_kept"),), uses_model=lambda config: not (config.prompts.generator or uses_spin(config)), uses_seed_data=True),
     Stage("candidates", "candidates", _candidates, (Column("candidates", "candidates"), Column("answer tokens", "mean_tokens", "candidate_mean_tokens")), uses_model=always),
     Stage("judge", "judgments", _judge, (Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate"), Column("top-score share", "top_score_share")), enabled=lambda config: config.pairs.policy not in SCORELESS, uses_model=always),
+    Stage("consistency", "consistency", _consistency, (Column("judge agreement tau", "tau_mean", "consistency_tau"), Column("label smoothing", "label_smoothing")),
+          enabled=lambda config: config.dpo.label_smoothing == "cream", uses_model=always),
     Stage("anchor", "anchor", _anchor, (Column("anchor score", "mean_score", "anchor_mean_score"),), enabled=lambda config: config.pairs.policy == "anchored", uses_model=always),
     Stage("pairs", "pairs", _pairs, (Column("pairs", "pairs"), Column("pair yield", "pair_yield"), Column("mean margin", "mean_margin"), Column("chosen length", "mean_chosen_length"), Column("rejected length", "mean_rejected_length"))),
     Stage("meta", "meta", _meta, (Column("judge pairs", "judge_pairs"), Column("meta agreement", "order_agreement", "meta_order_agreement")), enabled=lambda config: config.meta.enabled, uses_model=always),
@@ -189,6 +242,14 @@ DPO_COLUMNS = (
     Column("DPO steps", "steps", "dpo_steps"),
 )
 """Figures of `dpo{t}/dpo.stats.json` in the run summary."""
+
+VALIDATION_COLUMNS = (
+    Column("DPO val acc before %", "before.accuracy", "dpo_validation_accuracy_before", percent=True),
+    Column("DPO val acc after %", "after.accuracy", "dpo_validation_accuracy_after", percent=True),
+    Column("DPO val margin after", "after.margin", "dpo_validation_margin_after"),
+    Column("DPO val pairs", "pairs", "dpo_validation_pairs"),
+)
+"""Figures of `dpo{t}/validation.stats.json` (held-out pairs, 95% intervals) in the run summary."""
 
 
 def enabled_stages(config: Config, names: tuple[str, ...] | None = None) -> list[Stage]:

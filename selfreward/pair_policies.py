@@ -32,7 +32,7 @@ class Scored:
     """The average of its valid judgments; None for a human answer or an unjudged sample (spin)."""
     judgments: int
     source: str
-    """`text`, `digit_probs`, `unjudged` or `human`."""
+    """`text`, `digit_probs`, `implicit`, `unjudged` or `human`."""
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,17 @@ from typing import Any
 from rich.console import Console
 
 from selfreward.aift import run_aift
-from selfreward.config import Config
+from selfreward.config import Config, DPOConfig
 from selfreward.engines import make_engine, make_judge_engine
-from selfreward.iteration import aift_done
+from selfreward.iteration import Lineage, aift_done
 from selfreward.models import resolve_model
 from selfreward.overlap import TrainingData, disjoint_training_data
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.rundir import Run, bind_config
 from selfreward.seed import RankedGroup, load_ift, load_ranked
 from selfreward.stages.common import derive_seed
-from selfreward.stages.dpo import dpo_reference, train_dpo
+from selfreward.stages.dpo import VALIDATION_PAIRS, dpo_reference, train_dpo
+from selfreward.stages.dpo_validation import validate_dpo
 from selfreward.stages.eft import build_eft
 from selfreward.stages.select import manifest_entry, select_checkpoint
 from selfreward.stages.sft import train_sft
@@ -91,11 +92,25 @@ def eft_stage(run: Run, seed_model: str, data: TrainingData, ranked: list[Ranked
         engine.close()
 
 
+def trained_from(run: Run, t: int) -> str:
+    """The model M_t was trained from: M0 for M1 (its SFT), else the reference of the DPO that made M_t; none for M0."""
+    if t == 0:
+        return ""
+    if t == 1:
+        return resolve_model(run.config.model.name_or_path)
+    return dpo_reference(run.config.dpo.reference, run.model) or str(run.model(f"M{t - 1}"))
+
+
+def lineage(run: Run, t: int) -> Lineage:
+    previous = str(run.model(f"M{t - 1}")) if t > 1 else resolve_model(run.config.model.name_or_path)
+    return Lineage(initial=str(run.model("M1")), trained_from=trained_from(run, t), previous=previous, previous_trained_from=trained_from(run, t - 1))
+
+
 def iterate(run: Run, t: int, current: Path) -> Path | None:
     """AIFT(M_t) -> DPO -> M_{t+1}; returns the model the next iteration starts from (None: stop)."""
     config, iter_dir = run.config, run.dir / f"iter{t}"
     run.stage(f"aift{t}", aift_done(config, iter_dir), partial(
-        run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console, iteration=t, initial_model=str(run.model("M1"))))
+        run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console, iteration=t, lineage=lineage(run, t)))
     pairs = json.loads((iter_dir / "pairs.stats.json").read_text())["pairs"]
     target = run.model(f"M{t + 1}")
     dpo_stats = run.dir / f"dpo{t}" / "dpo.stats.json"
@@ -109,14 +124,23 @@ def iterate(run: Run, t: int, current: Path) -> Path | None:
         return current
     trained = run.dir / f"dpo{t}" / "final" if config.select.enabled else target  # with select, a candidate for M_{t+1}
     run.stage(f"dpo{t}", (trained / "config.json").exists() and dpo_stats.exists(), partial(
-        train_dpo, config.model, config.dpo, str(current), dpo_reference(config.dpo.reference, run.model), iter_dir / "pairs.jsonl", run.dir / f"dpo{t}", trained, derive_seed(config.seed, f"dpo{t}")))
+        train_dpo, config.model, iteration_dpo_config(config, iter_dir), str(current), dpo_reference(config.dpo.reference, run.model), iter_dir / "pairs.jsonl", run.dir / f"dpo{t}", trained, derive_seed(config.seed, f"dpo{t}")))
     if config.select.enabled:
         select_stats = run.dir / f"dpo{t}" / "select.stats.json"
         run.stage(f"select{t}", run.trained(f"M{t + 1}", select_stats), partial(select_checkpoint, config, run.dir, t, current, target))
         run.manifest["stages"][f"select{t}"].update(manifest_entry(read_json(select_stats)))
         run.save()
+    run.stage(f"validate{t}", (run.dir / f"dpo{t}" / "validation.stats.json").exists(), partial(
+        validate_dpo, config.model, config.dpo, str(current), str(target), dpo_reference(config.dpo.reference, run.model), run.dir / f"dpo{t}" / VALIDATION_PAIRS, run.dir / f"dpo{t}", derive_seed(config.seed, f"validate{t}")))
     evaluate_if_configured(run, config)
     return target
+
+
+def iteration_dpo_config(config: Config, iter_dir: Path) -> DPOConfig:
+    """`dpo` as this iteration trains: with `label_smoothing: cream`, the smoothing its consistency stage measured."""
+    if config.dpo.label_smoothing != "cream":
+        return config.dpo
+    return config.dpo.model_copy(update={"label_smoothing": float(read_json(iter_dir / "consistency.stats.json")["label_smoothing"])})
 
 
 def evaluate_if_configured(run: Run, config: Config) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 from rich.table import Table
 
 from selfreward.config import Config, build_config, yaml_load
-from selfreward.iteration import DPO_COLUMNS, Column, enabled_stages
+from selfreward.intervals import describe
+from selfreward.iteration import DPO_COLUMNS, VALIDATION_COLUMNS, Column, enabled_stages
 from selfreward.records import read_json, write_json
 
 TIMING_COLUMNS = (Column("AIFT s", "aift_seconds"), Column("DPO s", "dpo_seconds"))
@@ -23,7 +24,7 @@ def run_config(run_dir: Path) -> Config:
 def iteration_sources(config: Config, run_dir: Path, t: int) -> list[tuple[Path, tuple[Column, ...]]]:
     """The stats files of iteration t with the columns the summary takes from each, in order."""
     sources = [(run_dir / f"iter{t}" / f"{stage.files}.stats.json", stage.columns) for stage in enabled_stages(config)]
-    return [*sources, (run_dir / f"dpo{t}" / "dpo.stats.json", DPO_COLUMNS)]
+    return [*sources, (run_dir / f"dpo{t}" / "dpo.stats.json", DPO_COLUMNS), (run_dir / f"dpo{t}" / "validation.stats.json", VALIDATION_COLUMNS)]
 
 
 def figure_columns(config: Config) -> list[Column]:
@@ -40,7 +41,7 @@ def iteration_row(config: Config, run_dir: Path, t: int, stages: dict[str, dict[
     row: dict[str, Any] = {"iteration": t, "model": f"M{t}"}
     for path, columns in iteration_sources(config, run_dir, t):
         stats = read_json(path)
-        row |= {c.name: stats.get(c.stat) for c in columns}
+        row |= {c.name: c.read(stats) for c in columns}
     row["dpo_status"] = stages.get(f"dpo{t}", {}).get("status")
     row["aift_seconds"] = stages.get(f"aift{t}", {}).get("seconds")
     row["dpo_seconds"] = stages.get(f"dpo{t}", {}).get("seconds")
@@ -73,9 +74,16 @@ def write_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def shown(column: Column, value: Any) -> Any:
+    """An interval estimate as `value [low, high]` (in % for a share); other values as they are."""
+    if isinstance(value, dict) and "value" in value:
+        return describe(value) if column.percent else describe(value, scale=1.0, digits=3)
+    return value
+
+
 def iteration_cells(row: dict[str, Any], columns: list[Column]) -> list[Any]:
     """A summary row's values in column order; a DPO that did not run shows its status."""
-    cells = [row.get(c.name) for c in columns]
+    cells = [shown(c, row.get(c.name)) for c in columns]
     return [row.get("dpo_status") if c.name == "dpo_loss" and v is None else v for c, v in zip(columns, cells)]
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from selfreward.aift import run_aift
 from selfreward.config import load_config
 from selfreward.errors import SelfRewardError
+from selfreward.iteration import Lineage
 from selfreward.records import read_jsonl
 
 TOPICS = ["bread", "tides", "rainbows", "compound interest", "sorting lists", "volcanoes", "sleep", "tea", "bicycles", "clouds"]
@@ -61,7 +62,7 @@ def test_spin_iterations_draw_their_own_ift_prompts(tiny_model, ift_file, tmp_pa
 def test_anchored_rejects_the_initial_models_answers_and_caches_them(tiny_model, ift_file, tmp_path, monkeypatch):
     out = tmp_path / "it"
     config = config_for(tiny_model, ift_file, "anchored")
-    stats = run_aift(config, out, console=quiet(), initial_model=str(tiny_model))
+    stats = run_aift(config, out, console=quiet(), lineage=Lineage(initial=str(tiny_model)))
     assert list(stats) == ["prompts", "candidates", "judge", "anchor", "pairs"]
     anchors = {a["id"]: a for a in read_jsonl(out / "anchor" / "candidates.jsonl")}
     assert read_jsonl(out / "anchor" / "prompts.jsonl") == read_jsonl(out / "prompts.jsonl")
@@ -76,11 +77,11 @@ def test_anchored_rejects_the_initial_models_answers_and_caches_them(tiny_model,
     (out / "pairs.stats.json").unlink()
     with monkeypatch.context() as patched:  # a finished anchor stage loads no model
         patched.setattr("selfreward.iteration.make_engine", lambda *a: pytest.fail("the anchor stage ran again"))
-        run_aift(config, out, console=quiet(), initial_model=str(tiny_model))
+        run_aift(config, out, console=quiet(), lineage=Lineage(initial=str(tiny_model)))
     answers, judgments = (out / "anchor" / "candidates.jsonl").read_bytes(), read_jsonl(out / "anchor" / "judgments.jsonl")
     for done in ("anchor.stats.json", "anchor/judgments.jsonl", "anchor/judgments.stats.json", "pairs.stats.json"):
         (out / done).unlink()
-    run_aift(config, out, console=quiet(), initial_model=str(tiny_model))  # resumed: the answers are kept, the judgments made again
+    run_aift(config, out, console=quiet(), lineage=Lineage(initial=str(tiny_model)))  # resumed: the answers are kept, the judgments made again
     assert (out / "anchor" / "candidates.jsonl").read_bytes() == answers and read_jsonl(out / "anchor" / "judgments.jsonl") == judgments
     assert read_jsonl(out / "pairs.jsonl") == pairs
 

@@ -1,5 +1,5 @@
 """The report's plots (matplotlib, PNG bytes): per-model metrics as grouped bars, per-iteration
-judge scores and answer lengths; a plot without data is None ("no data yet" in the report)."""
+judge scores and answer lengths; a plot without data is None (the report names the command that measures it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from collections.abc import Callable
 from typing import Any
 
 Plot = tuple[str, bytes | None]
-"""A title and its PNG, or None when there is nothing to draw yet."""
+"""A title and its PNG, or None when there is nothing to draw yet (the report then says why: `missing`)."""
+H2H_TITLE = "Head-to-head win / tie / lose"
+ANSWER_LENGTH_TITLE = "Mean answer length on the test prompts per model (tokens)"
+
+
+def missing(title: str, run_dir: str) -> str:
+    """What the report says in place of a plot with nothing to draw: the command that measures it."""
+    if title in (H2H_TITLE, ANSWER_LENGTH_TITLE):
+        return f"not measured yet: selfreward eval {run_dir}"
+    return "nothing yet: the run has not reached this point"
 
 
 def png(fig: Any) -> bytes:
@@ -48,7 +57,7 @@ def rm_plots(rm: dict[str, dict[str, dict[str, Any]]]) -> list[Plot]:
 
 def head_to_head_plot(h2h: list[dict[str, Any]]) -> Plot:
     if not h2h:
-        return ("Head-to-head win / tie / lose", None)
+        return (H2H_TITLE, None)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * len(h2h)))
@@ -61,7 +70,7 @@ def head_to_head_plot(h2h: list[dict[str, Any]]) -> Plot:
     ax.set_xlim(0, 100)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Head-to-head (%)")
-    return ("Head-to-head win / tie / lose", png(fig))
+    return (H2H_TITLE, png(fig))
 
 
 def iteration_plot(iterations: list[dict[str, Any]], title: str, values: Callable[[dict[str, Any]], dict[str, Any]], ylabel: str) -> Plot:
@@ -91,5 +100,5 @@ def plots(data: dict[str, Any]) -> list[Plot]:
         head_to_head_plot(data["eval"].get("head_to_head", [])),
         iteration_plot(iterations, "Judge score histogram per iteration (judgments per rounded score)", score_counts, "judgments"),
         iteration_plot(iterations, "Mean answer length per iteration (tokens)", lambda r: r["lengths"], "mean tokens"),
-        ("Mean answer length on the test prompts per model (tokens)", grouped_bars(list(answers), {"mean tokens": [a.get("mean_tokens") for a in answers.values()]}, "Answer length per model", "mean tokens") if answers else None),
+        (ANSWER_LENGTH_TITLE, grouped_bars(list(answers), {"mean tokens": [a.get("mean_tokens") for a in answers.values()]}, "Answer length per model", "mean tokens") if answers else None),
     ]

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from selfreward.display import visible
-from selfreward.eval.plots import Plot, plots
+from selfreward.eval.learned import TITLE as LEARNED_TITLE
+from selfreward.eval.learned import learning_table
+from selfreward.eval.plots import Plot, missing, plots
 from selfreward.records import read_json, read_jsonl, write_atomic
 from selfreward.stages.common import mean
 from selfreward.summary import iteration_cells, run_config, summarize, summary_columns
@@ -46,6 +48,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "summary": summary,
         "iterations": [row | iteration_details(run_dir / f"iter{row['iteration']}") | {"select": read_json(run_dir / f"dpo{row['iteration']}" / "select.stats.json")} for row in summary["iterations"]],
         "eval": read_json(run_dir / "eval" / "summary.json"),
+        "learned": learning_table(run_dir),
         "benchmarks": read_json(run_dir / "eval" / "benchmarks.json"),
     }
 
@@ -98,7 +101,8 @@ def shortened(text: Any) -> str:
 
 
 def tables(data: dict[str, Any]) -> list[Table]:
-    return [preamble(data["summary"]), *iteration_tables(data), *eval_tables(data)]
+    headers, rows, _ = data["learned"]
+    return [(LEARNED_TITLE, headers, rows), preamble(data["summary"]), *iteration_tables(data), *eval_tables(data)]
 
 
 def preamble(summary: dict[str, Any]) -> Table:
@@ -186,8 +190,10 @@ def to_markdown(data: dict[str, Any], table_list: list[Table]) -> str:
     lines += [f"- model: {md_text(config.get('model', {}).get('name_or_path'))}; seed {md_text(manifest.get('seed'))}; created {md_text(manifest.get('created'))}; finished {md_text(manifest.get('finished', '-'))}", f"- versions: {md_text(manifest.get('versions', {}))}", ""]
     for title, headers, rows in table_list:
         lines += [f"## {md_text(title)}", ""]
+        if title == LEARNED_TITLE:
+            lines += [f"- {md_text(note)}" for note in data["learned"][2]] + ([""] if data["learned"][2] else [])
         if not rows:
-            lines += ["(no data yet)", ""]
+            lines += ["(none yet)", ""]
             continue
         lines.append("| " + " | ".join(headers) + " |")
         lines.append("|" + "---|" * len(headers))
@@ -215,8 +221,10 @@ def to_html(data: dict[str, Any], table_list: list[Table], images: list[Plot]) -
     ]
     for title, headers, rows in table_list:
         parts.append(f"<h2>{esc(cell(title))}</h2>")
+        if title == LEARNED_TITLE:
+            parts += [f"<p>{esc(cell(note))}</p>" for note in data["learned"][2]]
         if not rows:
-            parts.append("<p>(no data yet)</p>")
+            parts.append("<p>(none yet)</p>")
             continue
         parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(cell(c))}</td>" for c in row) + "</tr>" for row in rows]
@@ -224,7 +232,7 @@ def to_html(data: dict[str, Any], table_list: list[Table], images: list[Plot]) -
     parts.append("<h2>Plots</h2>")
     for title, png in images:
         parts.append(f"<h3>{esc(cell(title))}</h3>")
-        parts.append(f'<img alt="{esc(cell(title))}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else "<p>(no data yet)</p>")
+        parts.append(f'<img alt="{esc(cell(title))}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else f"<p>{esc(missing(title, cell(data['run_dir'])))}</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -4,7 +4,9 @@ Definitions (per PAPER.md; a response's score is the average of its valid judgme
 before digit-probability expectations as in `response_score`):
 - pairwise accuracy: over all pairs of responses with different human ranks, the share the model
   orders the same way. A tied or missing model score counts as half a pair (the expected value of
-  breaking the tie at random), so a constant judge scores 50%; `tie_rate` says how often.
+  breaking the tie at random), so a constant judge scores 50%; `tie_rate` says how often. Its 95%
+  bootstrap interval resamples groups (`pairwise_accuracy_ci`); `group_agreement` keeps each
+  group's (agreeing, compared) pairs for paired comparisons between models.
 - exact match: the share of groups whose every pair (of different human rank) is ordered strictly
   the same way by the model.
 - 5-best: of the responses the model scored 5 (average >= 4.5), the share humans ranked best.
@@ -24,6 +26,7 @@ from scipy import stats as sps
 
 from selfreward.config import Config
 from selfreward.engines.base import Engine, Sampling
+from selfreward.intervals import mean_ci, ratio_ci
 from selfreward.records import StageFiles
 from selfreward.stages.common import WorkItem, run_batches
 from selfreward.stages.judge import fitted_judge_request, judge_template, judgment_stats, response_score, score_completions
@@ -34,8 +37,10 @@ def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str
     pairs = agree = ties = exact = 0.0
     five, five_best = 0, 0
     spearman, kendall, undefined = [], [], 0
+    per_group: list[list[float]] = []
     for ranks, scores in groups:
         group_exact = True
+        agree_before, pairs_before = agree, pairs
         for i in range(len(ranks)):
             if scores[i] is not None and scores[i] >= 4.5:  # type: ignore[operator]
                 five += 1
@@ -54,6 +59,7 @@ def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str
                 else:
                     group_exact = False
         exact += group_exact
+        per_group.append([agree - agree_before, pairs - pairs_before])
         if any(s is None for s in scores) or len(set(scores)) < 2 or len(set(ranks)) < 2:
             undefined += 1
             spearman.append(0.0)
@@ -69,11 +75,14 @@ def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str
         "groups": n,
         "pairs": int(pairs),
         "pairwise_accuracy": round(agree / pairs, 4) if pairs else None,
+        "pairwise_accuracy_ci": ratio_ci([g[0] for g in per_group], [g[1] for g in per_group]),
+        "group_agreement": per_group,
         "tie_rate": round(ties / pairs, 4) if pairs else None,
         "exact_match": round(exact / n, 4) if n else None,
         "five_best": round(five_best / five, 4) if five else None,
         "scored_five": five,
         "spearman": round(sum(spearman) / n, 4) if n else None,
+        "spearman_ci": mean_ci(spearman),
         "kendall_tau": round(sum(kendall) / n, 4) if n else None,
         "undefined_correlation_groups": undefined,
     }

@@ -71,7 +71,7 @@ def held_out_prompts(run_dir: Path, config: Config) -> list[dict[str, Any]]:
     return [{"id": f"t{i:05d}", "prompt": p} for i, p in enumerate(unique)]
 
 
-CACHE_FREE_KEYS = {"after_iteration", "judge"}  # head-to-head results live under the judge's own name
+CACHE_FREE_KEYS = {"after_iteration", "judge", "ifeval"}  # head-to-head results live under the judge's own name; ifeval binds its own
 
 
 def eval_settings(config: Config) -> dict[str, Any]:

@@ -84,8 +84,9 @@ def run_batches(
     per_batch = max(1, batch_size // n)
     batches = [ordered[i : i + per_batch] for i in range(0, len(ordered), per_batch)]
     new_tokens, started = 0, time.perf_counter()
+    finished = sum(1 for item in items for record in sample_records(item, n) if record.id in done)
     with progress_bar() as bar:
-        task = bar.add_task(label, total=len(items) * n, completed=len(done), rate="")
+        task = bar.add_task(label, total=len(items) * n, completed=finished, rate="")
         for batch in batches:
             records = [record for item in batch for record in sample_records(item, n)]
             if all(record.id in done for record in records):
@@ -95,9 +96,10 @@ def run_batches(
             rows = finish_batch(records, completions)
             files.append(rows)
             done.update((r["id"], r) for r in rows)
+            finished += len(rows)
             new_tokens += sum(c.num_tokens for c in completions)
             elapsed = time.perf_counter() - started
-            bar.update(task, completed=len(done), rate=f"{new_tokens / max(elapsed, 1e-9):.0f} tok/s")
+            bar.update(task, completed=finished, rate=f"{new_tokens / max(elapsed, 1e-9):.0f} tok/s")
     seconds = time.perf_counter() - started
     return BatchRun([done[record.id] for item in items for record in sample_records(item, n)], new_tokens, seconds)
 

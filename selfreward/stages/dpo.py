@@ -10,7 +10,8 @@ from typing import Any
 from selfreward.config import DPOConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device, resolve_model
-from selfreward.records import read_jsonl
+from selfreward.records import read_jsonl, write_jsonl
+from selfreward.stages.common import derive_seed
 from selfreward.training import fits_length, load_for_training, lora_config, merge_base, train_and_save, train_here_or_in_workers, trainer_arguments
 
 
@@ -36,12 +37,30 @@ def dpo_reference(setting: str, run_model: Callable[[str], Path]) -> str | None:
     return None if name is None else str(run_model(name))
 
 
+ROBUST_SMOOTHING = 0.25
+"""The label smoothing TRL's `robust` loss runs at inside `conservative_losses` (any value in (0, 0.5) gives the same loss)."""
+
+
+def conservative_losses(epsilon: float) -> dict[str, Any]:
+    """Conservative DPO, -(1-eps) log s(b d) - eps log s(-b d), from TRL's own losses: TRL 1.16
+    applies label smoothing to `robust` only, whose loss at smoothing r is
+    ((1-r) l(d) - r l(-d)) / (1-2r) with l(d) = -log s(b d). So (1+2eps) sigmoid - 2eps robust(r=1/4)
+    = (1+2eps-3eps) l(d) + eps l(-d): exactly the conservative loss, minimised where s(b d) = 1-eps."""
+    return {"loss_type": ["sigmoid", "robust"], "loss_weights": [1 + 2 * epsilon, -2 * epsilon], "label_smoothing": ROBUST_SMOOTHING}
+
+
 def loss_arguments(config: DPOConfig) -> dict[str, Any]:
-    """TRL DPOConfig's loss_type and loss_weights; rpo_alpha adds TRL's `sft` loss (NLL of chosen)."""
+    """TRL DPOConfig's loss_type and loss_weights (and label_smoothing): `label_smoothing` above 0
+    turns DPO's sigmoid loss into the conservative one; rpo_alpha adds TRL's `sft` loss (NLL of chosen)."""
+    smoothing = config.label_smoothing if isinstance(config.label_smoothing, float) else 0.0
+    if smoothing > 0:
+        arguments = conservative_losses(smoothing)
+    else:
+        arguments = {"loss_type": config.loss_type, "loss_weights": config.loss_weights}
     if config.rpo_alpha is None:
-        return {"loss_type": config.loss_type, "loss_weights": config.loss_weights}
-    weights = config.loss_weights or [1.0] * len(config.loss_type)
-    return {"loss_type": [*config.loss_type, "sft"], "loss_weights": [*weights, config.rpo_alpha]}
+        return arguments
+    weights = arguments["loss_weights"] or [1.0] * len(arguments["loss_type"])
+    return arguments | {"loss_type": [*arguments["loss_type"], "sft"], "loss_weights": [*weights, config.rpo_alpha]}
 
 
 def dpo_arguments(config: DPOConfig, output_dir: Path, seed: int, device: str) -> Any:
@@ -57,12 +76,36 @@ def dpo_arguments(config: DPOConfig, output_dir: Path, seed: int, device: str) -
     )
 
 
+TRAIN_PAIRS, VALIDATION_PAIRS = "train_pairs.jsonl", "validation_pairs.jsonl"
+"""Files in the DPO stage directory: the pairs it trains on, and the held-out ones it is validated on."""
+
+
+def validation_count(pairs: int, config: DPOConfig) -> int:
+    """Pairs held out for validation: `eval_fraction` of them, at least `min_eval_pairs`, never more than half."""
+    if config.eval_fraction == 0:
+        return 0
+    return min(pairs // 2, max(config.min_eval_pairs, round(config.eval_fraction * pairs)))
+
+
+def split_pairs(pairs: list[dict[str, Any]], config: DPOConfig, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, validation): the validation pairs are drawn by a seeded hash of their ids, so a resumed
+    or repeated stage holds out the same ones; both keep the file's order."""
+    held = set(sorted(range(len(pairs)), key=lambda i: (derive_seed(seed, f"dpo-validation:{pairs[i].get('id', i)}"), i))[: validation_count(len(pairs), config)])
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
 def train_dpo(model_config: ModelConfig, config: DPOConfig, policy: str, reference: str | None, pairs_file: Path, stage_dir: Path, target: Path, seed: int) -> dict[str, Any]:
-    """DPO from `policy` on `pairs_file` -> `target`. `reference` None means the policy as it was
-    before this stage (with LoRA: the policy with its adapter off; else a frozen copy).
+    """DPO from `policy` on `pairs_file` -> `target`, holding out validation pairs (STAGE_DIR/validation_pairs.jsonl;
+    the rest in STAGE_DIR/train_pairs.jsonl). `reference` None means the policy as it was before this stage
+    (with LoRA: the policy with its adapter off; else a frozen copy).
     In this process, or in `accelerate launch` workers when `dpo.accelerate_config` is set."""
-    if not read_jsonl(pairs_file):
+    pairs = read_jsonl(pairs_file)
+    if not pairs:
         raise SelfRewardError(f"{pairs_file} holds no pairs: nothing to train on")
+    train, validation = split_pairs(pairs, config, seed)
+    write_jsonl(stage_dir / VALIDATION_PAIRS, validation)
+    write_jsonl(stage_dir / TRAIN_PAIRS, train)
+    pairs_file = stage_dir / TRAIN_PAIRS
     arguments = {"model_config": model_config.model_dump(mode="json"), "config": config.model_dump(mode="json"), "policy": policy,
                  "reference": reference, "pairs_file": str(pairs_file), "stage_dir": str(stage_dir), "target": str(target), "seed": seed}
     here = partial(train_dpo_here, model_config, config, policy, reference, pairs_file, stage_dir, target, seed)
@@ -94,6 +137,7 @@ def train_dpo_here(model_config: ModelConfig, config: DPOConfig, policy: str, re
         "dropped_too_long": len(pairs) - len(fitting),
         "loss_type": args.loss_type,
         "loss_weights": args.loss_weights,
+        "label_smoothing": config.label_smoothing,
     }
     metric_keys = ("loss", "rewards/accuracies", "rewards/margins")
     return train_and_save(trainer, tokenizer, target, metric_keys, merge_base(model_config, policy, config, device), stats, stage_dir / "dpo.stats.json")

@@ -170,10 +170,12 @@ TEXT_METHODS = ("text", "text_lenient")
 def response_score(judgments: list[dict[str, Any]]) -> tuple[float, int, str] | None:
     """(average, number of judgments behind it, source) of one response's judgments, or None
     when none is valid. Text scores win: expectations are averaged only when no judgment has a
-    text score, never mixed with text scores (they would pull the average towards the middle)."""
+    text score, never mixed with text scores (they would pull the average towards the middle).
+    An implicit-reward judge (`judge.kind: implicit`) gives one reward per response, source `implicit`."""
     text = [j["score"] for j in judgments if j["score"] is not None and j.get("method") in TEXT_METHODS]
     digits = [j["score"] for j in judgments if j["score"] is not None and j.get("method") == "digit_probs"]
-    for scores, source in ((text, "text"), (digits, "digit_probs")):
+    implicit = [j["score"] for j in judgments if j["score"] is not None and j.get("method") == "implicit"]
+    for scores, source in ((text, "text"), (digits, "digit_probs"), (implicit, "implicit")):
         if scores:
             return sum(scores) / len(scores), len(scores), source
     return None

@@ -38,7 +38,7 @@ def minimum_margin(config: PairsConfig, chosen: Scored, rejected: Scored) -> flo
     """The margin a pair must exceed: `min_margin` if set, else by the sides' score sources."""
     if config.min_margin is not None:
         return config.min_margin
-    if chosen.source == rejected.source == "text":
+    if chosen.source == rejected.source and chosen.source in ("text", "implicit"):
         return 0.0
     return config.digit_probs_margin
 
