@@ -74,7 +74,8 @@ def test_a_prompt_that_ends_in_whitespace_keeps_it(prompts_file):
 
 def test_token_budget_makes_room_for_length_constraints():
     assert token_budget(ROWS[0], 512, 1280) == 512
-    assert token_budget({"kwargs": [{"relation": "at least", "num_words": 600}]}, 512, 1280) == 964
+    assert token_budget({"kwargs": [{"relation": "at least", "num_words": 600}]}, 512, 1280) == 1024  # 964 rounded up to 256s
+    assert token_budget({"kwargs": [{"num_paragraphs": 5}]}, 512, 1280) == 768
     assert token_budget({"kwargs": [{"relation": "at least", "num_words": 1200}]}, 512, 1280) == 1280
     assert token_budget(ROWS[3], 512, 1280) == 512  # "less than" needs no room
 

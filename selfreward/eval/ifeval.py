@@ -37,6 +37,8 @@ METRICS = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose")
 """Prompt-level: all of a prompt's instructions followed; instruction-level: each instruction on its own."""
 TOKENS_PER_UNIT = {"num_words": 1.5, "num_sentences": 30, "num_paragraphs": 100, "num_sections": 120, "num_bullets": 30}
 """Tokens an answer needs per unit a length constraint asks for (`token_budget`)."""
+BUDGET_STEP = 256
+"""Budgets are rounded up to a multiple of this, so prompts share few budgets and batch together."""
 
 
 def punkt_data() -> None:
@@ -135,14 +137,14 @@ def read_prompts(source: str | None) -> tuple[list[dict[str, Any]], str]:
 
 def token_budget(row: dict[str, Any], base: int, limit: int) -> int:
     """`base` new tokens, more where a length constraint needs them (at least N words, sentences;
-    N paragraphs, sections, bullets), at most `limit`."""
+    N paragraphs, sections, bullets; rounded up to a multiple of BUDGET_STEP), at most `limit`."""
     needed = base
     for kwargs in row["kwargs"]:
         if kwargs.get("relation") == "less than":
             continue
         for unit, tokens in TOKENS_PER_UNIT.items():
             if isinstance(kwargs.get(unit), int | float):
-                needed = max(needed, math.ceil(tokens * kwargs[unit]) + 64)
+                needed = max(needed, BUDGET_STEP * math.ceil((tokens * kwargs[unit] + 64) / BUDGET_STEP))
     return min(limit, needed)
 
 
@@ -224,7 +226,7 @@ def evaluate_ifeval(run_dir: Path, config: Config, console: Console, checkpoints
     returns and writes the summary (RUN/eval/ifeval/summary.json, also under `ifeval` in RUN/eval/summary.json)."""
     rows, source = read_prompts(prompts_source or config.eval.ifeval.prompts)
     settings = {"prompts": source, "prompts_sha256": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest(),
-                "max_new_tokens": config.eval.ifeval.max_new_tokens, "max_new_tokens_limit": config.eval.ifeval.max_new_tokens_limit}
+                "max_new_tokens": config.eval.ifeval.max_new_tokens, "max_new_tokens_limit": config.eval.ifeval.max_new_tokens_limit, "budget_step": BUDGET_STEP}
     out_dir = run_dir / "eval" / "ifeval"
     bind_settings(out_dir, settings, fresh)
     summary = read_json(out_dir / "summary.json") or {"models": {}}
