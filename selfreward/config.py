@@ -51,6 +51,7 @@ class ModelConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """`auto`: bfloat16 for generation (CPU with AMX/AVX-512 or GPU), float32 for training."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where models run: `auto` is CUDA when a GPU is visible, else the CPU."""
     trust_remote_code: bool = False
     """Run Python code shipped with a hub model (off: only transformers' own architectures load)."""
     allow_pickle: bool = False
@@ -111,6 +112,7 @@ class DecontaminateConfig(Section):
     """rouge_l: ROUGE-L F1 with some evaluation prompt >= threshold; ngram: the share of the
     prompt's word n-grams that occur in evaluation prompts >= threshold."""
     threshold: float = Field(0.7, gt=0, le=1)
+    """rouge_l: the F1; ngram: the share of the prompt's n-grams; at or above it the prompt is contaminated."""
     n: int = Field(8, gt=0)
     """ngram: words per n-gram; a prompt of fewer words is one n-gram (contaminated when it occurs
     inside an evaluation prompt)."""
@@ -120,21 +122,33 @@ class PromptsConfig(Section):
     """Few-shot self-instruct prompt generation (Self-Instruct's template and filters)."""
 
     num_prompts: int = Field(1000, gt=0)
+    """New prompts per iteration (the paper: ~4,000-7,000; the demo: a few dozen)."""
     generator: str | None = None
     """Model that writes prompts; None = the model being trained (paper: a fixed Llama 2-Chat)."""
     seed_shots: int = Field(6, ge=0)
+    """Examples per request drawn from the seed IFT prompts (Self-Instruct: 6 of 8)."""
     generated_shots: int = Field(2, ge=0)
+    """Examples per request drawn from the prompts generated so far (Self-Instruct: 2 of 8)."""
     tasks_per_request: int = Field(4, gt=0)
     """How many new tasks each request asks for."""
     requests_per_round: int = Field(16, gt=0)
+    """Few-shot requests per round; the filters run after each round."""
     max_rounds: int = Field(200, gt=0)
+    """Give up after this many rounds even with fewer than num_prompts kept (the stats say so)."""
     temperature: float = Field(0.6, ge=0)
+    """Sampling temperature of the prompt generator (the paper: 0.6)."""
     top_p: float = Field(0.9, gt=0, le=1)
+    """Nucleus sampling of the prompt generator (the paper: 0.9)."""
     max_new_tokens: int = Field(256, gt=0)
+    """Longest completion per request (it holds `tasks_per_request` tasks)."""
     rouge_threshold: float = Field(0.7, gt=0, le=1)
+    """A new prompt with ROUGE-L F1 at or above this with any existing prompt is a near duplicate (Self-Instruct: 0.7)."""
     min_words: int = Field(3, ge=1)
+    """Shortest prompt kept, in words."""
     max_words: int = Field(150, gt=1)
+    """Longest prompt kept, in words."""
     blacklist: list[str] = DEFAULT_BLACKLIST
+    """Prompts with any of these words are rejected (Self-Instruct: tasks a language model cannot do, such as images)."""
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     """Prompts copying an evaluation prompt (EFT eval split, eval.ranked, eval.prompts,
     eft.exclude_prompts_from) are rejected as `contaminated`."""
@@ -142,9 +156,13 @@ class PromptsConfig(Section):
 
 class CandidatesConfig(Section):
     n: int = Field(4, gt=1)
+    """Answers sampled per prompt (the paper: N = 4)."""
     temperature: float = Field(0.7, ge=0)
+    """Sampling temperature of the answers (the paper: 0.7)."""
     top_p: float = Field(0.9, gt=0, le=1)
+    """Nucleus sampling of the answers (the paper: 0.9)."""
     max_new_tokens: int = Field(512, gt=0)
+    """Longest answer; an answer cut here is unfinished and never paired (pairs.require_finished)."""
 
 
 class JudgeConfig(Section):
@@ -155,8 +173,11 @@ class JudgeConfig(Section):
     k: int = Field(3, gt=0)
     """Judgments per candidate; valid scores are averaged."""
     temperature: float = Field(0.7, ge=0)
+    """Sampling temperature of written judgments (the paper: 0.7, with K = 3 averaged)."""
     top_p: float = Field(0.9, gt=0, le=1)
+    """Nucleus sampling of written judgments (the paper: 0.9)."""
     max_new_tokens: int = Field(256, gt=0)
+    """Longest written judgment; it stops early right after its `Score: N` line."""
     template: str = "judge_additive_5pt"
     """A template name in selfreward/prompts or a path to a text file with {instruction} and {response}."""
     fallback: Literal["off", "fallback", "always"] = "off"
@@ -253,18 +274,23 @@ class LoRAConfig(Section):
 
 class TrainConfig(Section):
     learning_rate: float = Field(gt=0)
+    """Peak learning rate, reached at the first step (no warm-up)."""
     final_learning_rate: float = Field(ge=0)
     """The learning rate decays linearly from learning_rate to this value."""
     batch_size: int = Field(16, gt=0)
     """Effective batch: micro_batch_size x gradient accumulation (x GPUs)."""
     micro_batch_size: int = Field(1, gt=0)
+    """Sequences (SFT) or pairs (DPO) per forward pass; batch_size / micro_batch_size steps are accumulated."""
     epochs: float = Field(1.0, gt=0)
+    """Passes over the training data (a fraction stops part-way)."""
     dropout: float = Field(0.1, ge=0, lt=1)
     """Set on every dropout field the model's config has (Llama: attention_dropout)."""
     max_length: int = Field(1024, gt=16)
+    """Tokens of prompt + answer; longer examples and pairs are dropped and counted, never truncated."""
     bf16: bool | Literal["auto"] = "auto"
     """Mixed precision: auto = on for GPUs with bf16 and CPUs with AMX/AVX-512-BF16."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
     save_steps: int = Field(200, gt=0)
     """A Trainer checkpoint every this many optimizer steps (also what a resumed stage restarts from)."""
     report_to: list[Literal["tensorboard", "wandb"]] = []
@@ -363,17 +389,22 @@ def accelerate_distributed_type(name_or_path: str) -> str:
 
 class SFTConfig(TrainConfig):
     learning_rate: float = Field(5.5e-6, gt=0)
+    """Peak learning rate (the paper: 5.5e-6)."""
     final_learning_rate: float = Field(1.1e-6, ge=0)
+    """The rate decays linearly to this (the paper: 1.1e-6)."""
     baseline: bool = True
     """Also train the SFT baseline (IFT only), for comparison and as the default EFT judge."""
 
 
 class DPOConfig(TrainConfig):
     learning_rate: float = Field(1e-6, gt=0)
+    """Peak learning rate (the paper: 1e-6)."""
     final_learning_rate: float = Field(1e-7, ge=0)
+    """The rate decays linearly to this (the paper: 1e-7)."""
     bf16: bool | Literal["auto"] = False
     """fp32 by default: bf16 DPO margins on small models are rounding noise."""
     beta: float = Field(0.1, gt=0)
+    """DPO's KL strength: how far M_{t+1} may move from its reference per unit of preference (the paper: 0.1)."""
     loss_type: list[TRLLossType] = Field(["sigmoid"], min_length=1)
     """TRL's DPO loss, or several summed (TRL's loss_type list), weighted by `loss_weights`."""
     loss_weights: list[float] | None = None
@@ -442,6 +473,7 @@ class JudgeEngineConfig(Section):
     """A judge other than the model being trained: a local model or an OpenAI-compatible server."""
 
     kind: Literal["hf", "openai"] = "hf"
+    """`hf`: a local model loaded like any checkpoint; `openai`: an OpenAI-compatible server (vLLM, TGI, ...)."""
     model: str | None = None
     """hf: a model path/id (None: the run's seed model M0); openai: the server's model name."""
     base_url: str | None = None
@@ -545,12 +577,17 @@ class EvalConfig(Section):
     rm_samples: int = Field(3, gt=0)
     """Judgments per response; the valid ones are averaged."""
     rm_max_groups: int | None = Field(None, gt=0)
+    """Judge at most this many groups of each ranked set (None: all)."""
     prompts: list[str] = ["eft-eval"]
     """Test prompts for head-to-head: `eft-eval` (the held-out EFT prompts) or IFT-style sources."""
     max_prompts: int = Field(256, gt=0)
+    """Head-to-head test prompts, at most (the paper: 256)."""
     answer_temperature: float = Field(0.0, ge=0)
+    """Sampling temperature of the models' test answers (0: greedy)."""
     answer_max_new_tokens: int = Field(512, gt=0)
+    """Longest test answer."""
     judge: JudgeEngineConfig = JudgeEngineConfig()
+    """Who compares answers in head-to-head and benchmarks: a local model (default: M0) or an OpenAI-compatible server."""
     after_iteration: bool = False
     """Evaluate each new model as soon as it is trained (otherwise: `selfreward eval RUN_DIR`)."""
     ifeval: IFEvalConfig = IFEvalConfig()
@@ -559,20 +596,35 @@ class EvalConfig(Section):
 
 class Config(Section):
     seed: int = 0
+    """The RNG seed: every stage derives its own seeds from it and a stable key (resumes repeat the same draws)."""
     model: ModelConfig = ModelConfig()
+    """The seed model M0 and how models are loaded."""
     engine: EngineConfig = EngineConfig()
+    """How text is generated (transformers or vLLM)."""
     data: DataConfig = DataConfig()
+    """Seed data: IFT examples and human-ranked groups."""
     prompts: PromptsConfig = PromptsConfig()
+    """New prompts by few-shot self-instruct (AIFT step 1)."""
     candidates: CandidatesConfig = CandidatesConfig()
+    """N answers per prompt (AIFT step 2)."""
     judge: JudgeConfig = JudgeConfig()
+    """How M_t judges its own answers (AIFT step 3)."""
     pairs: PairsConfig = PairsConfig()
+    """Preference pairs from the judged answers (AIFT step 4)."""
     meta: MetaConfig = MetaConfig()
+    """The meta-judge of Meta-Rewarding: the model also learns to judge."""
     eft: EFTConfig = EFTConfig()
+    """Evaluation fine-tuning data: the judge task learned from human-ranked groups."""
     sft: SFTConfig = SFTConfig()
+    """Supervised fine-tuning of the SFT baseline (IFT) and of M1 (IFT + EFT)."""
     dpo: DPOConfig = DPOConfig()
+    """DPO of M_{t+1} from M_t on AIFT(M_t)."""
     loop: LoopConfig = LoopConfig()
+    """How many self-rewarding iterations, and what an iteration without pairs does."""
     eval: EvalConfig = EvalConfig()
+    """Evaluation: reward modelling, head-to-head, IFEval, benchmarks."""
     select: SelectConfig = SelectConfig()
+    """Checkpoint selection: M_{t+1} is the DPO checkpoint that wins most against M_t."""
 
     @model_validator(mode="after")
     def _check(self) -> Config:

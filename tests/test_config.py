@@ -45,3 +45,14 @@ def test_yaml_file_with_base(tmp_path):
         load_config("no-such-preset")
     with pytest.raises(SelfRewardError, match="config file not found"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_every_config_field_is_documented():
+    """Every key of every section has a docstring: `selfreward config` prints it, the docs' tables are made from it."""
+    from selfreward.config import Section
+
+    def sections(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in sections(sub))]
+
+    undocumented = [f"{cls.__name__}.{name}" for cls in sections(Section) for name, field in cls.model_fields.items() if not field.description]
+    assert undocumented == []

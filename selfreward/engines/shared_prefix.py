@@ -16,6 +16,8 @@ judgment keeps a whole batch stepping. `sample_group` instead
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +97,17 @@ class StopWatch:
         return next((s for s in self.stops if s in text), None)
 
 
+@functools.cache
+def cache_keyword(model_class: type) -> str:
+    """How the model's forward names the KV cache: `cache` (transformers >= 5.21, which still maps the
+    old name, with a warning) or `past_key_values` (5.20, the newest the vllm extra allows)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def cache_argument(model: Any, cache: DynamicCache) -> dict[str, DynamicCache]:
+    return {cache_keyword(type(model)): cache}
+
+
 def prefill(model: Any, rows: list[list[int]], pad_id: int) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prefill the rows' shared prefix once, then each row's own tokens.
     Returns (cache, attention mask, next position per row, last logits per row)."""
@@ -102,7 +115,7 @@ def prefill(model: Any, rows: list[list[int]], pad_id: int) -> tuple[DynamicCach
     shared = shared_prefix_length(rows)
     cache = DynamicCache(config=model.config)
     if shared:
-        model(input_ids=torch.tensor([rows[0][:shared]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+        model(input_ids=torch.tensor([rows[0][:shared]], device=device), **cache_argument(model, cache), use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(len(rows))
     own = [r[shared:] for r in rows]
     width = max(len(o) for o in own)
@@ -114,7 +127,7 @@ def prefill(model: Any, rows: list[list[int]], pad_id: int) -> tuple[DynamicCach
     positions = (shared + own_mask.cumsum(-1) - 1).clamp_min(shared)
     mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), own_mask], dim=-1).to(device)
     out = model(
-        input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions.to(device), cache=cache, use_cache=True, logits_to_keep=1
+        input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions.to(device), **cache_argument(model, cache), use_cache=True, logits_to_keep=1
     )
     return cache, mask, positions[:, -1].to(device) + 1, out.logits[:, -1, :].float()
 
@@ -160,7 +173,7 @@ def sample_group(
             tokens, active = [tokens[row] for row in running], [active[row] for row in running]
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
         step = torch.tensor(tokens, device=mask.device)[:, None]
-        out = model(input_ids=step, attention_mask=mask, position_ids=positions[:, None], cache=cache, use_cache=True)
+        out = model(input_ids=step, attention_mask=mask, position_ids=positions[:, None], **cache_argument(model, cache), use_cache=True)
         positions = positions + 1
         logits = out.logits[:, -1, :].float()
     return [samples[i * n : (i + 1) * n] for i in range(len(rows))]
