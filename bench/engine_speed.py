@@ -23,11 +23,11 @@ from collections.abc import Callable
 import torch
 from shared_data import OASST1_VALIDATION_GROUPS
 
+from selfreward.batches import derive_seed
 from selfreward.config import ModelConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.engines.hf import HFEngine
 from selfreward.seed import load_ranked
-from selfreward.stages.common import derive_seed
 from selfreward.stages.judge import SCORE_LINE_ENDS, fitted_judge_request, judge_template, read_text_score
 
 Generate = Callable[[list[Request], int, Sampling, list[int]], list[list[Completion]]]

@@ -23,12 +23,12 @@ import numpy as np
 from scipy import stats as sps
 from shared_data import OASST1_VALIDATION_GROUPS
 
+from selfreward.batches import derive_seed
 from selfreward.config import load_config
 from selfreward.engines import make_engine
 from selfreward.eval.rm import judge_groups, rm_metrics
 from selfreward.records import StageFiles
 from selfreward.seed import load_ranked
-from selfreward.stages.common import derive_seed
 from selfreward.stages.eft import group_rows
 
 Score = Callable[[list[dict[str, Any]]], float | None]

@@ -24,6 +24,7 @@ from typing import Any
 
 from shared_data import OASST1_VALIDATION_GROUPS
 
+from selfreward.batches import derive_seed
 from selfreward.config import Config, load_config
 from selfreward.engines import Sampling, make_engine
 from selfreward.eval.compare import generate_answers
@@ -35,7 +36,6 @@ from selfreward.models import resolve_model
 from selfreward.overlap import disjoint_training_data
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
-from selfreward.stages.common import derive_seed
 from selfreward.stages.sft import train_sft
 
 

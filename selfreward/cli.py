@@ -309,12 +309,12 @@ def alpaca(
     models: ModelsOpt = None,
 ) -> None:
     """AlpacaEval-style: model_outputs.json per checkpoint (for the official alpaca_eval) and a win rate vs a reference."""
+    from selfreward.batches import derive_seed
     from selfreward.engines import Sampling, make_engine, make_judge_engine
     from selfreward.eval.benchmarks import alpaca_outputs, alpaca_win_rate, read_alpaca
     from selfreward.eval.runner import run_models
     from selfreward.models import resolve_model
     from selfreward.records import write_json
-    from selfreward.stages.common import derive_seed
 
     cfg = _run_config(run_dir, set_)
     rows = read_alpaca(prompts_file)
@@ -356,12 +356,12 @@ def mt_bench(
     models: ModelsOpt = None,
 ) -> None:
     """MT-Bench: answers to both turns in FastChat's answer format, optionally graded by the judge."""
+    from selfreward.batches import derive_seed
     from selfreward.engines import Sampling, make_engine, make_judge_engine
     from selfreward.eval.benchmarks import grade_mt_bench, mt_bench_answers, read_mt_bench
     from selfreward.eval.runner import run_models
     from selfreward.models import resolve_model
     from selfreward.records import write_json
-    from selfreward.stages.common import derive_seed
 
     cfg = _run_config(run_dir, set_)
     rows = read_mt_bench(questions)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import derive_seed
 from selfreward.config import Config
 from selfreward.engines import Engine, make_engine
 from selfreward.errors import SelfRewardError
@@ -25,7 +26,6 @@ from selfreward.records import StageFiles, write_json
 from selfreward.seed import IFTExample
 from selfreward.stages import meta_judge
 from selfreward.stages.candidates import generate_candidates
-from selfreward.stages.common import derive_seed
 from selfreward.stages.consistency import PREVIOUS_DIR, consistency_stats
 from selfreward.stages.implicit_judge import implicit_judge
 from selfreward.stages.judge import judge_candidates

@@ -22,10 +22,10 @@ from rapidfuzz import process
 from rapidfuzz.distance import Indel
 from rouge_score import tokenizers
 
+from selfreward.batches import derive_seed
 from selfreward.config import Config, DecontaminateConfig
 from selfreward.errors import SelfRewardError
 from selfreward.seed import DEMO_FILES, IFTExample, RankedGroup, load_groups
-from selfreward.stages.common import derive_seed
 from selfreward.stages.eft import normalise_prompt, split_groups
 
 TOKENIZER = tokenizers.DefaultTokenizer(use_stemmer=False)

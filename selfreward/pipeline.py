@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from selfreward.aift import run_aift
+from selfreward.batches import derive_seed
 from selfreward.config import Config, DPOConfig
 from selfreward.engines import make_engine, make_judge_engine
 from selfreward.iteration import Lineage, aift_done
@@ -24,7 +25,6 @@ from selfreward.overlap import TrainingData, disjoint_training_data
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.rundir import Run, bind_config
 from selfreward.seed import RankedGroup, load_ift, load_ranked
-from selfreward.stages.common import derive_seed
 from selfreward.stages.dpo import VALIDATION_PAIRS, dpo_reference, train_dpo
 from selfreward.stages.dpo_validation import validate_dpo
 from selfreward.stages.eft import build_eft

@@ -1,9 +1,9 @@
 import pytest
 
+from selfreward.batches import WorkItem
 from selfreward.config import JudgeConfig
 from selfreward.engines.base import Completion, Request
 from selfreward.prompts import load_template
-from selfreward.stages.common import WorkItem
 from selfreward.stages.judge import judge_request, judge_template, parse_score, read_text_score, score_completions
 
 

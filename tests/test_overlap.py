@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rouge_score import rouge_scorer
 
+from selfreward.batches import derive_seed
 from selfreward.config import DecontaminateConfig, PromptsConfig, load_config
 from selfreward.engines.base import Completion, Engine
 from selfreward.errors import SelfRewardError
 from selfreward.overlap import EvaluationPrompts, RougePool, disjoint_training_data, rouge_tokens
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
-from selfreward.stages.common import derive_seed
 from selfreward.stages.eft import build_eft, normalise_prompt
 from selfreward.stages.prompts import PromptFilter, generate_prompts
 

@@ -6,9 +6,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from selfreward.batches import WorkItem, run_batches
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.records import BATCH_END, StageFiles, read_committed, read_jsonl
-from selfreward.stages.common import WorkItem, run_batches
 
 SAMPLING = Sampling(temperature=0.7, top_p=0.9, max_new_tokens=8)
 

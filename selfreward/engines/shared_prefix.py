@@ -98,14 +98,14 @@ class StopWatch:
 
 
 @functools.cache
-def cache_keyword(model_class: type) -> str:
+def cache_keyword(model_class: Any) -> str:
     """How the model's forward names the KV cache: `cache` (transformers >= 5.21, which still maps the
     old name, with a warning) or `past_key_values` (5.20, the newest the vllm extra allows)."""
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def cache_argument(model: Any, cache: DynamicCache) -> dict[str, DynamicCache]:
-    return {cache_keyword(type(model)): cache}
+    return {cache_keyword(model.__class__): cache}
 
 
 def prefill(model: Any, rows: list[list[int]], pad_id: int) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import WorkItem, mean, run_batches
 from selfreward.engines.base import Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.eval.compare import compare_answers
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles, read_jsonl, write_atomic
-from selfreward.stages.common import WorkItem, mean, run_batches
 
 RATING_RE = re.compile(r"rating\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 

@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import WorkItem, mean, run_batches
 from selfreward.engines.base import Engine, Request, Sampling
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles
-from selfreward.stages.common import WorkItem, mean, run_batches
 
 VERDICT_RE = re.compile(r"verdict[*\s]*[:=]?[*\s]*[\"'\[(]*\s*(A|B|tie)\b", re.IGNORECASE)
 

@@ -24,13 +24,13 @@ from typing import Any
 
 from rich.console import Console
 
+from selfreward.batches import WorkItem, derive_seed, run_batches
 from selfreward.config import Config
 from selfreward.engines import Request, Sampling, make_engine
 from selfreward.errors import SelfRewardError
 from selfreward.intervals import Estimate, paired_difference_ci, ratio_ci
 from selfreward.models import cache_dir, resolve_model
 from selfreward.records import StageFiles, read_json, write_json
-from selfreward.stages.common import WorkItem, derive_seed, run_batches
 
 HUB_DATASET = "google/IFEval"
 METRICS = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose")

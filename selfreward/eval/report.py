@@ -7,12 +7,12 @@ import html
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import mean
 from selfreward.display import visible
 from selfreward.eval.learned import TITLE as LEARNED_TITLE
 from selfreward.eval.learned import learning_table
 from selfreward.eval.plots import Plot, missing, plots
 from selfreward.records import read_json, read_jsonl, write_atomic
-from selfreward.stages.common import mean
 from selfreward.summary import iteration_cells, run_config, summarize, summary_columns
 
 Table = tuple[str, list[str], list[list[Any]]]  # title, headers, rows

@@ -24,11 +24,11 @@ from typing import Any
 
 from scipy import stats as sps
 
+from selfreward.batches import WorkItem, run_batches
 from selfreward.config import Config
 from selfreward.engines.base import Engine, Sampling
 from selfreward.intervals import mean_ci, ratio_ci
 from selfreward.records import StageFiles
-from selfreward.stages.common import WorkItem, run_batches
 from selfreward.stages.judge import fitted_judge_request, judge_template, judgment_stats, response_score, score_completions
 
 

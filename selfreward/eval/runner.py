@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
+from selfreward.batches import derive_seed
 from selfreward.config import Config, config_differences, config_to_dict
 from selfreward.engines import Sampling, make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
@@ -19,7 +20,6 @@ from selfreward.eval.rm import evaluate_rm
 from selfreward.models import resolve_model
 from selfreward.records import StageFiles, read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
-from selfreward.stages.common import derive_seed
 from selfreward.stages.eft import group_rows
 
 

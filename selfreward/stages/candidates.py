@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import WorkItem, mean, run_batches
 from selfreward.config import CandidatesConfig
 from selfreward.engines.base import Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.records import StageFiles
-from selfreward.stages.common import WorkItem, mean, run_batches
 
 
 def generate_candidates(config: CandidatesConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:

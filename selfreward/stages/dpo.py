@@ -7,11 +7,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import derive_seed
 from selfreward.config import DPOConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device, resolve_model
 from selfreward.records import read_jsonl, write_jsonl
-from selfreward.stages.common import derive_seed
 from selfreward.training import fits_length, load_for_training, lora_config, merge_base, train_and_save, train_here_or_in_workers, trainer_arguments
 
 

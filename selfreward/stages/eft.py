@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import BatchRun, WorkItem, derive_seed, run_batches
 from selfreward.config import EFTConfig, JudgeConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.records import StageFiles, write_json, write_jsonl
 from selfreward.seed import RankedGroup
-from selfreward.stages.common import BatchRun, WorkItem, derive_seed, run_batches
 from selfreward.stages.judge import judge_request, judge_template, judgment_stats, read_text_score, score_completions
 
 HINT = (

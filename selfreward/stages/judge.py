@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import WorkItem, mean, run_batches
 from selfreward.config import JudgeConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles
-from selfreward.stages.common import WorkItem, mean, run_batches
 
 _NUMBER = r"(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
 _EMPHASIS = r"[*_]*"

@@ -23,12 +23,12 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import WorkItem, mean, run_batches
 from selfreward.config import JudgeConfig, MetaConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
-from selfreward.stages.common import WorkItem, mean, run_batches
 from selfreward.stages.judge import fitted_judge_request, judge_template, score_histogram
 
 WINNER_RE = re.compile(r"^[ \t>#*_]*winner[ \t*_]*[:=][ \t*_\"'\[(]*(A|B)\b", re.IGNORECASE | re.MULTILINE)

@@ -22,12 +22,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import mean
 from selfreward.config import PairsConfig
 from selfreward.errors import SelfRewardError
 from selfreward.pair_policies import POLICIES, SCORELESS, PromptCandidates, Scored, length, length_unit
 from selfreward.records import StageFiles
 from selfreward.seed import IFTExample
-from selfreward.stages.common import mean
 from selfreward.stages.judge import response_score
 
 MARGIN_BINS = (0.1, 0.25, 0.5, 1.0, 2.0)

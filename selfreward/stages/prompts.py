@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import derive_seed, progress_bar
 from selfreward.config import PromptsConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.overlap import EvaluationPrompts, RougePool, rouge_tokens
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
-from selfreward.stages.common import derive_seed, progress_bar
 
 TASK_MARKER = re.compile(r"(?:^|\n)\s*[*#]*\s*(?:Task|Instruction|Prompt|Question)?\s*#?\s*\d{1,3}\s*[:.)]\**\s*", re.IGNORECASE)
 ANSWER_MARKER = re.compile(r"\n\s*[*#]*\s*(?:Answer|Output|Response|Solution|Example output)\s*[:.]", re.IGNORECASE)

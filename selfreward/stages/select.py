@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from selfreward.batches import derive_seed
 from selfreward.config import Config
 from selfreward.engines import Engine, Sampling, judge_model, make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
@@ -24,7 +25,6 @@ from selfreward.eval.compare import compare_answers, generate_answers
 from selfreward.eval.runner import held_out_prompts
 from selfreward.models import resolve_model
 from selfreward.records import StageFiles, read_json, write_json
-from selfreward.stages.common import derive_seed
 from selfreward.training import checkpoint_step, complete_checkpoints
 
 TRAINER_STATE = shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin", "global_step*", "latest", "zero_to_fp32.py")

@@ -1,4 +1,4 @@
-"""Shared machinery of generation stages: stable seeds, resumable batches, progress with tokens/s."""
+"""Generation in resumable batches: stable seeds, work items, batches committed whole, progress with tokens/s."""
 
 from __future__ import annotations
 
