@@ -2,7 +2,7 @@
 
     python bench/dpo_speed.py [--model smollm2-135m-instruct] [--pairs FILE] [--count 32] [--setups today,mb4,...]
 
-Every setup trains `train_dpo_here` (what the loop runs) from the same model on the same pairs with
+Every setup trains `TrainDPO.train_here` (what the loop runs) from the same model on the same pairs with
 the same seed: the demo preset's `dpo` section with the setup's keys changed. Pairs come from
 `--pairs` (a run's ITER/pairs.jsonl) or from the oasst1 validation groups in ../shared/data (chosen =
 rank 0, rejected = the last rank): the first `--count` that fit `--max-length`.
@@ -86,7 +86,7 @@ def train_one(model: str, config_json: str, pairs_file: Path, seed: int, workdir
     import trl
 
     from selfreward.config import DPOConfig, ModelConfig
-    from selfreward.stages.dpo import train_dpo_here
+    from selfreward.stages.dpo import TrainDPO
 
     figures: dict[str, Any] = {"threads": torch.get_num_threads()}
 
@@ -102,9 +102,9 @@ def train_one(model: str, config_json: str, pairs_file: Path, seed: int, workdir
             figures["losses"] = [h["loss"] for h in self.state.log_history if "loss" in h]
             return output
 
-    trl.DPOTrainer = TimedDPOTrainer  # type: ignore[misc]  # train_dpo_here imports it from trl at call time
+    trl.DPOTrainer = TimedDPOTrainer  # type: ignore[misc]  # train_here imports it from trl at call time
     config = DPOConfig.model_validate_json(config_json)
-    stats = train_dpo_here(ModelConfig(name_or_path=model, device="cpu"), config, model, None, pairs_file, workdir / "dpo", workdir / "model", seed)
+    stats = TrainDPO("dpo", ModelConfig(name_or_path=model, device="cpu"), config, model, None, pairs_file, workdir / "dpo", workdir / "model", seed).train_here()
     return {**figures, "pairs": stats["pairs"], "bf16": stats["bf16"], "peak_rss_mb": peak_rss_mb()}
 
 

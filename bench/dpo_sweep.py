@@ -24,8 +24,9 @@ from selfreward.config import load_config
 from selfreward.intervals import describe
 from selfreward.models import resolve_model
 from selfreward.records import read_jsonl, write_jsonl
-from selfreward.stages.dpo import split_pairs, train_dpo
+from selfreward.stages.dpo import TrainDPO, split_pairs
 from selfreward.stages.dpo_validation import validate_dpo
+from selfreward.steps import run_step
 
 
 def setting_name(lr: float, epochs: float, pairs: int) -> str:
@@ -39,7 +40,7 @@ def run_setting(args: argparse.Namespace, lr: float, epochs: float, count: int, 
     write_jsonl(stage / "pairs.jsonl", pool[:count])
     model = resolve_model(args.model)
     started = time.perf_counter()
-    trained = train_dpo(config.model, config.dpo, model, None, stage / "pairs.jsonl", stage / "dpo", stage / "model", seed=0)
+    trained = run_step(TrainDPO("dpo", config.model, config.dpo, model, None, stage / "pairs.jsonl", stage / "dpo", stage / "model", 0))
     seconds = time.perf_counter() - started
     checked = validate_dpo(config.model, config.dpo, model, str(stage / "model"), None, validation, stage, seed=0)
     return {

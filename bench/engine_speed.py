@@ -27,8 +27,9 @@ from selfreward.batches import derive_seed
 from selfreward.config import ModelConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.engines.hf import HFEngine
+from selfreward.judging.additive_5pt import ADDITIVE_5PT
+from selfreward.judging.responses import JudgeItem, PointJudgment, judge_requests
 from selfreward.seed import load_ranked
-from selfreward.stages.judge import SCORE_LINE_ENDS, fitted_judge_request, judge_template, read_text_score
 
 Generate = Callable[[list[Request], int, Sampling, list[int]], list[list[Completion]]]
 
@@ -41,7 +42,7 @@ def timed(generate: Generate, requests: list[Request], n: int, sampling: Samplin
 
 
 def judge_summary(completions: list[Completion]) -> str:
-    scores = [read_text_score(c.text) for c in completions]
+    scores = [ADDITIVE_5PT.read(c.text) for c in completions]
     strict = sum(1 for s in scores if s and s.method == "text" and s.value is not None)
     valid = [s.value for s in scores if s and s.value is not None]
     histogram = Counter(round(v) for v in valid)
@@ -101,12 +102,11 @@ def main() -> None:
         candidate_ratio, answers = float("nan"), engine.generate_n([Request.user(p) for p in prompts], args.n, answer, list(range(len(prompts))))
     else:
         candidate_ratio, answers = compare("candidates", engine, [Request.user(p) for p in prompts], args.n, answer, answer)
-    template = judge_template("judge_additive_5pt")
-    answered = [(p, c.text) for p, group in zip(prompts, answers) for c in group]
-    judge_requests = [fitted_judge_request(template, p, text, engine, args.judge_max_new_tokens)[0] for p, text in answered]
-    print(f"judge: {len(judge_requests)} answers x K={args.k}, max {args.judge_max_new_tokens} new tokens", flush=True)
+    answered = [JudgeItem(str(i), {"instruction": p, "response": c.text}, {}) for i, (p, group) in enumerate(zip(prompts, answers)) for c in group]
+    requests = [w.request for w in judge_requests(engine, PointJudgment.of(ADDITIVE_5PT), answered, args.judge_max_new_tokens)]
+    print(f"judge: {len(requests)} answers x K={args.k}, max {args.judge_max_new_tokens} new tokens", flush=True)
     plain = Sampling(0.7, 0.9, args.judge_max_new_tokens)
-    judge_ratio, _ = compare("judge", engine, judge_requests, args.k, plain, Sampling(0.7, 0.9, args.judge_max_new_tokens, stop=SCORE_LINE_ENDS))
+    judge_ratio, _ = compare("judge", engine, requests, args.k, plain, Sampling(0.7, 0.9, args.judge_max_new_tokens, stop=ADDITIVE_5PT.stop))
     print(f"candidates speedup: {candidate_ratio:.2f}x")
     print(f"judge speedup: {judge_ratio:.2f}x")
 

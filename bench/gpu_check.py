@@ -25,23 +25,25 @@ import torch
 
 from selfreward.config import load_config
 from selfreward.engines import Sampling, make_engine
+from selfreward.judging import point_judgment
+from selfreward.judging.responses import JudgeItem, judge_requests
 from selfreward.seed import load_ranked
-from selfreward.stages.judge import judge_request, judge_template, parse_score
 
 
 def judge(model: str, engines: list[str], groups: int) -> str:
     config = load_config("demo", [f"model.name_or_path={model}"])
-    template = judge_template(config.judge.template)
-    requests = [judge_request(template, g.prompt, r.text) for g in load_ranked(["demo"])[0][:groups] for r in g.responses]
+    judgment = point_judgment(config.judge)
+    items = [JudgeItem(str(i), {"instruction": g.prompt, "response": r.text}, {}) for i, (g, r) in enumerate((g, r) for g in load_ranked(["demo"])[0][:groups] for r in g.responses)]
     sampling = Sampling(config.judge.temperature, config.judge.top_p, config.judge.max_new_tokens)
     rates = {}
     for kind in engines:
         engine = make_engine(config.model_copy(update={"engine": config.engine.model_copy(update={"kind": kind})}), model)
+        requests = [w.request for w in judge_requests(engine, judgment, items, config.judge.max_new_tokens)]
         try:
             started = time.perf_counter()
             judgments = [c for group in engine.generate_n(requests, config.judge.k, sampling, list(range(len(requests)))) for c in group]
             rates[kind] = len(judgments) / (time.perf_counter() - started)
-            parsed = sum(parse_score(c.text) is not None for c in judgments)
+            parsed = sum(judgment.scale.parse(c.text) is not None for c in judgments)
         finally:
             engine.close()
         torch.cuda.empty_cache()
@@ -55,14 +57,15 @@ def lora_dpo(model: str) -> str:
     from safetensors import safe_open
 
     from selfreward.config import DPOConfig, LoRAConfig, ModelConfig
-    from selfreward.stages.dpo import train_dpo
+    from selfreward.stages.dpo import TrainDPO
+    from selfreward.steps import run_step
 
     rows = [{"prompt": g.prompt, "chosen": g.responses[0].text, "rejected": g.responses[-1].text} for g in load_ranked(["demo"])[0][:8]]
     with tempfile.TemporaryDirectory() as tmp:
         pairs = Path(tmp) / "pairs.jsonl"
         pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         config = DPOConfig(lora=LoRAConfig(), bf16=True, batch_size=8, micro_batch_size=4, learning_rate=5e-6, final_learning_rate=5e-7)
-        stats = train_dpo(ModelConfig(name_or_path=model), config, model, None, pairs, Path(tmp) / "dpo", Path(tmp) / "merged", 0)
+        stats = run_step(TrainDPO("dpo", ModelConfig(name_or_path=model), config, model, None, pairs, Path(tmp) / "dpo", Path(tmp) / "merged", 0))
         with safe_open(str(Path(tmp) / "merged" / "model.safetensors"), "pt") as weights:
             dtype = weights.get_tensor(next(iter(weights.keys()))).dtype
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")

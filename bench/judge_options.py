@@ -28,9 +28,9 @@ from selfreward.engines import make_engine
 from selfreward.eval.rm import judge_groups, rm_metrics
 from selfreward.intervals import describe, paired_difference_ci
 from selfreward.logprobs import Scored, implicit_rewards, score_with_model
+from selfreward.overlap import group_rows
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
 from selfreward.seed import load_ranked
-from selfreward.stages.eft import group_rows
 
 Table = list[tuple[list[float], list[float | None]]]
 

@@ -27,9 +27,9 @@ from selfreward.batches import derive_seed
 from selfreward.config import load_config
 from selfreward.engines import make_engine
 from selfreward.eval.rm import judge_groups, rm_metrics
+from selfreward.overlap import group_rows
 from selfreward.records import StageFiles
 from selfreward.seed import load_ranked
-from selfreward.stages.eft import group_rows
 
 Score = Callable[[list[dict[str, Any]]], float | None]
 

@@ -91,7 +91,7 @@ def stage_of(step: str) -> tuple[str, str]:
         return "eft", "eft"
     if parts[0].startswith("iter"):
         kind = AIFT_KINDS[parts[1].split(".")[0]]
-        return f"aift{parts[0][4:]}/{kind}", kind
+        return f"{parts[0]}/{kind}", kind
     kind = f"eval {parts[1]}"
     return f"{kind} {parts[-1].split('.')[0]}", kind
 

@@ -38,7 +38,8 @@ def one_step(mode: str, model: str, pairs: int, workdir: Path) -> dict[str, floa
     from selfreward.config import DPOConfig, LoRAConfig, ModelConfig
     from selfreward.models import resolve_model
     from selfreward.seed import load_ranked
-    from selfreward.stages.dpo import train_dpo
+    from selfreward.stages.dpo import TrainDPO
+    from selfreward.steps import run_step
 
     peaks = {"imports": peak_rss_mb()}
     rows = [{"prompt": g.prompt, "chosen": g.responses[0].text, "rejected": g.responses[-1].text} for g in load_ranked(["demo"])[0][:pairs]]
@@ -52,7 +53,7 @@ def one_step(mode: str, model: str, pairs: int, workdir: Path) -> dict[str, floa
 
     training.save_final = measured_save  # train_and_save looks it up at call time
     config = DPOConfig(batch_size=len(rows), lora=LoRAConfig() if mode == "lora" else None, bf16=False, dropout=0.0, max_length=2048)
-    train_dpo(ModelConfig(name_or_path=model, device="cpu"), config, resolve_model(model), None, pairs_file, workdir / "dpo", workdir / "model", 0)
+    run_step(TrainDPO("dpo", ModelConfig(name_or_path=model, device="cpu"), config, resolve_model(model), None, pairs_file, workdir / "dpo", workdir / "model", 0))
     peaks["with_save"] = peak_rss_mb()
     return peaks
 

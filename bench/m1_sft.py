@@ -24,10 +24,10 @@ from typing import Any
 
 from shared_data import OASST1_VALIDATION_GROUPS
 
+from selfreward.answers import generate_answers
 from selfreward.batches import derive_seed
 from selfreward.config import Config, load_config
 from selfreward.engines import Sampling, make_engine
-from selfreward.eval.compare import generate_answers
 from selfreward.eval.rm import evaluate_rm
 from selfreward.eval.runner import rm_sets
 from selfreward.intervals import describe
@@ -36,7 +36,8 @@ from selfreward.models import resolve_model
 from selfreward.overlap import disjoint_training_data
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
-from selfreward.stages.sft import train_sft
+from selfreward.stages.sft import TrainSFT
+from selfreward.steps import run_step
 
 
 def training_examples(config: Config, run_dir: Path, with_ift: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -102,7 +103,7 @@ def main() -> None:
     elif args.name == "M1":
         model, seconds = args.run_dir / "models" / "M1", read_json(args.run_dir / "sft" / "sft.stats.json").get("seconds", 0.0)
     else:
-        stats = train_sft(config.model, config.sft, resolve_model(config.model.name_or_path), examples, out / "sft", out / "model", derive_seed(config.seed, "sft"))
+        stats = run_step(TrainSFT("sft", config.model, config.sft, resolve_model(config.model.name_or_path), examples, out / "sft", out / "model", derive_seed(config.seed, "sft")))
         model, seconds = out / "model", stats["seconds"]
     row = {"name": args.name, "overrides": args.overrides, "ift": not args.no_ift, "examples": len(examples), "sft_seconds": seconds}
     row |= measure(config, args.run_dir, args.name, model, held_out, args.max_groups)

@@ -16,8 +16,9 @@ from pathlib import Path
 from selfreward.config import load_config
 from selfreward.models import resolve_model
 from selfreward.seed import load_ift
-from selfreward.stages.dpo import train_dpo
-from selfreward.stages.sft import train_sft
+from selfreward.stages.dpo import TrainDPO
+from selfreward.stages.sft import TrainSFT
+from selfreward.steps import run_step
 
 
 def main() -> None:
@@ -34,10 +35,10 @@ def main() -> None:
             cfg = load_config("demo", [f"sft.bf16={str(bf16).lower()}", f"dpo.bf16={str(bf16).lower()}"])
             name = "bf16" if bf16 else "fp32"
             start = time.perf_counter()
-            train_sft(cfg.model, cfg.sft, model, examples, Path(tmp) / f"sft-{name}", Path(tmp) / f"m-{name}", 0)
+            run_step(TrainSFT("sft", cfg.model, cfg.sft, model, examples, Path(tmp) / f"sft-{name}", Path(tmp) / f"m-{name}", 0))
             results[f"sft_{name}"] = (time.perf_counter() - start) / len(examples)
             start = time.perf_counter()
-            train_dpo(cfg.model, cfg.dpo, model, None, pairs, Path(tmp) / f"dpo-{name}", Path(tmp) / f"d-{name}", 0)
+            run_step(TrainDPO("dpo", cfg.model, cfg.dpo, model, None, pairs, Path(tmp) / f"dpo-{name}", Path(tmp) / f"d-{name}", 0))
             results[f"dpo_{name}"] = (time.perf_counter() - start) / len(examples)
     for stage in ("sft", "dpo"):
         fp32, bf16 = results[f"{stage}_fp32"], results[f"{stage}_bf16"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,56 @@ def default_rows(items: list[WorkItem], completions: list[Completion]) -> list[d
     return [{"id": it.id, **it.payload, "text": c.text, "num_tokens": c.num_tokens, "finished": c.finished} for it, c in zip(items, completions)]
 
 
+class Batches:
+    """The resumable plan of one generation: `n` samples per item (one record each, see
+    `sample_records`), items sorted by prompt length and cut into batches of `batch_size` samples,
+    the records already in `files` kept. Iterating yields the batches still to make; `commit` appends
+    a made batch as a whole (fsynced), so a resumed run writes exactly the records an uninterrupted
+    one would; `seeds` seeds each item from its own id. Use it as a context manager (progress bar)."""
+
+    def __init__(self, files: StageFiles, items: list[WorkItem], n: int, batch_size: int, engine: Engine, label: str):
+        self.files, self.items, self.n, self.label = files, items, n, label
+        self.done = {r["id"]: r for r in files.load_progress()}
+        ordered = sorted(items, key=lambda it: (engine.prompt_length(it.request), it.id))
+        per_batch = max(1, batch_size // n)
+        self.plan = [ordered[i : i + per_batch] for i in range(0, len(ordered), per_batch)]
+        self.finished = sum(1 for item in items for record in sample_records(item, n) if record.id in self.done)
+        self.new_tokens, self.started = 0, time.perf_counter()
+        self.bar = progress_bar()
+
+    def __enter__(self) -> Batches:
+        self.bar.__enter__()
+        self.task = self.bar.add_task(self.label, total=len(self.items) * self.n, completed=self.finished, rate="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def __iter__(self) -> Iterator[list[WorkItem]]:
+        for batch in self.plan:
+            if not all(record.id in self.done for item in batch for record in sample_records(item, self.n)):
+                yield batch
+
+    def seeds(self, batch: list[WorkItem], seed: int) -> list[int]:
+        return [derive_seed(seed, item.id) for item in batch]
+
+    def samples(self, batch: list[WorkItem]) -> list[WorkItem]:
+        """The records-to-be of a batch's items, in order."""
+        return [record for item in batch for record in sample_records(item, self.n)]
+
+    def commit(self, rows: list[dict[str, Any]], completions: list[Completion]) -> None:
+        self.files.append(rows)
+        self.done.update((r["id"], r) for r in rows)
+        self.finished += len(rows)
+        self.new_tokens += sum(c.num_tokens for c in completions)
+        rate = self.new_tokens / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, completed=self.finished, rate=f"{rate:.0f} tok/s")
+
+    def result(self) -> BatchRun:
+        """Every record, in item order, with this attempt's generated tokens and time."""
+        return BatchRun([self.done[r.id] for item in self.items for r in sample_records(item, self.n)], self.new_tokens, time.perf_counter() - self.started)
+
+
 def run_batches(
     files: StageFiles,
     items: list[WorkItem],
@@ -72,36 +122,14 @@ def run_batches(
     finish_batch: Callable[[list[WorkItem], list[Completion]], list[dict[str, Any]]] = default_rows,
     n: int = 1,
 ) -> BatchRun:
-    """Generate `n` samples per item (one record each, see `sample_records`), resuming from the
-    records already in `files`.
-
-    Items are sorted by prompt length and cut into batches of `batch_size` samples; each item
-    is seeded from its own id and each batch is committed (fsynced) as a whole, so a resumed run
-    writes exactly the records an uninterrupted one would. `finish_batch` turns a batch's
+    """Generate `n` samples per item in resumable batches (`Batches`); `finish_batch` turns a batch's
     records-to-be and completions into records (default: payload + id + text)."""
-    done = {r["id"]: r for r in files.load_progress()}
-    ordered = sorted(items, key=lambda it: (engine.prompt_length(it.request), it.id))
-    per_batch = max(1, batch_size // n)
-    batches = [ordered[i : i + per_batch] for i in range(0, len(ordered), per_batch)]
-    new_tokens, started = 0, time.perf_counter()
-    finished = sum(1 for item in items for record in sample_records(item, n) if record.id in done)
-    with progress_bar() as bar:
-        task = bar.add_task(label, total=len(items) * n, completed=finished, rate="")
+    with Batches(files, items, n, batch_size, engine, label) as batches:
         for batch in batches:
-            records = [record for item in batch for record in sample_records(item, n)]
-            if all(record.id in done for record in records):
-                continue
-            groups = engine.generate_n([it.request for it in batch], n, sampling, [derive_seed(seed, it.id) for it in batch])
+            groups = engine.generate_n([it.request for it in batch], n, sampling, batches.seeds(batch, seed))
             completions = [c for group in groups for c in group]
-            rows = finish_batch(records, completions)
-            files.append(rows)
-            done.update((r["id"], r) for r in rows)
-            finished += len(rows)
-            new_tokens += sum(c.num_tokens for c in completions)
-            elapsed = time.perf_counter() - started
-            bar.update(task, completed=finished, rate=f"{new_tokens / max(elapsed, 1e-9):.0f} tok/s")
-    seconds = time.perf_counter() - started
-    return BatchRun([done[record.id] for item in items for record in sample_records(item, n)], new_tokens, seconds)
+            batches.commit(finish_batch(batches.samples(batch), completions), completions)
+    return batches.result()
 
 
 def mean(values: list[float]) -> float | None:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from selfreward.config import Config, load_config
 from selfreward.display import console_text
 from selfreward.errors import SelfRewardError
 from selfreward.lock import hold_lock
+
+if TYPE_CHECKING:
+    from selfreward.steps import AIFTStep
 
 app = typer.Typer(help="Self-Rewarding Language Models: self-instruct, LLM-as-a-Judge and iterative DPO.", no_args_is_help=True, pretty_exceptions_enable=False)
 # Logs and pipes get wide tables instead of rich's 80-column default.
@@ -104,56 +107,35 @@ def _config(config: str | None, overrides: list[str] | None) -> Config:
 @friendly
 def aift(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
     """Create AIFT data for one model: prompts -> candidates -> judgments -> pairs (resumable)."""
-    from selfreward.aift import run_aift
+    from selfreward.recipes.aift import run_aift
 
     cfg = _config(config, set_)
     with writing(out):
-        stats = run_aift(cfg, out, model=model, force=force, console=console)
-    show_stats(stats)
+        show_stats(run_aift(cfg, out, model, force=force, console=console))
     console.print(f"pairs: {out / 'pairs.jsonl'}")
 
 
-def _stage(name: str, config: str | None, out: Path, set_: list[str] | None, model: str | None, force: bool) -> None:
-    from selfreward.aift import run_aift
+def stage_command(step: type[AIFTStep]) -> Callable[..., None]:
+    """`selfreward STAGE`: one AIFT step on its own, into --out (its inputs must be there)."""
 
-    cfg = _config(config, set_)
-    with writing(out):
-        show_stats(run_aift(cfg, out, model=model, force=force, console=console, stages=(name,)))
+    def command(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
+        from selfreward.recipes.aift import run_aift
 
+        with writing(out):
+            show_stats(run_aift(_config(config, set_), out, model, force=force, console=console, stages=(step.stage,)))
 
-@app.command()
-@friendly
-def prompts(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
-    """Stage prompts: new prompts by few-shot self-instruct -> OUT/prompts.jsonl."""
-    _stage("prompts", config, out, set_, model, force)
+    command.__doc__ = f"Stage {step.stage}: {(step.__doc__ or '').strip().splitlines()[0]}"
+    return command
 
 
-@app.command()
-@friendly
-def candidates(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
-    """Stage candidates: N answers per prompt of OUT/prompts.jsonl -> OUT/candidates.jsonl."""
-    _stage("candidates", config, out, set_, model, force)
+def register_stage_commands() -> None:
+    from selfreward.recipes.aift import AIFT_STEPS
+
+    for step in AIFT_STEPS:
+        app.command(step.stage)(friendly(stage_command(step)))
 
 
-@app.command()
-@friendly
-def judge(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
-    """Stage judge: K judgments per candidate of OUT/candidates.jsonl -> OUT/judgments.jsonl."""
-    _stage("judge", config, out, set_, model, force)
-
-
-@app.command()
-@friendly
-def pairs(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Stage pairs: best-vs-worst pairs from OUT/judgments.jsonl -> OUT/pairs.jsonl."""
-    _stage("pairs", config, out, set_, None, force)
-
-
-@app.command()
-@friendly
-def meta(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
-    """Stage meta: the meta-judge compares judgments of OUT/judgments.jsonl -> judge pairs added to OUT/pairs.jsonl."""
-    _stage("meta", config, out, set_, model, force)
+register_stage_commands()
 
 
 @app.command()
@@ -168,9 +150,9 @@ def run(
     """The whole loop: SFT baseline, EFT, M1 = SFT, then AIFT(M_t) -> DPO -> M_{t+1} per iteration."""
     from datetime import datetime
 
-    from selfreward.pipeline import run_pipeline
+    from selfreward.recipes.self_rewarding import self_rewarding, start
     from selfreward.rundir import open_run
-    from selfreward.summary import preamble_table, summary_table
+    from selfreward.summary import preamble_table, summary_table, write_summary
 
     run_dir = resume or out or Path("runs") / f"{Path(config).stem if config else 'demo'}-{datetime.now():%Y%m%d-%H%M%S}"
     with writing(run_dir, f"resume with `selfreward run --resume {run_dir}`"):
@@ -183,7 +165,14 @@ def run(
             saved = run_dir / "config.yaml"  # overrides apply to the run's own config unless CONFIG is given
             cfg = open_run(run_dir, _config(config or (str(saved) if saved.exists() else None), set_) if given else None, given, force)
         console.print(f"run directory: {run_dir}")
-        summary = run_pipeline(cfg, run_dir, console, force=force)
+        runner, data, ranked = start(cfg, run_dir, console, force)
+        try:
+            for step in self_rewarding(cfg, runner, data, ranked):
+                runner.run(step)
+            runner.finish()
+        finally:
+            runner.tools.engines.close()
+        summary = write_summary(run_dir)
     console.print(preamble_table(summary))
     console.print(summary_table(summary, cfg))
     console.print(f"models: {', '.join(str(run_dir / 'models' / m) for m in summary['models'])}")
@@ -194,8 +183,8 @@ def run(
 
 
 def print_learned(run_dir: Path) -> None:
-    """The "did it learn?" table (selfreward.eval.learned) and what would fill in its gaps."""
-    from selfreward.eval.learned import TITLE, learning_table
+    """The "did it learn?" table (selfreward.learned) and what would fill in its gaps."""
+    from selfreward.learned import TITLE, learning_table
 
     headers, rows, notes = learning_table(run_dir)
     table = Table(title=TITLE, title_justify="left")
@@ -243,15 +232,15 @@ def eval_(
     with_seed: Annotated[bool, typer.Option("--with-seed", help="Also evaluate the seed model M0.")] = False,
 ) -> None:
     """Reward-model metrics, test answers and head-to-head for every checkpoint of a run -> RUN_DIR/eval."""
-    from selfreward.eval.report import tables
     from selfreward.eval.runner import evaluate_run
+    from selfreward.report import tables
 
     evaluate_run(run_dir, _run_config(run_dir, set_), console, models, head_to_head=not no_h2h, fresh=fresh, with_seed=with_seed)
     _print_tables(run_dir, ("Reward modelling", "Head-to-head", "Answer lengths"), tables)
 
 
 def _print_tables(run_dir: Path, prefixes: tuple[str, ...], tables: Callable[[dict[str, Any]], list[Any]]) -> None:
-    from selfreward.eval.report import cell, gather
+    from selfreward.report import cell, gather
 
     for title, headers, rows in tables(gather(run_dir)):
         if title.startswith(prefixes):
@@ -340,7 +329,7 @@ def alpaca(
         finally:
             judge.close()
         write_json(bench_path, results)
-        from selfreward.eval.report import tables
+        from selfreward.report import tables
 
         _print_tables(run_dir, ("AlpacaEval",), tables)
 
@@ -386,7 +375,7 @@ def mt_bench(
         finally:
             judge.close()
         write_json(bench_path, results)
-        from selfreward.eval.report import tables
+        from selfreward.report import tables
 
         _print_tables(run_dir, ("MT-Bench",), tables)
 
@@ -396,7 +385,7 @@ def mt_bench(
 @writes_run_dir
 def report(run_dir: RunDirArg) -> None:
     """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html (tables and plots)."""
-    from selfreward.eval.report import write_report
+    from selfreward.report import write_report
     from selfreward.rundir import open_run
 
     open_run(run_dir, None, False, False)

@@ -178,8 +178,12 @@ class JudgeConfig(Section):
     """Nucleus sampling of written judgments (the paper: 0.9)."""
     max_new_tokens: int = Field(256, gt=0)
     """Longest written judgment; it stops early right after its `Score: N` line."""
-    template: str = "judge_additive_5pt"
-    """A template name in selfreward/prompts or a path to a text file with {instruction} and {response}."""
+    scale: str = "additive_5pt"
+    """text: the scale judgments are written on (selfreward.judging: its prompt, its `Score: N` line, its range);
+    additive_5pt is the paper's 0-5 additive prompt."""
+    template: str | None = None
+    """text: a template name in selfreward/prompts or a path to a text file with {instruction} and
+    {response}, asking for the scale's score line; null: the scale's own prompt."""
     fallback: Literal["off", "fallback", "always"] = "off"
     """Digit probabilities after `Score: `: off; only when the text has no score; for every judgment."""
     beta: float = Field(0.1, gt=0)
@@ -189,6 +193,15 @@ class JudgeConfig(Section):
     reference: str | None = None
     """implicit: pi_ref, a model path/id; null: the model M_t was trained from -- M0 for M1 (M1 = SFT
     of M0), the reference of the DPO that made M_t for later models (`dpo.reference`)."""
+
+    @field_validator("scale")
+    @classmethod
+    def _known_scale(cls, value: str) -> str:
+        from selfreward.judging import SCALES
+
+        if value not in SCALES:
+            raise ValueError(f"unknown scale (scales: {', '.join(SCALES)})")
+        return value
 
 
 class PairsConfig(Section):
@@ -310,6 +323,10 @@ class TrainConfig(Section):
     """Train in `accelerate launch` worker processes with this config: a shipped one (ddp, fsdp,
     deepspeed_zero3, deepspeed_zero3_offload; selfreward/configs/accelerate) or a YAML path.
     null: train in the run's own process. Output goes to STAGE_DIR/launch.log."""
+    child_process: bool | Literal["auto"] = "auto"
+    """Train in a child process (`python -m selfreward.launch`), whose exit returns every byte of GPU
+    memory it held; auto: when engine.kind is vllm, which must find that memory free when it starts.
+    With accelerate_config the training runs in worker processes anyway."""
     num_processes: int | None = Field(None, gt=0)
     """With accelerate_config: processes over all machines (one per GPU); null: the config's own
     num_processes, or one per visible GPU."""

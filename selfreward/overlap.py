@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rapidfuzz import process
@@ -25,8 +26,30 @@ from rouge_score import tokenizers
 from selfreward.batches import derive_seed
 from selfreward.config import Config, DecontaminateConfig
 from selfreward.errors import SelfRewardError
-from selfreward.seed import DEMO_FILES, IFTExample, RankedGroup, load_groups
-from selfreward.stages.eft import normalise_prompt, split_groups
+from selfreward.records import read_jsonl
+from selfreward.seed import DEMO_FILES, IFTExample, RankedGroup, load_groups, load_ift
+
+
+def normalise_prompt(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def split_groups(groups: list[RankedGroup], eval_fraction: float, seed: int) -> tuple[list[RankedGroup], list[RankedGroup]]:
+    """Deterministic split by prompt text: the same prompt always lands on the same side."""
+    train: list[RankedGroup] = []
+    held_out: list[RankedGroup] = []
+    for group in groups:
+        side = derive_seed(seed, "eft-split:" + group.prompt) / 2**31 < eval_fraction
+        (held_out if side else train).append(group)
+    return train, held_out
+
+
+def group_rows(groups: list[RankedGroup]) -> list[dict[str, Any]]:
+    return [
+        {"id": f"g{i:05d}", "source_id": g.group_id, "prompt": g.prompt, "responses": [{"text": r.text, "rank": r.rank, "quality": r.quality} for r in g.responses]}
+        for i, g in enumerate(groups)
+    ]
+
 
 TOKENIZER = tokenizers.DefaultTokenizer(use_stemmer=False)
 CUTOFF_SLACK = 1e-4
@@ -114,6 +137,20 @@ def evaluation_sets(config: Config, eft_eval: list[RankedGroup]) -> dict[str, li
     sets |= {f"eval.prompts {s}": source_prompts(s, "ift", lang) for s in config.eval.prompts if s != "eft-eval"}
     sets |= {f"eft.exclude_prompts_from {s}": source_prompts(s, "ranked", lang) for s in config.eft.exclude_prompts_from}
     return sets
+
+
+def test_prompts(run_dir: Path, sources: list[str], lang: str, limit: int) -> list[dict[str, Any]]:
+    """Test or validation prompts (`eval.prompts`, `select.prompts`) as `{id, prompt}` rows: `eft-eval`
+    (the run's held-out EFT prompts, RUN/eft/eval.jsonl) or IFT-style sources; duplicates once, at most `limit`."""
+    prompts: list[str] = []
+    for source in sources:
+        if source == "eft-eval":
+            path = run_dir / "eft" / "eval.jsonl"
+            prompts += [g["prompt"] for g in read_jsonl(path)] if path.exists() else []
+        else:
+            prompts += [e.prompt for e in load_ift([source], lang)[0]]
+    unique = list(dict.fromkeys(prompts))[:limit]
+    return [{"id": f"t{i:05d}", "prompt": p} for i, p in enumerate(unique)]
 
 
 @dataclass

@@ -20,6 +20,7 @@ from selfreward import __version__
 from selfreward.config import Config, build_config, config_differences, config_to_dict, yaml_load
 from selfreward.errors import SelfRewardError
 from selfreward.records import write_atomic, write_json
+from selfreward.steps import EngineCache, Step, Tools, done
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "selfreward")
 
@@ -70,61 +71,68 @@ def open_run(directory: Path, config: Config | None, overrides_given: bool, forc
 
 
 class Run:
-    """A run directory: its manifest, log and model paths."""
+    """A run directory's runner: runs steps unless they are done, and keeps its manifest (with
+    `manifest` off, a stage directory of its own: log to the console only) and log."""
 
-    def __init__(self, directory: Path, config: Config, console: Console):
+    def __init__(self, directory: Path, config: Config, console: Console, manifest: bool = True):
         self.dir = directory
         self.config = config
         self.console = console
-        self.manifest_path = directory / "manifest.json"
-        self.manifest: dict[str, Any] = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {
-            "selfreward": __version__,
-            "created": now(),
-            "seed": config.seed,
-            "stages": {},
-        }
-        self.manifest.update({"config": config_to_dict(config), "versions": versions(), "git_commit": git_commit()})
-        self.manifest.setdefault("attempts", []).append({"started": now(), "argv": sys.argv})
-        self.save()
+        self.tools = Tools(console, EngineCache(config))
+        self.manifest_path = directory / "manifest.json" if manifest else None
+        self.manifest: dict[str, Any] = {"stages": {}}
+        if self.manifest_path is not None:
+            self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {
+                "selfreward": __version__,
+                "created": now(),
+                "seed": config.seed,
+                "stages": {},
+            }
+            self.manifest.update({"config": config_to_dict(config), "versions": versions(), "git_commit": git_commit()})
+            self.manifest.setdefault("attempts", []).append({"started": now(), "argv": sys.argv})
+            self.save()
 
     def save(self) -> None:
-        write_json(self.manifest_path, self.manifest)
+        if self.manifest_path is not None:
+            write_json(self.manifest_path, self.manifest)
 
     def log(self, message: str) -> None:
         self.console.print(message, highlight=False, markup=False)
-        with open(self.dir / "run.log", "a", encoding="utf-8") as handle:
-            handle.write(f"{now()} {message}\n")
+        if self.manifest_path is not None:
+            with open(self.dir / "run.log", "a", encoding="utf-8") as handle:
+                handle.write(f"{now()} {message}\n")
 
     def model(self, name: str) -> Path:
         return self.dir / "models" / name
 
-    def trained(self, name: str, stats: Path) -> bool:
-        """A training stage is done when its model and its stats (written after the model) exist."""
-        return (self.model(name) / "config.json").exists() and stats.exists()
-
-    def stage(self, name: str, done: bool, work: Any) -> Any:
-        """Run `work()` unless the stage's artifacts are complete; record times in the manifest."""
-        record = self.manifest["stages"].setdefault(name, {})
-        if done:
+    def run(self, step: Step) -> None:
+        """Run `step` unless its outputs exist; record its status and times in the manifest."""
+        record = self.manifest["stages"].setdefault(step.name, {})
+        if done(step):
             if record.get("status") != "done":
                 record["status"] = "done"
                 self.save()
-            self.log(f"[{name}] already complete, skipped")
-            return None
+            self.log(f"[{step.name}] already complete, skipped")
+            return
         record.update({"status": "running", "started": now()})
         self.save()
-        self.log(f"[{name}] started")
+        self.log(f"[{step.name}] started{free_gpu_memory()}")
         started = time.perf_counter()
-        result = work()
-        record.update({"status": "done", "ended": now(), "seconds": round(time.perf_counter() - started, 1)})
+        stats = step.run(self.tools)
+        record.update({"status": stats.get("status", "done"), "ended": now(), "seconds": round(time.perf_counter() - started, 1), **stats.get("manifest", {})})
         self.save()
-        self.log(f"[{name}] done in {record['seconds']} s")
-        return result
-
-    def mark(self, name: str, status: str) -> None:
-        self.manifest["stages"].setdefault(name, {})["status"] = status
-        self.save()
+        self.log(stats["message"] if "message" in stats else f"[{step.name}] done in {record['seconds']} s")
 
     def finish(self) -> None:
+        self.tools.engines.close()
         self.manifest["finished"] = now()
         self.save()
+
+
+def free_gpu_memory() -> str:
+    """`(GPU free: 75.1 of 79.2 GiB)` when CUDA is in use, so the log shows what each step found free."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return ""
+    free = [torch.cuda.mem_get_info(i) for i in range(torch.cuda.device_count())]
+    return " (GPU free: " + ", ".join(f"{f / 2**30:.1f} of {t / 2**30:.1f} GiB" for f, t in free) + ")"

@@ -1,5 +1,5 @@
 """The run summary: per-stage and per-iteration figures read from the stats files the stages
-wrote (the figures each stage shows are declared with it in `selfreward.iteration`)."""
+wrote (the figures each step shows are declared with its class: `columns`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from rich.table import Table
 
 from selfreward.config import Config, build_config, yaml_load
 from selfreward.intervals import describe
-from selfreward.iteration import DPO_COLUMNS, VALIDATION_COLUMNS, Column, enabled_stages
+from selfreward.recipes.aift import enabled_steps
 from selfreward.records import read_json, write_json
+from selfreward.stages.dpo import TrainDPO
+from selfreward.stages.dpo_validation import ValidateDPO
+from selfreward.steps import Column
 
 TIMING_COLUMNS = (Column("AIFT s", "aift_seconds"), Column("DPO s", "dpo_seconds"))
 
@@ -23,8 +26,8 @@ def run_config(run_dir: Path) -> Config:
 
 def iteration_sources(config: Config, run_dir: Path, t: int) -> list[tuple[Path, tuple[Column, ...]]]:
     """The stats files of iteration t with the columns the summary takes from each, in order."""
-    sources = [(run_dir / f"iter{t}" / f"{stage.files}.stats.json", stage.columns) for stage in enabled_stages(config)]
-    return [*sources, (run_dir / f"dpo{t}" / "dpo.stats.json", DPO_COLUMNS), (run_dir / f"dpo{t}" / "validation.stats.json", VALIDATION_COLUMNS)]
+    sources = [(run_dir / f"iter{t}" / f"{step.files}.stats.json", step.columns) for step in enabled_steps(config)]
+    return [*sources, (run_dir / f"dpo{t}" / "dpo.stats.json", TrainDPO.columns), (run_dir / f"dpo{t}" / "validation.stats.json", ValidateDPO.columns)]
 
 
 def figure_columns(config: Config) -> list[Column]:
@@ -43,7 +46,8 @@ def iteration_row(config: Config, run_dir: Path, t: int, stages: dict[str, dict[
         stats = read_json(path)
         row |= {c.name: c.read(stats) for c in columns}
     row["dpo_status"] = stages.get(f"dpo{t}", {}).get("status")
-    row["aift_seconds"] = stages.get(f"aift{t}", {}).get("seconds")
+    aift = [s["seconds"] for name, s in stages.items() if name.startswith(f"iter{t}/") and s.get("seconds") is not None]
+    row["aift_seconds"] = round(sum(aift), 1) if aift else None
     row["dpo_seconds"] = stages.get(f"dpo{t}", {}).get("seconds")
     return row
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shlex
@@ -9,13 +10,15 @@ import shutil
 import subprocess
 import sys
 import time
+import typing
 from collections.abc import Callable
 from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
+from pydantic import BaseModel
 
 from selfreward.config import ModelConfig, TrainConfig, accelerate_config_path, accelerate_distributed_type
 from selfreward.errors import SelfRewardError
@@ -225,37 +228,101 @@ def train_and_save(trainer: Any, tokenizer: Any, target: Path, metric_keys: tupl
     trainer.train(resume_from_checkpoint=latest_checkpoint(Path(trainer.args.output_dir)))
     save_final(trainer, tokenizer, target, base)
     figures = {"bf16": trainer.args.bf16, "lora": base is not None, **log_metrics(trainer, metric_keys)}
-    stats = {**stats, **figures, "seconds": round(time.perf_counter() - started, 1), "model": str(target)}
+    stats = {**stats, **figures, "seconds": round(time.perf_counter() - started, 1), "model": str(target), "pid": os.getpid()}
     if trainer.is_world_process_zero():
         write_json(stats_file, stats)
     return stats
 
 
-def train_here_or_in_workers(stage: str, train: TrainConfig, device: str, arguments: dict[str, Any], stage_dir: Path, stats_file: Path, train_here: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """`train_here()` in this process, or with `train.accelerate_config` under `accelerate launch`:
-    the workers run `python -m selfreward.launch STAGE_DIR/launch.json` (`stage` and its JSON
-    `arguments`), which trains and writes `stats_file`; their output goes to STAGE_DIR/launch.log.
-    Returns the stats."""
+class TrainingStep(Protocol):
+    """A training step (selfreward.stages.sft.TrainSFT, selfreward.stages.dpo.TrainDPO): a dataclass whose
+    fields are all a worker process needs, and which trains in the process that calls `train_here`."""
+
+    kind: ClassVar[str]
+
+    @property
+    def model_config(self) -> ModelConfig: ...
+
+    @property
+    def stage_dir(self) -> Path: ...
+
+    @property
+    def child(self) -> bool: ...
+
+    @property
+    def config(self) -> TrainConfig: ...
+
+    @property
+    def stats_file(self) -> Path: ...
+
+    def train_here(self) -> dict[str, Any]: ...
+
+
+def child_process(train: TrainConfig, engine_kind: str) -> bool:
+    """`train.child_process`: auto trains in a child process when generation runs on vLLM, which
+    needs the GPU memory that training held back when it starts (a process returns all of it at exit)."""
+    return train.child_process is True or (train.child_process == "auto" and engine_kind == "vllm")
+
+
+def encode(step: Any) -> dict[str, Any]:
+    """A step's fields as JSON values (config sections dumped, paths as strings, tuples as lists)."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, BaseModel):
+            return v.model_dump(mode="json")
+        if isinstance(v, Path):
+            return str(v)
+        return [value(x) for x in v] if isinstance(v, list | tuple) else v
+
+    return {f.name: value(getattr(step, f.name)) for f in dataclasses.fields(step)}
+
+
+def decode(cls: Any, fields: dict[str, Any]) -> Any:
+    """The step `encode` wrote: each field rebuilt by its annotated type."""
+    hints = typing.get_type_hints(cls)
+
+    def value(kind: Any, v: Any) -> Any:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind.model_validate(v)
+        if kind is Path:
+            return Path(v)
+        if typing.get_origin(kind) is list and typing.get_args(kind) and typing.get_origin(typing.get_args(kind)[0]) is tuple:
+            return [tuple(x) for x in v]
+        return v
+
+    return cls(**{f.name: value(hints[f.name], fields[f.name]) for f in dataclasses.fields(cls)})
+
+
+def accelerate_launcher(train: TrainConfig, device: str) -> list[str]:
+    """`-m accelerate.commands.launch ...` with `accelerate_config`; nothing for a plain child process."""
     if train.accelerate_config is None:
-        return train_here()
-    if accelerate_distributed_type(train.accelerate_config) == "DEEPSPEED" and find_spec("deepspeed") is None:
-        raise SelfRewardError(f"{stage}.accelerate_config={train.accelerate_config} needs DeepSpeed: pip install deepspeed")
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    spec, log, error = stage_dir / "launch.json", stage_dir / "launch.log", stage_dir / "launch.error"
-    for stale in (stats_file, error):
+        return []
+    precision = "bf16" if use_bf16(train.bf16, device) else "no"
+    processes = ["--num_processes", str(train.num_processes)] if train.num_processes else []
+    return ["-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(train.accelerate_config)), "--mixed_precision", precision, *processes]
+
+
+def launch(step: TrainingStep, device: str) -> dict[str, Any]:
+    """`step.train_here()` in this process; with `accelerate_config` in `accelerate launch` workers, with
+    `step.child` in one child process. Workers run `python -m selfreward.launch STAGE_DIR/launch.json`
+    (the step's kind and fields), which trains and writes the stats file; their output goes to
+    STAGE_DIR/launch.log. Returns the stats."""
+    train = step.config
+    if train.accelerate_config is None and not step.child:
+        return step.train_here()
+    if train.accelerate_config and accelerate_distributed_type(train.accelerate_config) == "DEEPSPEED" and find_spec("deepspeed") is None:
+        raise SelfRewardError(f"{step.kind}.accelerate_config={train.accelerate_config} needs DeepSpeed: pip install deepspeed")
+    step.stage_dir.mkdir(parents=True, exist_ok=True)
+    spec, log, error = step.stage_dir / "launch.json", step.stage_dir / "launch.log", step.stage_dir / "launch.error"
+    for stale in (step.stats_file, error):
         stale.unlink(missing_ok=True)
-    write_json(spec, {"stage": stage, "arguments": arguments})
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(train.accelerate_config)),
-        "--mixed_precision", "bf16" if use_bf16(train.bf16, device) else "no",
-        *(["--num_processes", str(train.num_processes)] if train.num_processes else []),
-        "-m", "selfreward.launch", str(spec),
-    ]
+    write_json(spec, {"step": step.kind, "fields": encode(step)})
+    command = [sys.executable, *accelerate_launcher(train, device), "-m", "selfreward.launch", str(spec)]
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(f"$ {shlex.join(command)}\n")
         handle.flush()
         code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
-    if code != 0 or not stats_file.exists():
+    if code != 0 or not step.stats_file.exists():
         reason = error.read_text(encoding="utf-8").strip() if error.exists() else f"exit status {code}"
-        raise SelfRewardError(f"[{stage_dir.name}] training under accelerate failed: {reason} (log: {log})")
-    return read_json(stats_file)
+        raise SelfRewardError(f"[{step.stage_dir.name}] training in worker processes failed: {reason} (log: {log})")
+    return read_json(step.stats_file)

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from selfreward.aift import run_aift
 from selfreward.config import load_config
 from selfreward.engines import Request, Sampling, make_engine
 from selfreward.errors import SelfRewardError
+from selfreward.recipes.aift import run_aift
 from selfreward.records import read_jsonl
 
 

@@ -110,7 +110,7 @@ def test_run_names_its_resume_command(tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("selfreward.pipeline.run_pipeline", full_disk)
+    monkeypatch.setattr("selfreward.recipes.self_rewarding.start", full_disk)
     run_dir = tmp_path / "run"
     result = invoke("run", "--out", run_dir)
     assert result.exit_code == 2
@@ -121,6 +121,6 @@ def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr("selfreward.pipeline.run_pipeline", broken)
+    monkeypatch.setattr("selfreward.recipes.self_rewarding.start", broken)
     result = invoke("run", "--out", tmp_path / "run")
     assert result.exit_code == 1 and isinstance(result.exception, OSError) and result.exception.errno == errno.EIO

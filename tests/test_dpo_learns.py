@@ -15,8 +15,9 @@ from selfreward.errors import SelfRewardError
 from selfreward.logprobs import answer_logprobs, implicit_rewards
 from selfreward.models import load_model, load_tokenizer
 from selfreward.records import read_jsonl, write_jsonl
-from selfreward.stages.dpo import conservative_losses, loss_arguments, split_pairs, train_dpo, validation_count
+from selfreward.stages.dpo import TrainDPO, conservative_losses, loss_arguments, split_pairs, validation_count
 from selfreward.stages.dpo_validation import pair_outcomes, validate_dpo
+from selfreward.steps import run_step
 from selfreward.testing import build_tiny_model
 
 PAIRS = [
@@ -33,7 +34,7 @@ def dpo_config(**keys):
 def train(tiny_model, tmp_path, pairs, name="dpo", reference=None, **keys):
     write_jsonl(tmp_path / f"{name}.jsonl", pairs)
     stage = tmp_path / name
-    stats = train_dpo(ModelConfig(name_or_path=str(tiny_model)), dpo_config(**keys), str(tiny_model), reference, tmp_path / f"{name}.jsonl", stage, tmp_path / f"{name}-model", seed=0)
+    stats = run_step(TrainDPO("dpo", ModelConfig(name_or_path=str(tiny_model)), dpo_config(**keys), str(tiny_model), reference, tmp_path / f"{name}.jsonl", stage, tmp_path / f"{name}-model", 0))
     return stats, stage
 
 

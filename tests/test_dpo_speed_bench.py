@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfreward.config import DPOConfig, ModelConfig
-from selfreward.stages.dpo import dpo_arguments, train_dpo_here
+from selfreward.stages.dpo import TrainDPO, dpo_arguments
 
 WORDS = "the a of to and is in for with on how what why explain write list describe answer response".split()
 
@@ -41,7 +41,7 @@ def test_precomputed_reference_and_micro_batches_keep_the_losses(tiny_model, tmp
     losses = {}
     for name, keys in (("plain", {}), ("changed", change)):
         config = DPOConfig(batch_size=2, dropout=0.0, learning_rate=1e-3, final_learning_rate=1e-4, max_length=256, **keys)
-        stats = train_dpo_here(model_config, config, str(tiny_model), None, pairs, tmp_path / name, tmp_path / f"model-{name}", 0)
+        stats = TrainDPO("dpo", model_config, config, str(tiny_model), None, pairs, tmp_path / name, tmp_path / f"model-{name}", 0).train_here()
         losses[name] = (stats["loss_first"], stats["loss_last"])
     assert losses["plain"][0] == pytest.approx(math.log(2), abs=1e-4)
     assert abs(losses["plain"][1] - math.log(2)) > 1e-3  # the second step trains on a changed policy

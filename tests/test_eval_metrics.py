@@ -2,8 +2,8 @@
 
 import pytest
 
-from selfreward.eval.compare import outcome, parse_verdict, tally
 from selfreward.eval.rm import rm_metrics
+from selfreward.judging.pairwise import outcome, parse_verdict, tally
 
 
 def test_perfect_and_reversed_groups_of_3():

@@ -123,7 +123,7 @@ def test_report_is_self_contained_html_with_the_numbers(evaluated_run):
     assert "Reward modelling on eft-eval" in text and "Head-to-head" in text and "Iteration health" in text
     assert f"{first['pairs']}" in text
     rm = json.loads((run_dir / "eval" / "summary.json").read_text())["rm"]["M1"]["eft-eval"]
-    from selfreward.eval.report import cell
+    from selfreward.report import cell
 
     assert cell(rm["pairwise_accuracy"]) in text
     md = (run_dir / "report.md").read_text()

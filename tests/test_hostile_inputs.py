@@ -21,9 +21,11 @@ from rich.console import Console
 
 from selfreward.config import ModelConfig, SFTConfig, config_to_dict, load_config, parse_overrides
 from selfreward.errors import SelfRewardError
+from selfreward.judging.additive_5pt import ADDITIVE_5PT
 from selfreward.models import load_model
 from selfreward.seed import load_groups, load_ift, load_ranked
-from selfreward.stages.judge import parse_score
+
+parse_score = ADDITIVE_5PT.parse
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SCRIPT = "<script>alert(1)</script>"
@@ -410,7 +412,7 @@ def recording_console() -> tuple[Console, io.StringIO]:
 
 def test_console_tables_show_generated_text_literally(hostile_run, monkeypatch):
     from selfreward import cli
-    from selfreward.eval.report import tables
+    from selfreward.report import tables
 
     console, buffer = recording_console()
     monkeypatch.setattr(cli, "console", console)
@@ -437,7 +439,7 @@ def test_data_command_and_errors_show_row_text_literally(tmp_path):
 
 
 def test_run_log_prints_stage_tags_and_data_literally(tmp_path):
-    from selfreward.pipeline import Run
+    from selfreward.rundir import Run
 
     console, buffer = recording_console()
     Run(tmp_path, load_config("demo"), console).log(f"[sft] seed data: {MARKUP}")

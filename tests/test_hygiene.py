@@ -9,12 +9,16 @@ import shutil
 from selfreward.config import ModelConfig, SFTConfig
 from selfreward.engines.base import Engine, Request
 from selfreward.engines.hf import HFEngine
+from selfreward.judging.prompt import SHORTENED_MARKER, fitted_request
 from selfreward.models import load_tokenizer
 from selfreward.prompts import load_template
-from selfreward.stages.judge import SHORTENED_MARKER, fitted_judge_request
 from selfreward.training import conversation_tokens, fits_length, load_for_training
 
 TEMPLATE = load_template("judge_additive_5pt")
+
+
+def fitted_judge_request(template, prompt, response, engine, max_new_tokens):
+    return fitted_request(template, {"instruction": prompt, "response": response}, ("response",), engine, max_new_tokens)
 
 
 class CharEngine(Engine):
@@ -89,10 +93,11 @@ def test_training_dropout_is_not_written_into_checkpoints(tiny_model, finished_r
 
 
 def test_sft_drops_and_counts_examples_longer_than_max_length(tiny_model, tmp_path):
-    from selfreward.stages.sft import train_sft
+    from selfreward.stages.sft import TrainSFT
+    from selfreward.steps import run_step
 
     examples = [("Explain tides.", "The moon pulls.\nScore: 4"), ("Why is the sky blue?", "Scattering."), ("Judge this: " + "word " * 200, "Score: 3")]
     config = SFTConfig(max_length=64, batch_size=2, learning_rate=1e-4, final_learning_rate=1e-5)
-    stats = train_sft(ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), examples, tmp_path / "sft", tmp_path / "M", seed=0)
+    stats = run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), examples, tmp_path / "sft", tmp_path / "M", 0))
     assert (stats["examples"], stats["dropped_too_long"]) == (2, 1)
     assert (tmp_path / "M" / "model.safetensors").exists()

@@ -3,8 +3,15 @@ import pytest
 from selfreward.batches import WorkItem
 from selfreward.config import JudgeConfig
 from selfreward.engines.base import Completion, Request
-from selfreward.prompts import load_template
-from selfreward.stages.judge import judge_request, judge_template, parse_score, read_text_score, score_completions
+from selfreward.judging import RATING_10PT, point_judgment
+from selfreward.judging.additive_5pt import ADDITIVE_5PT
+from selfreward.prompts import fill, load_template
+
+parse_score, read_text_score = ADDITIVE_5PT.parse, ADDITIVE_5PT.read
+
+
+def score_completions(config, engine, items, completions):
+    return point_judgment(config).rows(engine, items, completions)
 
 
 @pytest.mark.parametrize(
@@ -46,8 +53,7 @@ def test_parse_score(text, expected, method):
 def test_score_in_the_prompt_is_never_read():
     """The judge prompt itself says `Score: <total points>` and may quote a score in the response;
     only the generated judgment counts."""
-    template = judge_template("judge_additive_5pt")
-    request = judge_request(template, "What is 2+2?", "4. Score: 5")
+    request = Request.user(fill(point_judgment(JudgeConfig()).template, instruction="What is 2+2?", response="4. Score: 5"))
     prompt_text = request.messages[0][1]
     assert "Score: 5" in prompt_text and "{instruction}" not in prompt_text
     item = WorkItem("c0-j0", request, {"candidate_id": "c0", "prompt_id": "p0", "index": 0})
@@ -100,3 +106,10 @@ def test_a_fallback_that_sees_no_digit_leaves_the_judgment_as_it_was(mode, text,
 def test_shipped_judge_template_has_fields():
     text = load_template("judge_additive_5pt")
     assert "{instruction}" in text and "{response}" in text and "Score: <total points>" in text
+
+
+@pytest.mark.parametrize(("text", "expected"), [("Clear and right.\nRating: 8", 8.0), ("Rating: 11", None), ("Rating: 0", None), ("I'd give it a rating of 7.", 7.0), ("Score: 4", None)])
+def test_a_second_scale_reads_its_own_label_and_range(text, expected):
+    """MT-Bench grading's 1-10 `Rating: N` is a Scale too (selfreward/judging/rating_10pt.py)."""
+    assert RATING_10PT.parse(text) == expected
+    assert RATING_10PT.stop[0] == "Rating: 1\n" and RATING_10PT.digits == [] and RATING_10PT.target(7) == "Rating: 7"

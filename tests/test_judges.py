@@ -9,13 +9,13 @@ import math
 import pytest
 from rich.console import Console
 
-from selfreward.aift import run_aift
 from selfreward.config import ModelConfig, load_config
 from selfreward.errors import SelfRewardError
-from selfreward.iteration import Lineage
 from selfreward.logprobs import score_with_model
+from selfreward.recipes.aift import run_aift
 from selfreward.records import read_jsonl
 from selfreward.stages.consistency import consistency_stats, prompt_taus
+from selfreward.steps import Lineage
 from selfreward.testing import build_tiny_model
 
 TOPICS = ["bread", "tides", "rainbows", "sleep", "tea", "clouds"]
@@ -61,7 +61,10 @@ def test_implicit_judge_scores_each_answer_by_its_log_ratio(tiny_model, other_mo
         assert math.isclose(judgment["score"], 0.5 * (p.logp - r.logp) / p.tokens, abs_tol=1e-5)
     pairs = read_jsonl(out / "pairs.jsonl")
     by_candidate = {j["candidate_id"]: j["score"] for j in judgments}
-    assert pairs and all(p["chosen_source"] == "implicit" and p["chosen_score"] == by_candidate[p["chosen_id"]] == max(by_candidate[c["id"]] for c in candidates if c["prompt_id"] == p["id"] and c["finished"]) for p in pairs)
+    assert len(pairs) + sum(stats["pairs"]["dropped"].values()) == stats["pairs"]["prompts"] == 3
+    for pair in pairs:  # the best and worst reward among the prompt's finished, non-blank answers
+        own = [by_candidate[c["id"]] for c in candidates if c["prompt_id"] == pair["id"] and c["finished"] and c["text"].strip()]
+        assert pair["chosen_source"] == "implicit" and pair["chosen_score"] == max(own) and pair["rejected_score"] == min(own)
 
 
 def test_implicit_judge_against_itself_ties_everything(tiny_model, ift_file, tmp_path):

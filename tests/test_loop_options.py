@@ -8,8 +8,8 @@ from collections import defaultdict
 import pytest
 from conftest import invoke
 
+from selfreward.judging.responses import response_score
 from selfreward.records import read_jsonl
-from selfreward.stages.judge import response_score
 
 RHO = 0.3
 

@@ -14,7 +14,8 @@ from conftest import invoke
 
 from selfreward.config import DPOConfig, LoRAConfig, ModelConfig, SFTConfig, load_config
 from selfreward.errors import SelfRewardError
-from selfreward.stages.sft import train_sft
+from selfreward.stages.sft import TrainSFT
+from selfreward.steps import run_step
 from selfreward.training import load_for_training, weights_dtype
 
 LORA = "{r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear}"
@@ -61,11 +62,11 @@ def test_lora_stage_resumes_from_its_trainer_checkpoint(tiny_model, tmp_path):
     """A stage killed after its last Trainer checkpoint resumes from it and merges the same adapter."""
     config = SFTConfig(lora=LoRAConfig(r=4, alpha=8), batch_size=2, save_steps=1, learning_rate=1e-3, final_learning_rate=1e-4, max_length=4096)
     target = tmp_path / "model"
-    first = train_sft(ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), EXAMPLES, tmp_path / "sft", target, 0)
+    first = run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), EXAMPLES, tmp_path / "sft", target, 0))
     assert sorted(p.name for p in (tmp_path / "sft" / "trainer").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     trained = weights(target)
     (tmp_path / "sft" / "sft.stats.json").unlink()
-    again = train_sft(ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), EXAMPLES, tmp_path / "sft", target, 0)
+    again = run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), EXAMPLES, tmp_path / "sft", target, 0))
     assert again["steps"] == first["steps"] == 2 and again["loss_first"] == first["loss_first"]
     resumed = weights(target)
     assert all(torch.equal(trained[k], resumed[k]) for k in trained)

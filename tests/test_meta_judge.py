@@ -9,9 +9,9 @@ import pytest
 
 from selfreward.config import load_config
 from selfreward.engines.base import Completion, Engine
+from selfreward.judging.prompt import template_with
 from selfreward.prompts import fill
 from selfreward.records import read_jsonl, write_json, write_jsonl
-from selfreward.stages.judge import judge_template
 from selfreward.stages.meta_judge import judge_pair_cap, parse_winner, run_meta_judge
 
 QUALITY = re.compile(r"quality (\d)")
@@ -87,7 +87,7 @@ def test_meta_judge_ranks_the_most_disputed_candidates_judgments(tmp_path):
     best = judge[0]
     assert (best["chosen_id"], best["rejected_id"]) == ("p0-c1-j1", "p0-c1-j0")  # quality 3 beats 2 beats 1
     assert (best["chosen_net_wins"], best["rejected_net_wins"]) == (2, -2)
-    assert best["prompt"] == fill(judge_template("judge_additive_5pt"), instruction="Question 0?", response="Answer 0.1")
+    assert best["prompt"] == fill(template_with("judge_additive_5pt", ("instruction", "response")), instruction="Question 0?", response="Answer 0.1")
     assert (judge[1]["chosen_id"], judge[1]["chosen_score"], judge[1]["rejected_score"]) == ("p4-c0-j0", 2, 4)
     assert (stats["judge_pairs"], stats["actor_pairs"], stats["judge_pair_share"]) == (2, 2, 0.5)
 
@@ -136,8 +136,8 @@ def test_meta_stage_in_the_tiny_loop_with_scripted_judgments(tiny_model, tmp_pat
     random model writes no scores): the meta-judge prefers the evaluation with the higher score."""
     import statistics
 
-    from selfreward.aift import run_aift
     from selfreward.engines.hf import HFEngine
+    from selfreward.recipes.aift import run_aift
     from selfreward.stages.dpo import dpo_rows
 
     original, original_n = HFEngine.generate, HFEngine.generate_n

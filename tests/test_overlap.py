@@ -16,10 +16,10 @@ from selfreward.batches import derive_seed
 from selfreward.config import DecontaminateConfig, PromptsConfig, load_config
 from selfreward.engines.base import Completion, Engine
 from selfreward.errors import SelfRewardError
-from selfreward.overlap import EvaluationPrompts, RougePool, disjoint_training_data, rouge_tokens
+from selfreward.overlap import EvaluationPrompts, RougePool, disjoint_training_data, normalise_prompt, rouge_tokens
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed import load_ift, load_ranked
-from selfreward.stages.eft import build_eft, normalise_prompt
+from selfreward.stages.eft import build_eft
 from selfreward.stages.prompts import PromptFilter, generate_prompts
 
 IFT = ["How do volcanoes form?", "Why do cats purr?", "What is a prime number?", "How does a bicycle stay upright?", "Why is the sea salty?", "What causes thunder?"]
@@ -116,22 +116,27 @@ def overrides(files, model, *extra):
 
 
 def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_path, monkeypatch):
-    from selfreward import pipeline
+    from selfreward import steps
+    from selfreward.recipes.self_rewarding import self_rewarding, start
+    from selfreward.stages.sft import TrainSFT
 
     files, model = data_files
     trained: dict[str, list[tuple[str, str]]] = {}
 
-    def fake_sft(model_config, config, base_model, examples, stage_dir, target, seed):
-        trained[target.name] = examples
-        target.mkdir(parents=True)
-        (target / "config.json").write_text("{}")
-        write_json(stage_dir / "sft.stats.json", {"stage": "sft", "examples": len(examples)})
-        return {"examples": len(examples)}
+    def fake_sft(step, tools):
+        trained[step.target.name] = step.examples
+        step.target.mkdir(parents=True)
+        (step.target / "config.json").write_text("{}")
+        write_json(step.stats_file, {"stage": "sft", "examples": len(step.examples)})
+        return {"examples": len(step.examples)}
 
-    monkeypatch.setattr(pipeline, "train_sft", fake_sft)
-    monkeypatch.setattr(pipeline, "make_engine", lambda config, path: Scripted("The answer is clear and helpful. Score: 3"))
+    monkeypatch.setattr(TrainSFT, "run", fake_sft)
+    monkeypatch.setattr(steps, "make_engine", lambda config, path: Scripted("The answer is clear and helpful. Score: 3"))
     run_dir = tmp_path / "run"
-    pipeline.run_pipeline(load_config("demo", overrides(files, model)), run_dir, Console(file=io.StringIO()))
+    config = load_config("demo", overrides(files, model))
+    runner, data, ranked = start(config, run_dir, Console(file=io.StringIO()))
+    for step in self_rewarding(config, runner, data, ranked):
+        runner.run(step)
     stats = read_json(run_dir / "data.stats.json")
     source = f"eval.prompts {files['evaluation']}"
     assert stats["shared_prompts"] == {"data.ift": {"eft-eval": 0, source: 2}, "eft train": {"eft-eval": 0, source: 1, "data.ift": 0}}
@@ -156,11 +161,12 @@ def test_refuse_stops_with_one_line(data_files, tmp_path):
 
 
 def test_aift_prompts_stage_gets_the_evaluation_prompts(data_files, tmp_path, monkeypatch):
-    from selfreward import aift, iteration
+    from selfreward import steps
+    from selfreward.recipes import aift
 
     files, model = data_files
     engine = Scripted(COPYING_COMPLETION)
-    monkeypatch.setattr(iteration, "make_engine", lambda config, path: engine)
+    monkeypatch.setattr(steps, "make_engine", lambda config, path: engine)
     config = load_config("demo", overrides(files, model, "prompts.num_prompts=2", "prompts.requests_per_round=1", "prompts.min_words=1"))
     stats = aift.run_aift(config, tmp_path / "aift", stages=("prompts",), console=Console(file=io.StringIO()))
     assert stats["prompts"]["verdicts"]["contaminated"] == 1

@@ -11,7 +11,8 @@ from selfreward.errors import SelfRewardError
 from selfreward.pair_policies import POLICIES, PromptCandidates, Scored, anchored, length_control, max_min, spin
 from selfreward.records import read_jsonl, write_jsonl
 from selfreward.seed import IFTExample
-from selfreward.stages.pairs import make_pairs, spin_prompts
+from selfreward.stages.pairs import make_pairs
+from selfreward.stages.prompts import spin_prompts
 
 
 def cand(cid: str, score: float | None, tokens: int | None = None, text: str | None = None) -> Scored:
@@ -147,7 +148,7 @@ def test_make_pairs_spin_needs_no_judgments_and_no_margin(tmp_path):
 
 def test_spin_prompts_draw_ift_examples_with_their_human_answers():
     examples = [IFTExample(f"prompt {i}", f"answer {i}") for i in range(10)]
-    rows, answers = spin_prompts(examples, 4, seed=3)
-    assert len(rows) == 4 and rows == spin_prompts(examples, 4, seed=3)[0]
-    assert all(answers[r["id"]] == r["prompt"].replace("prompt", "answer") for r in rows)
-    assert len(spin_prompts(examples, 50, seed=3)[0]) == 10
+    rows = spin_prompts(examples, 4, seed=3)
+    assert len(rows) == 4 and rows == spin_prompts(examples, 4, seed=3) and rows != spin_prompts(examples, 4, seed=4)
+    assert all(r["reference_answer"] == r["prompt"].replace("prompt", "answer") for r in rows)
+    assert len(spin_prompts(examples, 50, seed=3)) == 10

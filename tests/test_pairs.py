@@ -3,8 +3,8 @@ import json
 import pytest
 
 from selfreward.config import PairsConfig
+from selfreward.judging.responses import response_score as candidate_score
 from selfreward.records import write_jsonl
-from selfreward.stages.judge import response_score as candidate_score
 from selfreward.stages.pairs import make_pairs, margin_histogram
 
 

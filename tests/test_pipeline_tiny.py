@@ -21,6 +21,9 @@ RECORD_FILES = [
 ]
 
 
+AIFT = ("prompts", "candidates", "judge", "pairs")
+
+
 def test_loop_runs_two_iterations(finished_run):
     run_dir, output = finished_run
     assert "selfreward run: per iteration" in output and "before the loop" in output
@@ -37,7 +40,9 @@ def test_loop_runs_two_iterations(finished_run):
         assert stats["min_margin_kept"] == min(p["margin"] for p in pairs)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"config", "versions", "git_commit", "seed", "stages"} <= manifest.keys()
-    assert [s for s, v in manifest["stages"].items() if v["status"] == "done"] == ["sft_baseline", "eft", "sft", "aift1", "dpo1", "aift2", "dpo2"]
+    assert [s for s, v in manifest["stages"].items() if v["status"] == "done"] == [
+        "sft_baseline", "eft", "sft", *(f"iter1/{s}" for s in AIFT), "dpo1", "validate1", *(f"iter2/{s}" for s in AIFT), "dpo2", "validate2",
+    ]
     assert all(v["seconds"] >= 0 and v["started"] <= v["ended"] for v in manifest["stages"].values())
     assert (run_dir / "run.log").read_text().count("started") == 7
     eft = summary["eft"]

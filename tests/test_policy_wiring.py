@@ -8,11 +8,11 @@ import json
 import pytest
 from rich.console import Console
 
-from selfreward.aift import run_aift
 from selfreward.config import load_config
 from selfreward.errors import SelfRewardError
-from selfreward.iteration import Lineage
+from selfreward.recipes.aift import run_aift
 from selfreward.records import read_jsonl
+from selfreward.steps import Lineage
 
 TOPICS = ["bread", "tides", "rainbows", "compound interest", "sorting lists", "volcanoes", "sleep", "tea", "bicycles", "clouds"]
 
@@ -76,7 +76,7 @@ def test_anchored_rejects_the_initial_models_answers_and_caches_them(tiny_model,
         assert anchors[pair["rejected_id"]]["prompt_id"] == pair["id"] and pair["chosen_id"] in current
     (out / "pairs.stats.json").unlink()
     with monkeypatch.context() as patched:  # a finished anchor stage loads no model
-        patched.setattr("selfreward.iteration.make_engine", lambda *a: pytest.fail("the anchor stage ran again"))
+        patched.setattr("selfreward.steps.make_engine", lambda *a: pytest.fail("the anchor stage ran again"))
         run_aift(config, out, console=quiet(), lineage=Lineage(initial=str(tiny_model)))
     answers, judgments = (out / "anchor" / "candidates.jsonl").read_bytes(), read_jsonl(out / "anchor" / "judgments.jsonl")
     for done in ("anchor.stats.json", "anchor/judgments.jsonl", "anchor/judgments.stats.json", "pairs.stats.json"):

@@ -60,7 +60,7 @@ def test_every_checkpoint_is_compared_and_the_best_is_promoted(select_run):
     record = manifest["stages"]["select1"]
     assert record["status"] == "done" and record["chosen"] == stats["chosen"]
     assert record["win_rates"] == {c["name"]: c["win_rate"] for c in stats["candidates"]}
-    assert [s for s in manifest["stages"] if s.endswith("1")] == ["aift1", "dpo1", "select1"]
+    assert [s for s in manifest["stages"] if s.endswith("1") or s.startswith("iter1/")] == [f"iter1/{s}" for s in ("prompts", "candidates", "judge", "pairs")] + ["dpo1", "select1", "validate1"]
 
 
 def scripted_comparison(win_rates):

@@ -4,6 +4,7 @@ logprobs -> choice probabilities, settings reaching `LLM(...)`, release on close
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 from collections.abc import Callable
@@ -14,14 +15,19 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.console import Console
 
 from selfreward.config import JudgeConfig, load_config
 from selfreward.engines import Request, Sampling, make_engine
 from selfreward.engines.render import choice_token_ids, render_request
 from selfreward.engines.vllm import VLLMEngine, choice_distribution, vllm_dtype
 from selfreward.errors import SelfRewardError
+from selfreward.judging.additive_5pt import ADDITIVE_5PT
 from selfreward.records import read_jsonl, write_jsonl
-from selfreward.stages.judge import DIGITS, judge_candidates, parse_score
+from selfreward.stages.judge import Judge
+from selfreward.steps import EngineCache, Tools
+
+DIGITS, parse_score = ADDITIVE_5PT.digits, ADDITIVE_5PT.parse
 
 SAMPLING = Sampling(temperature=0.7, top_p=0.9, max_new_tokens=16)
 
@@ -282,7 +288,9 @@ def test_judge_stage_records_carry_the_fake_judgments(fake_vllm, tiny_model, tmp
     candidates = [{"id": f"p{i}-c0", "prompt_id": f"p{i}", "prompt": "explain the task", "text": f"answer {i}"} for i in range(3)]
     write_jsonl(tmp_path / "candidates.jsonl", candidates)
     config = JudgeConfig(k=3, fallback="fallback", max_new_tokens=32)
-    stats = judge_candidates(config, engine, tmp_path, seed=1, batch_size=4)
+    cache = EngineCache(load_config("demo"))
+    cache.engines = {"M": engine}  # the judge's model is the engine already loaded
+    stats = Judge("judge", config, tmp_path, "M", seed=1, batch_size=4).run(Tools(Console(file=io.StringIO()), cache))
     records = read_jsonl(tmp_path / "judgments.jsonl")
     assert stats["judgments"] == len(records) == 9 and sorted(r["text"] for r in records) == sorted(written)
     for record in records:

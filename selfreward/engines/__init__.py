@@ -30,8 +30,11 @@ def judge_model(judge: JudgeEngineConfig, default_model: str) -> str | None:
 def make_judge_engine(config: Config, judge: JudgeEngineConfig, default_model: str) -> Engine:
     """A judge other than the trained model: a local model (`judge_model`) or an OpenAI-compatible server."""
     model = judge_model(judge, default_model)
-    if model is not None:
-        return make_engine(config, model)
+    return make_engine(config, model) if model is not None else server_engine(judge)
+
+
+def server_engine(judge: JudgeEngineConfig) -> Engine:
+    """The OpenAI-compatible server a judge of kind `openai` names."""
     from selfreward.engines.openai import OpenAIEngine
 
     return OpenAIEngine(
@@ -47,4 +50,4 @@ def make_judge_engine(config: Config, judge: JudgeEngineConfig, default_model: s
     )
 
 
-__all__ = ["Completion", "Engine", "Request", "Sampling", "judge_model", "make_engine", "make_judge_engine"]
+__all__ = ["Completion", "Engine", "Request", "Sampling", "judge_model", "make_engine", "make_judge_engine", "server_engine"]

@@ -21,7 +21,7 @@ from typing import Any
 from selfreward.batches import WorkItem, mean, run_batches
 from selfreward.engines.base import Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
-from selfreward.eval.compare import compare_answers
+from selfreward.judging.pairwise import compare_answers
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles, read_jsonl, write_atomic
 

@@ -9,7 +9,8 @@ before digit-probability expectations as in `response_score`):
   group's (agreeing, compared) pairs for paired comparisons between models.
 - exact match: the share of groups whose every pair (of different human rank) is ordered strictly
   the same way by the model.
-- 5-best: of the responses the model scored 5 (average >= 4.5), the share humans ranked best.
+- 5-best: of the responses the model scored the scale's top (average >= top - 0.5, 4.5 on 0-5),
+  the share humans ranked best.
 - Spearman / Kendall tau: per group between scores and human order (scipy.stats), averaged over
   groups. A group where either side is constant or a score is missing has no defined correlation
   and contributes 0 (counted in `undefined_correlation_groups`).
@@ -24,16 +25,17 @@ from typing import Any
 
 from scipy import stats as sps
 
-from selfreward.batches import WorkItem, run_batches
 from selfreward.config import Config
 from selfreward.engines.base import Engine, Sampling
 from selfreward.intervals import mean_ci, ratio_ci
+from selfreward.judging import point_judgment, scale_named
+from selfreward.judging.responses import JudgeItem, judge_responses, judgment_stats, response_score
 from selfreward.records import StageFiles
-from selfreward.stages.judge import fitted_judge_request, judge_template, judgment_stats, response_score, score_completions
 
 
-def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str, Any]:
-    """Metrics over groups of (human ranks, model scores); rank 0 is best."""
+def rm_metrics(groups: list[tuple[list[float], list[float | None]]], top: float = 4.5) -> dict[str, Any]:
+    """Metrics over groups of (human ranks, model scores); rank 0 is best; a score of `top` or more is
+    the scale's best (5-best)."""
     pairs = agree = ties = exact = 0.0
     five, five_best = 0, 0
     spearman, kendall, undefined = [], [], 0
@@ -42,7 +44,7 @@ def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str
         group_exact = True
         agree_before, pairs_before = agree, pairs
         for i in range(len(ranks)):
-            if scores[i] is not None and scores[i] >= 4.5:  # type: ignore[operator]
+            if scores[i] is not None and scores[i] >= top:  # type: ignore[operator]
                 five += 1
                 five_best += ranks[i] == min(ranks)
             for j in range(i + 1, len(ranks)):
@@ -89,17 +91,15 @@ def rm_metrics(groups: list[tuple[list[float], list[float | None]]]) -> dict[str
 
 
 def judge_groups(config: Config, engine: Engine, groups: list[dict[str, Any]], files: StageFiles, name: str, seed: int) -> list[dict[str, Any]]:
-    """`eval.rm_samples` judgments of every response of `groups` (resumable)."""
-    template = judge_template(config.judge.template)
-    items = []
-    for g in groups:
-        for r, resp in enumerate(g["responses"]):
-            request, shortened = fitted_judge_request(template, g["prompt"], resp["text"], engine, config.judge.max_new_tokens)
-            payload = {"group_id": g["id"], "response_index": r, "response_shortened": shortened}
-            items += [WorkItem(f"{g['id']}-r{r}-j{k}", request, payload | {"sample": k}) for k in range(config.eval.rm_samples)]
+    """`eval.rm_samples` judgments of every response of `groups` (resumable) with the model's own judge."""
+    items = [
+        JudgeItem(f"{g['id']}-r{r}-j{k}", {"instruction": g["prompt"], "response": resp["text"]}, {"group_id": g["id"], "response_index": r, "sample": k})
+        for g in groups for r, resp in enumerate(g["responses"]) for k in range(config.eval.rm_samples)
+    ]
+    judgment = point_judgment(config.judge)
     sampling = Sampling(config.judge.temperature, config.judge.top_p, config.judge.max_new_tokens)
-    run = run_batches(files, items, engine, sampling, seed, config.engine.batch_size, f"rm {name}", lambda b, c: score_completions(config.judge, engine, b, c))
-    files.finish(run.records, {"stage": "rm-judge", "model": name, **judgment_stats(run.records), "tokens_per_second": run.tokens_per_second})
+    run = judge_responses(engine, judgment, items, 1, sampling, files, seed, config.engine.batch_size, f"rm {name}")
+    files.finish(run.records, {"stage": "rm-judge", "model": name, **judgment_stats(judgment.scale, run.records), "tokens_per_second": run.tokens_per_second})
     return run.records
 
 
@@ -118,5 +118,6 @@ def evaluate_rm(config: Config, engine: Engine, groups: list[dict[str, Any]], ou
     for g in groups:
         found = [response_score(judged.get((g["id"], r), [])) for r in range(len(g["responses"]))]
         table.append(([resp["rank"] for resp in g["responses"]], [f[0] if f else None for f in found]))
-    health = judgment_stats(records)
-    return {**rm_metrics(table), "judge_parse_rate": health["parse_rate_text"], "judge_valid_rate": health["valid_rate"]}
+    scale = scale_named(config.judge.scale)
+    health = judgment_stats(scale, records)
+    return {**rm_metrics(table, scale.highest - 0.5), "judge_parse_rate": health["parse_rate_text"], "judge_valid_rate": health["valid_rate"]}

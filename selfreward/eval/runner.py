@@ -11,16 +11,17 @@ from typing import Any
 
 from rich.console import Console
 
+from selfreward.answers import generate_answers
 from selfreward.batches import derive_seed
 from selfreward.config import Config, config_differences, config_to_dict
 from selfreward.engines import Sampling, make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
-from selfreward.eval.compare import compare_answers, generate_answers
 from selfreward.eval.rm import evaluate_rm
+from selfreward.judging.pairwise import compare_answers
 from selfreward.models import resolve_model
+from selfreward.overlap import group_rows, test_prompts
 from selfreward.records import StageFiles, read_json, read_jsonl, write_json
-from selfreward.seed import load_ift, load_ranked
-from selfreward.stages.eft import group_rows
+from selfreward.seed import load_ranked
 
 
 def model_order(name: str) -> tuple[int, int]:
@@ -57,18 +58,6 @@ def rm_sets(run_dir: Path, config: Config) -> dict[str, list[dict[str, Any]]]:
         sets[Path(source).stem if source != "demo" else "demo"] = group_rows(groups)
     limit = config.eval.rm_max_groups
     return {name: rows[:limit] if limit else rows for name, rows in sets.items() if rows}
-
-
-def held_out_prompts(run_dir: Path, config: Config) -> list[dict[str, Any]]:
-    prompts: list[str] = []
-    for source in config.eval.prompts:
-        if source == "eft-eval":
-            path = run_dir / "eft" / "eval.jsonl"
-            prompts += [g["prompt"] for g in read_jsonl(path)] if path.exists() else []
-        else:
-            prompts += [e.prompt for e in load_ift([source], config.data.lang)[0]]
-    unique = list(dict.fromkeys(prompts))[: config.eval.max_prompts]
-    return [{"id": f"t{i:05d}", "prompt": p} for i, p in enumerate(unique)]
 
 
 CACHE_FREE_KEYS = {"after_iteration", "judge", "ifeval"}  # head-to-head results live under the judge's own name; ifeval binds its own
@@ -115,7 +104,7 @@ def evaluate_run(
         checkpoints = {"M0": Path(resolve_model(config.model.name_or_path))} | checkpoints
     eval_dir = eval_dir or run_dir / "eval"
     sets = rm_sets(run_dir, config)
-    prompts = held_out_prompts(run_dir, config)
+    prompts = test_prompts(run_dir, config.eval.prompts, config.data.lang, config.eval.max_prompts)
     if not sets and not prompts:
         raise SelfRewardError(f"nothing to evaluate: {run_dir}/eft/eval.jsonl is missing and eval.ranked / eval.prompts are empty")
     bind_eval_settings(eval_dir, config, fresh)

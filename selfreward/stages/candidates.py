@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selfreward.batches import WorkItem, mean, run_batches
 from selfreward.config import CandidatesConfig
 from selfreward.engines.base import Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.records import StageFiles
+from selfreward.steps import AIFTStep, Column, Iteration, Tools
 
 
 def generate_candidates(config: CandidatesConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+    """`candidates.n` answers to each prompt of OUT/prompts.jsonl -> OUT/candidates.jsonl and its stats."""
     files = StageFiles(out_dir, "candidates")
-    if files.done():
-        return files.read_stats()
     prompts = StageFiles(out_dir, "prompts")
     if not prompts.records.exists():
         raise SelfRewardError(f"{prompts.records} not found: run the prompts stage first")
@@ -37,3 +38,28 @@ def generate_candidates(config: CandidatesConfig, engine: Engine, out_dir: Path,
     }
     files.finish(records, stats)
     return stats
+
+
+@dataclass(frozen=True)
+class Candidates(AIFTStep):
+    """N answers per prompt of ITER/prompts.jsonl from M_t -> ITER/candidates.jsonl."""
+
+    name: str
+    config: CandidatesConfig
+    out_dir: Path
+    model: str
+    seed: int
+    batch_size: int
+    stage: ClassVar[str] = "candidates"
+    files: ClassVar[str] = "candidates"
+    columns: ClassVar[tuple[Column, ...]] = (Column("candidates", "candidates"), Column("answer tokens", "mean_tokens", "candidate_mean_tokens"))
+
+    @classmethod
+    def build(cls, it: Iteration) -> Candidates:
+        return cls(it.step_name("candidates"), it.config.candidates, it.out_dir, it.model, it.seed("candidates"), it.batch_size)
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.out_dir / "candidates.stats.json",)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        return generate_candidates(self.config, tools.engines.get(self.model), self.out_dir, self.seed, self.batch_size)

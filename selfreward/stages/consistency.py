@@ -12,15 +12,21 @@ no defined tau and is left out (counted).
 from __future__ import annotations
 
 import math
+import shutil
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from scipy import stats as sps
 
+from selfreward.config import Config
 from selfreward.intervals import mean_ci
-from selfreward.records import StageFiles
-from selfreward.stages.judge import response_score
+from selfreward.judging.responses import response_score
+from selfreward.models import resolve_model
+from selfreward.records import StageFiles, write_json
+from selfreward.stages.judge import judge_of
+from selfreward.steps import AIFTStep, Column, Iteration, Step, Tools, run_parts
 
 PREVIOUS_DIR = "previous"
 MAX_SMOOTHING = 0.49
@@ -62,3 +68,43 @@ def consistency_stats(out_dir: Path, previous_dir: Path | None, previous_model: 
     tau = mean_ci(taus)
     smoothing = 0.0 if tau["value"] is None else min(MAX_SMOOTHING, max(0.0, (1 - tau["value"]) / 2))
     return stats | {"prompts_compared": len(taus), "prompts_undefined": undefined, "tau_mean": tau["value"], "tau": tau, "label_smoothing": round(smoothing, 4)}
+
+
+@dataclass(frozen=True)
+class Consistency(AIFTStep):
+    """cream: M_{t-1} judges M_t's candidates too (in ITER/previous); the two judges' rank agreement
+    sets the iteration's DPO label smoothing -> ITER/consistency.stats.json."""
+
+    name: str
+    out_dir: Path
+    previous: str | None
+    judge: Step | None
+    """M_{t-1}'s judge step over ITER/previous; None when there is no previous judge to compare with."""
+    stage: ClassVar[str] = "consistency"
+    files: ClassVar[str] = "consistency"
+    columns: ClassVar[tuple[Column, ...]] = (Column("judge agreement tau", "tau_mean", "consistency_tau"), Column("label smoothing", "label_smoothing"))
+
+    @staticmethod
+    def enabled(config: Config) -> bool:
+        return config.dpo.label_smoothing == "cream"
+
+    @classmethod
+    def build(cls, it: Iteration) -> Consistency:
+        previous = it.lineage.previous
+        usable = previous and (it.config.judge.kind == "text" or it.lineage.previous_trained_from or it.config.judge.reference)
+        judge = judge_of(it, it.out_dir / PREVIOUS_DIR, "previous-judge", resolve_model(previous), it.lineage.previous_trained_from) if usable else None
+        return cls(it.step_name("consistency"), it.out_dir, previous or None, judge)
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.out_dir / "consistency.stats.json",)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        previous_dir = None
+        if self.judge is not None:
+            previous_dir = self.out_dir / PREVIOUS_DIR
+            previous_dir.mkdir(exist_ok=True)
+            shutil.copyfile(self.out_dir / "candidates.jsonl", previous_dir / "candidates.jsonl")
+            run_parts((self.judge,), tools)
+        stats = consistency_stats(self.out_dir, previous_dir, self.previous)
+        write_json(self.out_dir / "consistency.stats.json", stats)
+        return stats

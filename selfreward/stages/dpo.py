@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selfreward.batches import derive_seed
 from selfreward.config import DPOConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device, resolve_model
 from selfreward.records import read_jsonl, write_jsonl
-from selfreward.training import fits_length, load_for_training, lora_config, merge_base, train_and_save, train_here_or_in_workers, trainer_arguments
+from selfreward.steps import Column, Tools
+from selfreward.training import fits_length, launch, load_for_training, lora_config, merge_base, train_and_save, trainer_arguments
 
 
 def dpo_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -94,50 +95,70 @@ def split_pairs(pairs: list[dict[str, Any]], config: DPOConfig, seed: int) -> tu
     return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
 
 
-def train_dpo(model_config: ModelConfig, config: DPOConfig, policy: str, reference: str | None, pairs_file: Path, stage_dir: Path, target: Path, seed: int) -> dict[str, Any]:
-    """DPO from `policy` on `pairs_file` -> `target`, holding out validation pairs (STAGE_DIR/validation_pairs.jsonl;
-    the rest in STAGE_DIR/train_pairs.jsonl). `reference` None means the policy as it was before this stage
-    (with LoRA: the policy with its adapter off; else a frozen copy).
-    In this process, or in `accelerate launch` workers when `dpo.accelerate_config` is set."""
-    pairs = read_jsonl(pairs_file)
-    if not pairs:
-        raise SelfRewardError(f"{pairs_file} holds no pairs: nothing to train on")
-    train, validation = split_pairs(pairs, config, seed)
-    write_jsonl(stage_dir / VALIDATION_PAIRS, validation)
-    write_jsonl(stage_dir / TRAIN_PAIRS, train)
-    pairs_file = stage_dir / TRAIN_PAIRS
-    arguments = {"model_config": model_config.model_dump(mode="json"), "config": config.model_dump(mode="json"), "policy": policy,
-                 "reference": reference, "pairs_file": str(pairs_file), "stage_dir": str(stage_dir), "target": str(target), "seed": seed}
-    here = partial(train_dpo_here, model_config, config, policy, reference, pairs_file, stage_dir, target, seed)
-    return train_here_or_in_workers("dpo", config, pick_device(model_config.device), arguments, stage_dir, stage_dir / "dpo.stats.json", here)
+@dataclass(frozen=True)
+class TrainDPO:
+    """DPO from `policy` on `pairs_file` -> `target` and STAGE_DIR/dpo.stats.json, holding out validation
+    pairs (STAGE_DIR/validation_pairs.jsonl; the rest in STAGE_DIR/train_pairs.jsonl). `reference` None
+    means the policy as it was before this step (with LoRA: the policy with its adapter off; else a
+    frozen copy). In this process, or in worker processes that receive this same step."""
 
+    name: str
+    model_config: ModelConfig
+    config: DPOConfig
+    policy: str
+    reference: str | None
+    pairs_file: Path
+    stage_dir: Path
+    target: Path
+    seed: int
+    child: bool = False
+    """Train in a child process (selfreward.training.launch): its GPU memory is all back when it exits."""
+    kind: ClassVar[str] = "dpo"
+    columns: ClassVar[tuple[Column, ...]] = (
+        Column("DPO loss", "train_loss", "dpo_loss"), Column("DPO reward acc", "reward_accuracies_mean", "dpo_reward_accuracy"),
+        Column("DPO margin", "reward_margins_mean", "dpo_reward_margin"), Column("DPO steps", "steps", "dpo_steps"),
+    )
+    """Figures of dpo.stats.json in the run summary."""
 
-def train_dpo_here(model_config: ModelConfig, config: DPOConfig, policy: str, reference: str | None, pairs_file: Path, stage_dir: Path, target: Path, seed: int) -> dict[str, Any]:
-    """`train_dpo` in this process (one `accelerate launch` worker, or the run itself). An explicit
-    `reference` is loaded as a second model, also with LoRA (as the policy: 4-bit with `quantize`).
-    Pairs longer than `max_length` are dropped and counted (truncation would cut an answer's end)."""
-    from datasets import Dataset
-    from trl import DPOTrainer
+    @property
+    def stats_file(self) -> Path:
+        return self.stage_dir / "dpo.stats.json"
 
-    pairs = read_jsonl(pairs_file)
-    device = pick_device(model_config.device)
-    # The arguments come before the model: under DeepSpeed ZeRO-3 they make loading shard the weights.
-    args = dpo_arguments(config, stage_dir / "trainer", seed, device)
-    model, tokenizer = load_for_training(model_config, policy, config, device, "dpo")
-    fitting = [p for p in pairs if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)]
-    if not fitting:
-        raise SelfRewardError(f"none of the {len(pairs)} pairs in {pairs_file} fits dpo.max_length={config.max_length} tokens")
-    ref_model = load_for_training(model_config, reference, config, device, "dpo")[0] if reference else None
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(dpo_rows(fitting)), processing_class=tokenizer, peft_config=lora_config(config))
-    stats = {
-        "stage": "dpo",
-        "policy": policy,
-        "reference": reference or policy,
-        "pairs": len(fitting),
-        "dropped_too_long": len(pairs) - len(fitting),
-        "loss_type": args.loss_type,
-        "loss_weights": args.loss_weights,
-        "label_smoothing": config.label_smoothing,
-    }
-    metric_keys = ("loss", "rewards/accuracies", "rewards/margins")
-    return train_and_save(trainer, tokenizer, target, metric_keys, merge_base(model_config, policy, config, device), stats, stage_dir / "dpo.stats.json")
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.target / "config.json", self.stats_file)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        pairs = read_jsonl(self.pairs_file)
+        if not pairs:
+            raise SelfRewardError(f"{self.pairs_file} holds no pairs: nothing to train on")
+        train, validation = split_pairs(pairs, self.config, self.seed)
+        write_jsonl(self.stage_dir / VALIDATION_PAIRS, validation)
+        write_jsonl(self.stage_dir / TRAIN_PAIRS, train)
+        tools.engines.close()  # training takes the memory a loaded model held
+        return launch(replace(self, pairs_file=self.stage_dir / TRAIN_PAIRS), pick_device(self.model_config.device))
+
+    def train_here(self) -> dict[str, Any]:
+        """Train on `pairs_file` in this process (one worker, or the run itself; `run` hands the workers
+        its training split). An explicit `reference` is loaded as a second model, also with LoRA (as
+        the policy: 4-bit with `quantize`). Pairs longer than `max_length` are dropped and counted
+        (truncation would cut an answer's end)."""
+        from datasets import Dataset
+        from trl import DPOTrainer
+
+        pairs = read_jsonl(self.pairs_file)
+        device = pick_device(self.model_config.device)
+        config = self.config
+        # The arguments come before the model: under DeepSpeed ZeRO-3 they make loading shard the weights.
+        args = dpo_arguments(config, self.stage_dir / "trainer", self.seed, device)
+        model, tokenizer = load_for_training(self.model_config, self.policy, config, device, "dpo")
+        fitting = [p for p in pairs if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)]
+        if not fitting:
+            raise SelfRewardError(f"none of the {len(pairs)} pairs in {self.pairs_file} fits dpo.max_length={config.max_length} tokens")
+        ref_model = load_for_training(self.model_config, self.reference, config, device, "dpo")[0] if self.reference else None
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(dpo_rows(fitting)), processing_class=tokenizer, peft_config=lora_config(config))
+        stats = {
+            "stage": "dpo", "policy": self.policy, "reference": self.reference or self.policy, "pairs": len(fitting), "dropped_too_long": len(pairs) - len(fitting),
+            "loss_type": args.loss_type, "loss_weights": args.loss_weights, "label_smoothing": config.label_smoothing,
+        }
+        metric_keys = ("loss", "rewards/accuracies", "rewards/margins")
+        return train_and_save(trainer, tokenizer, self.target, metric_keys, merge_base(self.model_config, self.policy, config, device), stats, self.stats_file)

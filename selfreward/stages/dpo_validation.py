@@ -10,14 +10,17 @@ bootstrap interval over pairs, and the paired change after - before.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selfreward.config import DPOConfig, ModelConfig
 from selfreward.intervals import mean_ci, paired_difference_ci, verdict
 from selfreward.logprobs import implicit_rewards, score_with_model
 from selfreward.models import load_tokenizer, resolve_model
 from selfreward.records import read_jsonl, write_json, write_jsonl
+from selfreward.stages.dpo import VALIDATION_PAIRS
+from selfreward.steps import Column, Tools
 from selfreward.training import fits_length
 
 
@@ -53,3 +56,31 @@ def validate_dpo(model_config: ModelConfig, config: DPOConfig, before: str, afte
     }
     write_json(out_dir / "validation.stats.json", stats)
     return stats
+
+
+@dataclass(frozen=True)
+class ValidateDPO:
+    """Validation of one DPO step on its held-out pairs -> STAGE_DIR/validation.stats.json (and validation.jsonl)."""
+
+    name: str
+    model_config: ModelConfig
+    config: DPOConfig
+    before: str
+    after: str
+    reference: str | None
+    stage_dir: Path
+    seed: int
+    columns: ClassVar[tuple[Column, ...]] = (
+        Column("DPO val acc before %", "before.accuracy", "dpo_validation_accuracy_before", percent=True),
+        Column("DPO val acc after %", "after.accuracy", "dpo_validation_accuracy_after", percent=True),
+        Column("DPO val margin after", "after.margin", "dpo_validation_margin_after"),
+        Column("DPO val pairs", "pairs", "dpo_validation_pairs"),
+    )
+    """Figures of validation.stats.json (held-out pairs, 95% intervals) in the run summary."""
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.stage_dir / "validation.stats.json",)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        tools.engines.close()  # the models are loaded one at a time, in full precision
+        return validate_dpo(self.model_config, self.config, self.before, self.after, self.reference, self.stage_dir / VALIDATION_PAIRS, self.stage_dir, self.seed)

@@ -23,36 +23,30 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfreward.batches import BatchRun, WorkItem, derive_seed, run_batches
+from selfreward.batches import BatchRun, WorkItem, derive_seed
 from selfreward.config import EFTConfig, JudgeConfig
-from selfreward.engines.base import Completion, Engine, Request, Sampling
+from selfreward.engines import judge_model, server_engine
+from selfreward.engines.base import Completion, Engine, Sampling
+from selfreward.judging import scale_named
+from selfreward.judging.additive_5pt import ADDITIVE_5PT
+from selfreward.judging.responses import JudgeItem, PointJudgment, judge_prompt, judge_responses, judgment_stats
+from selfreward.judging.scale import Scale
+from selfreward.overlap import group_rows, normalise_prompt, split_groups
 from selfreward.records import StageFiles, write_json, write_jsonl
 from selfreward.seed import RankedGroup
-from selfreward.stages.judge import judge_request, judge_template, judgment_stats, read_text_score, score_completions
+from selfreward.steps import Tools
 
 HINT = (
     "\n\nA careful reviewer has already settled on a total score of {score} for this response. "
-    'Write the justification for exactly that score, in at most 100 words, and end with "Score: {score}".'
+    'Write the justification for exactly that score, in at most 100 words, and end with "{target_line}".'
 )
+"""rationalize: appended to the judge prompt that asks for the justification (never to a training example's prompt)."""
 HINT_SENTENCE = re.compile(r"[^.!?\n]*\b(?:reviewer|already settled|hint)\b[^.!?\n]*[.!?]?", re.IGNORECASE)
-
-
-def normalise_prompt(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def split_groups(groups: list[RankedGroup], eval_fraction: float, seed: int) -> tuple[list[RankedGroup], list[RankedGroup]]:
-    """Deterministic split by prompt text: the same prompt always lands on the same side."""
-    train: list[RankedGroup] = []
-    held_out: list[RankedGroup] = []
-    for group in groups:
-        side = derive_seed(seed, "eft-split:" + group.prompt) / 2**31 < eval_fraction
-        (held_out if side else train).append(group)
-    return train, held_out
 
 
 def agrees_with_ranking(ranks: list[float], scores: list[float | None]) -> bool:
@@ -75,28 +69,31 @@ def agreeing_choice(ranks: list[float], samples: list[list[float | None]]) -> li
     return None
 
 
-def target_scores(ranks: list[float], qualities: list[float | None]) -> list[int] | None:
-    """Target scores (0-5) for one group from human data, or None when it cannot be ordered.
+def target_scores(ranks: list[float], qualities: list[float | None], scale: Scale = ADDITIVE_5PT) -> list[int] | None:
+    """Target scores on `scale` (L..H, 0-5 by default) for one group from human data, or None when it
+    cannot be ordered.
 
-    With a crowd `quality` label for every response: round(1 + 4 * quality). Otherwise by rank
-    position among the group's distinct ranks: round(4 - 3 * position / (distinct - 1)), i.e.
-    4 for the best and 1 for the worst. Then, going down the ranking, each rank's targets are
-    lowered to one below the lowest target of any better rank, so the targets agree with the
-    ranking; a group that would need a target below 0 is dropped. Halves round up."""
+    With a crowd `quality` label for every response: round(L + 1 + (H - L - 1) * quality) (1 + 4q
+    on 0-5). Otherwise by rank position among the group's distinct ranks:
+    round(H - 1 - (H - L - 2) * position / (distinct - 1)), i.e. 4 for the best and 1 for the worst
+    on 0-5. Then, going down the ranking, each rank's targets are lowered to one below the lowest
+    target of any better rank, so the targets agree with the ranking; a group that would need a
+    target below L is dropped. Halves round up."""
+    low, high = scale.lowest, scale.highest
     distinct = sorted(set(ranks))
     if all(q is not None for q in qualities):
-        raw = [int(1 + 4 * q + 0.5) for q in qualities]  # type: ignore[operator]
+        raw = [int(low + 1 + (high - low - 1) * q + 0.5) for q in qualities]  # type: ignore[operator]
     else:
         span = max(1, len(distinct) - 1)
-        raw = [int(4 - 3 * distinct.index(r) / span + 0.5) for r in ranks]
-    targets = [min(5, max(0, t)) for t in raw]
-    ceiling = 6
+        raw = [int(high - 1 - (high - low - 2) * distinct.index(r) / span + 0.5) for r in ranks]
+    targets = [min(high, max(low, t)) for t in raw]
+    ceiling = high + 1
     for rank in distinct:
         members = [i for i, r in enumerate(ranks) if r == rank]
         for i in members:
             targets[i] = min(targets[i], ceiling - 1)
         ceiling = min(targets[i] for i in members)
-        if ceiling < 0:
+        if ceiling < low:
             return None
     return targets
 
@@ -126,36 +123,10 @@ def downsample_top_score(examples: list[dict[str, Any]], rng: random.Random) -> 
     return [e for e in examples if round(e["score"]) != top or id(e) in keep]
 
 
-def up_to_score(judgment: str) -> str:
+def up_to_score(judgment: str, scale: Scale = ADDITIVE_5PT) -> str:
     """The judgment cut right after the score statement its score was read from."""
-    found = read_text_score(judgment)
+    found = scale.read(judgment)
     return judgment[: found.end].strip() if found else judgment.strip()
-
-
-def group_rows(groups: list[RankedGroup]) -> list[dict[str, Any]]:
-    return [
-        {"id": f"g{i:05d}", "source_id": g.group_id, "prompt": g.prompt, "responses": [{"text": r.text, "rank": r.rank, "quality": r.quality} for r in g.responses]}
-        for i, g in enumerate(groups)
-    ]
-
-
-def _judged_examples(records: list[dict[str, Any]], train_rows: list[dict[str, Any]], template: str) -> tuple[list[dict[str, Any]], int]:
-    """self/teacher: per group, one agreeing sample per response (or nothing)."""
-    by_response: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        by_response[(record["group_id"], record["response_index"])].append(record)
-    examples, kept = [], 0
-    for group in train_rows:
-        judged = [sorted(by_response[(group["id"], r)], key=lambda x: x["sample"]) for r in range(len(group["responses"]))]
-        choice = agreeing_choice([resp["rank"] for resp in group["responses"]], [[j["score"] for j in samples] for samples in judged])
-        if choice is None:
-            continue
-        kept += 1
-        for r, k in enumerate(choice):
-            record = judged[r][k]
-            prompt = judge_request(template, group["prompt"], group["responses"][r]["text"]).messages[0][1]
-            examples.append({"id": record["id"], "group_id": group["id"], "prompt": prompt, "completion": up_to_score(record["text"]), "score": record["score"]})
-    return examples, kept
 
 
 @dataclass
@@ -169,80 +140,128 @@ class EFTExamples:
     unorderable_groups: int = 0
 
 
-def rationalized_examples(config: EFTConfig, template: str, engine: Engine, files: StageFiles, train_rows: list[dict[str, Any]], sampling: Sampling, seed: int, batch_size: int) -> EFTExamples:
+@dataclass(frozen=True)
+class EFTInputs:
+    """What every strategy works with: its settings, the judge's, the engine that writes, the groups to learn from."""
+
+    config: EFTConfig
+    judge: JudgeConfig
+    engine: Engine
+    files: StageFiles
+    train_rows: list[dict[str, Any]]
+    seed: int
+    batch_size: int
+
+    @property
+    def judgment(self) -> PointJudgment:
+        """Written scores only: a target needs a stated score."""
+        return PointJudgment.of(scale_named(self.judge.scale), self.judge.template, "off")
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.judge.temperature, self.judge.top_p, self.judge.max_new_tokens)
+
+    def prompt(self, group: dict[str, Any], response_index: int) -> str:
+        """The training example's prompt: the judge prompt as the judge stage shows it (fitted to the context)."""
+        fields = {"instruction": group["prompt"], "response": group["responses"][response_index]["text"]}
+        return judge_prompt(self.engine, self.judgment, fields, self.judge.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class Justification:
+    """rationalize: the judge prompt with the target score as a hint; the model writes the
+    justification (cleaned of the hint and cut to `max_words`)."""
+
+    template: str
+    stop: tuple[str, ...]
+    max_words: int
+    shorten: tuple[str, ...] = ("response",)
+
+    def rows(self, engine: Engine, items: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
+        return [
+            {"id": it.id, **it.payload, "text": c.text, "justification": clean_justification(c.text, self.max_words), "num_tokens": c.num_tokens}
+            for it, c in zip(items, completions)
+        ]
+
+
+def hint_fields(scale: Scale, target: int) -> dict[str, str]:
+    """The hint's fields, filled before the answer's text (so an answer that quotes `{score}` stays as it is)."""
+    return {"score": str(target), "target_line": scale.target(target)}
+
+
+def rationalized_examples(c: EFTInputs) -> EFTExamples:
     """`rationalize`: targets from the human ranking; the model writes each target's justification.
     A group whose justifications are not all at least 3 words is left out."""
+    scale = c.judgment.scale
     targets: dict[str, list[int]] = {}
-    for g in train_rows:
-        found = target_scores([r["rank"] for r in g["responses"]], [r["quality"] for r in g["responses"]])
+    for g in c.train_rows:
+        found = target_scores([r["rank"] for r in g["responses"]], [r["quality"] for r in g["responses"]], scale)
         if found is not None:
             targets[g["id"]] = found
     items = [
-        WorkItem(
-            f"{g['id']}-r{r}",
-            Request.user(judge_request(template, g["prompt"], resp["text"]).messages[0][1] + HINT.replace("{score}", str(targets[g["id"]][r]))),
-            {"group_id": g["id"], "response_index": r, "rank": resp["rank"], "target": targets[g["id"]][r]},
-        )
-        for g in train_rows
-        if g["id"] in targets
-        for r, resp in enumerate(g["responses"])
+        JudgeItem(f"{g['id']}-r{r}", hint_fields(scale, targets[g["id"]][r]) | {"instruction": g["prompt"], "response": resp["text"]},
+                  {"group_id": g["id"], "response_index": r, "rank": resp["rank"], "target": targets[g["id"]][r]})
+        for g in c.train_rows if g["id"] in targets for r, resp in enumerate(g["responses"])
     ]
-
-    def finish(batch: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
-        return [{"id": it.id, **it.payload, "text": c.text, "justification": clean_justification(c.text, config.max_justification_words), "num_tokens": c.num_tokens} for it, c in zip(batch, completions)]
-
-    run = run_batches(files, items, engine, sampling, seed, batch_size, "eft rationalize", finish)
+    writer = Justification(c.judgment.template + HINT, scale.stop, c.config.max_justification_words)
+    run = judge_responses(c.engine, writer, items, 1, c.sampling, c.files, c.seed, c.batch_size, "eft rationalize")
     by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in run.records:
         by_group[record["group_id"]].append(record)
     examples, kept = [], 0
-    for group in train_rows:
+    for group in c.train_rows:
         records = sorted(by_group.get(group["id"], []), key=lambda x: x["response_index"])
         if not records or any(len(r["justification"].split()) < 3 for r in records):
             continue
         kept += 1
         for record in records:
-            prompt = judge_request(template, group["prompt"], group["responses"][record["response_index"]]["text"]).messages[0][1]
-            examples.append({"id": record["id"], "group_id": group["id"], "prompt": prompt, "completion": f"{record['justification']}\nScore: {record['target']}", "score": record["target"]})
+            completion = f"{record['justification']}\n{scale.target(record['target'])}"
+            examples.append({"id": record["id"], "group_id": group["id"], "prompt": c.prompt(group, record["response_index"]), "completion": completion, "score": record["target"]})
     judge_stats = {"stage": "eft-rationalize", "justifications": len(run.records), "too_short": sum(1 for r in run.records if len(r["justification"].split()) < 3)}
-    return EFTExamples(run, examples, kept, judge_stats, unorderable_groups=len(train_rows) - len(targets))
+    return EFTExamples(run, examples, kept, judge_stats, unorderable_groups=len(c.train_rows) - len(targets))
 
 
-def judged_examples(config: EFTConfig, judge: JudgeConfig, template: str, engine: Engine, files: StageFiles, train_rows: list[dict[str, Any]], sampling: Sampling, seed: int, batch_size: int) -> EFTExamples:
-    """`self` / `baseline`: the judge scores each response `samples` times; judgments agreeing with
-    the human ranking become the targets."""
+def judged_examples(c: EFTInputs) -> EFTExamples:
+    """`self` / `teacher`: the judge scores each response `samples` times; a group is kept when some
+    choice of one sample per response agrees with the human ranking."""
     items = [
-        WorkItem(f"{g['id']}-r{r}-s{k}", judge_request(template, g["prompt"], resp["text"]), {"group_id": g["id"], "response_index": r, "sample": k, "rank": resp["rank"]})
-        for g in train_rows
-        for r, resp in enumerate(g["responses"])
-        for k in range(config.samples)
+        JudgeItem(f"{g['id']}-r{r}-s{k}", {"instruction": g["prompt"], "response": resp["text"]}, {"group_id": g["id"], "response_index": r, "sample": k, "rank": resp["rank"]})
+        for g in c.train_rows for r, resp in enumerate(g["responses"]) for k in range(c.config.samples)
     ]
-    text_only = judge.model_copy(update={"fallback": "off"})  # a target needs a written score
-    run = run_batches(files, items, engine, sampling, seed, batch_size, f"eft {config.strategy}", lambda b, c: score_completions(text_only, engine, b, c))
-    examples, kept = _judged_examples(run.records, train_rows, template)
-    return EFTExamples(run, examples, kept, {"stage": "eft-judge", **judgment_stats(run.records)})
+    run = judge_responses(c.engine, c.judgment, items, 1, c.sampling, c.files, c.seed, c.batch_size, f"eft {c.config.strategy}")
+    by_response: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for record in run.records:
+        by_response[(record["group_id"], record["response_index"])].append(record)
+    examples, kept = [], 0
+    for group in c.train_rows:
+        judged = [sorted(by_response[(group["id"], r)], key=lambda x: x["sample"]) for r in range(len(group["responses"]))]
+        choice = agreeing_choice([resp["rank"] for resp in group["responses"]], [[j["score"] for j in samples] for samples in judged])
+        if choice is None:
+            continue
+        kept += 1
+        for r, k in enumerate(choice):
+            record = judged[r][k]
+            completion = up_to_score(record["text"], c.judgment.scale)
+            examples.append({"id": record["id"], "group_id": group["id"], "prompt": c.prompt(group, r), "completion": completion, "score": record["score"]})
+    return EFTExamples(run, examples, kept, {"stage": "eft-judge", **judgment_stats(c.judgment.scale, run.records)})
+
+
+STRATEGIES: dict[str, Callable[[EFTInputs], EFTExamples]] = {"self": judged_examples, "teacher": judged_examples, "rationalize": rationalized_examples}
+"""How each `eft.strategy` makes its examples (a new strategy: a function here and its name in the config)."""
 
 
 def build_eft(
     config: EFTConfig, judge: JudgeConfig, engine: Engine, groups: list[RankedGroup], excluded_prompts: set[str], out_dir: Path, seed: int, batch_size: int
 ) -> dict[str, Any]:
     """Build (or resume) EFT data in `out_dir`: judgments.jsonl, train.jsonl, eval.jsonl, eft.stats.json."""
-    done = out_dir / "eft.stats.json"
-    if done.exists():
-        return StageFiles(out_dir, "eft").read_stats()
     train_groups, eval_groups = split_groups(groups, config.eval_fraction, seed)
     excluded = [g for g in train_groups if normalise_prompt(g.prompt) in excluded_prompts]
     train_groups = [g for g in train_groups if normalise_prompt(g.prompt) not in excluded_prompts][: config.max_groups]
     train_rows, eval_rows = group_rows(train_groups), group_rows(eval_groups)
     write_jsonl(out_dir / "eval.jsonl", eval_rows)
-    template = judge_template(judge.template)
-    sampling = Sampling(judge.temperature, judge.top_p, judge.max_new_tokens)
     files = StageFiles(out_dir, "judgments")
     started = time.perf_counter()
-    if config.strategy == "rationalize":
-        made = rationalized_examples(config, template, engine, files, train_rows, sampling, seed, batch_size)
-    else:
-        made = judged_examples(config, judge, template, engine, files, train_rows, sampling, seed, batch_size)
+    made = STRATEGIES[config.strategy](EFTInputs(config, judge, engine, files, train_rows, seed, batch_size))
     examples = made.examples
     before = Counter(str(round(e["score"])) for e in examples)
     if config.downsample:
@@ -265,5 +284,44 @@ def build_eft(
         "examples_per_score": dict(sorted(Counter(str(round(e["score"])) for e in examples).items())),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_json(done, stats)
+    write_json(out_dir / "eft.stats.json", stats)
     return stats
+
+
+@dataclass(frozen=True)
+class BuildEFT:
+    """EFT data from the ranked groups -> EFT_DIR/judgments.jsonl, train.jsonl, eval.jsonl, eft.stats.json.
+    The judge model writes (`judge_model`, loaded as any model), or with `eft.strategy: teacher` the
+    `eft.teacher` (a local model or a server)."""
+
+    name: str
+    config: EFTConfig
+    judge: JudgeConfig
+    judge_model: str
+    groups: list[RankedGroup]
+    excluded_prompts: set[str]
+    out_dir: Path
+    seed: int
+    batch_size: int
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.out_dir / "eft.stats.json",)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        local, teacher = self.writer(), self.config.teacher
+        if local is not None or teacher is None:
+            return self.build(tools.engines.get(local or self.judge_model))
+        server = server_engine(teacher)
+        try:
+            return self.build(server)
+        finally:
+            server.close()
+
+    def writer(self) -> str | None:
+        """The local model that writes the judgments or justifications; None for a server teacher."""
+        if self.config.strategy != "teacher" or self.config.teacher is None:
+            return self.judge_model
+        return judge_model(self.config.teacher, self.judge_model)
+
+    def build(self, engine: Engine) -> dict[str, Any]:
+        return build_eft(self.config, self.judge, engine, self.groups, self.excluded_prompts, self.out_dir, self.seed, self.batch_size)

@@ -21,18 +21,21 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from selfreward.batches import WorkItem, mean, run_batches
-from selfreward.config import JudgeConfig, MetaConfig
-from selfreward.engines.base import Completion, Engine, Request, Sampling
+from selfreward.batches import WorkItem, mean
+from selfreward.config import Config, JudgeConfig, MetaConfig
+from selfreward.engines.base import Completion, Engine, Sampling
 from selfreward.errors import SelfRewardError
-from selfreward.prompts import fill, load_template
+from selfreward.judging import point_judgment, scale_named
+from selfreward.judging.prompt import template_with
+from selfreward.judging.responses import JudgeItem, judge_prompt, judge_responses
+from selfreward.judging.scale import Scale
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
-from selfreward.stages.judge import fitted_judge_request, judge_template, score_histogram
+from selfreward.steps import AIFTStep, Column, Iteration, Tools
 
 WINNER_RE = re.compile(r"^[ \t>#*_]*winner[ \t*_]*[:=][ \t*_\"'\[(]*(A|B)\b", re.IGNORECASE | re.MULTILINE)
-FIELDS = ("{instruction}", "{response}", "{judgment_a}", "{judgment_b}")
+FIELDS = ("instruction", "response", "judgment_a", "judgment_b")
 
 
 def parse_winner(text: str) -> str | None:
@@ -42,11 +45,7 @@ def parse_winner(text: str) -> str | None:
 
 
 def meta_template(name_or_path: str) -> str:
-    template = load_template(name_or_path)
-    missing = [f for f in FIELDS if f not in template]
-    if missing:
-        raise SelfRewardError(f"meta template {name_or_path!r} lacks {' and '.join(missing)}")
-    return template
+    return template_with(name_or_path, FIELDS)
 
 
 @dataclass(frozen=True)
@@ -82,24 +81,32 @@ def most_disputed(candidates: list[dict[str, Any]], judgments: list[dict[str, An
     return chosen, skipped
 
 
-def comparison_items(template: str, disputed: Disputed) -> list[WorkItem]:
+def comparison_items(disputed: Disputed) -> list[JudgeItem]:
     """Every two judgments of the candidate, in both orders."""
     c, items = disputed.candidate, []
     for first, second in combinations(disputed.judgments, 2):
         for a, b in ((first, second), (second, first)):
-            text = fill(template, instruction=c["prompt"], response=c["text"], judgment_a=a["text"], judgment_b=b["text"])
+            fields = {"instruction": c["prompt"], "response": c["text"], "judgment_a": a["text"], "judgment_b": b["text"]}
             payload = {"prompt_id": c["prompt_id"], "candidate_id": c["id"], "pair": f"{first['id']}|{second['id']}", "shown_a": a["id"], "shown_b": b["id"]}
-            items.append(WorkItem(f"{a['id']}-vs-{b['id']}", Request.user(text), payload))
+            items.append(JudgeItem(f"{a['id']}-vs-{b['id']}", fields, payload))
     return items
 
 
-def verdict_rows(items: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
-    rows = []
-    for item, completion in zip(items, completions):
-        winner = parse_winner(completion.text)
-        winner_id = {"A": item.payload["shown_a"], "B": item.payload["shown_b"]}.get(winner or "")
-        rows.append({"id": item.id, **item.payload, "text": completion.text, "num_tokens": completion.num_tokens, "winner": winner, "winner_id": winner_id})
-    return rows
+@dataclass(frozen=True)
+class WinnerJudgment:
+    """The meta-judge's verdict: `Winner: A` or `Winner: B` between two judgments of one response."""
+
+    template: str
+    shorten: tuple[str, ...] = ("response",)
+    stop: tuple[str, ...] = ()
+
+    def rows(self, engine: Engine, items: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
+        rows = []
+        for item, completion in zip(items, completions):
+            winner = parse_winner(completion.text)
+            winner_id = {"A": item.payload["shown_a"], "B": item.payload["shown_b"]}.get(winner or "")
+            rows.append({"id": item.id, **item.payload, "text": completion.text, "num_tokens": completion.num_tokens, "winner": winner, "winner_id": winner_id})
+        return rows
 
 
 def outcomes(verdicts: list[dict[str, Any]]) -> tuple[dict[str, str | None], Counter[str]]:
@@ -166,25 +173,12 @@ def capped(pairs: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
     return [p for i, p in enumerate(pairs) if i in keep]
 
 
-def fitting_items(template: str, disputed: list[Disputed], engine: Engine, max_new_tokens: int, skipped: Counter[str]) -> tuple[list[Disputed], list[WorkItem]]:
-    """The comparisons to make; a candidate whose meta prompts do not fit the context is skipped and counted."""
-    kept, items = [], []
-    for d in disputed:
-        own = comparison_items(template, d)
-        if any((room := engine.context_room(it.request, max_new_tokens)) is not None and room < 0 for it in own):
-            skipped["too_long"] += 1
-            continue
-        kept.append(d)
-        items += own
-    return kept, items
-
-
 def judge_pairs(judge: JudgeConfig, engine: Engine, disputed: list[Disputed], winners: dict[str, str | None], skipped: Counter[str]) -> list[dict[str, Any]]:
     """One judge pair per meta-judged candidate with a preference; the prompt is the judge request it was judged with."""
-    template, pairs = judge_template(judge.template), []
+    judgment, pairs = point_judgment(judge), []
     for d in disputed:
-        request, _ = fitted_judge_request(template, d.candidate["prompt"], d.candidate["text"], engine, judge.max_new_tokens)
-        pair, reason = judge_pair(d, net_wins(d, winners), request.messages[0][1])
+        prompt = judge_prompt(engine, judgment, {"instruction": d.candidate["prompt"], "response": d.candidate["text"]}, judge.max_new_tokens)
+        pair, reason = judge_pair(d, net_wins(d, winners), prompt)
         if pair is None:
             skipped[reason or "no_preference"] += 1
         else:
@@ -195,26 +189,25 @@ def judge_pairs(judge: JudgeConfig, engine: Engine, disputed: list[Disputed], wi
 def run_meta_judge(config: MetaConfig, judge: JudgeConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
     """Meta-judge each prompt's most disputed candidate and add judge pairs to pairs.jsonl (resumable)."""
     files = StageFiles(out_dir, "meta")
-    if files.done():
-        return files.read_stats()
     candidates, judgments, pairs = (StageFiles(out_dir, name) for name in ("candidates", "judgments", "pairs"))
     for needed in (candidates, judgments, pairs):
         if not needed.stats.exists():
             raise SelfRewardError(f"{needed.stats} not found: run the {needed.name} stage first")
     disputed, skipped = most_disputed(candidates.read(), judgments.read())
-    disputed, items = fitting_items(meta_template(config.template), disputed, engine, config.max_new_tokens, skipped)
-    run = run_batches(files, items, engine, Sampling(config.temperature, config.top_p, config.max_new_tokens), seed, batch_size, "meta-judge", verdict_rows)
+    items = [item for d in disputed for item in comparison_items(d)]
+    sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
+    run = judge_responses(engine, WinnerJudgment(meta_template(config.template)), items, 1, sampling, files, seed, batch_size, "meta-judge")
     winners, orders = outcomes(run.records)
     found = judge_pairs(judge, engine, disputed, winners, skipped)
     actor = [p for p in read_jsonl(pairs.records) if p.get("kind") != "judge"]  # a resumed stage replaces its own rows
     kept = capped(found, judge_pair_cap(config.fraction, len(actor)))
     write_jsonl(pairs.records, actor + kept)
-    stats = meta_stats(disputed, run.records, orders, skipped, found, kept, len(actor))
+    stats = meta_stats(scale_named(judge.scale), disputed, run.records, orders, skipped, found, kept, len(actor))
     files.finish(run.records, stats)
     return stats
 
 
-def meta_stats(disputed: list[Disputed], verdicts: list[dict[str, Any]], orders: Counter[str], skipped: Counter[str], found: list[dict[str, Any]], kept: list[dict[str, Any]], actor: int) -> dict[str, Any]:
+def meta_stats(scale: Scale, disputed: list[Disputed], verdicts: list[dict[str, Any]], orders: Counter[str], skipped: Counter[str], found: list[dict[str, Any]], kept: list[dict[str, Any]], actor: int) -> dict[str, Any]:
     parsed = [v for v in verdicts if v["winner"] is not None]
     decided = orders["agree"] + orders["disagree"]
     return {
@@ -229,12 +222,43 @@ def meta_stats(disputed: list[Disputed], verdicts: list[dict[str, Any]], orders:
         "order_agreement": round(orders["agree"] / decided, 3) if decided else None,
         "order_disagreements": orders["disagree"],
         "first_position_win_rate": round(sum(v["winner"] == "A" for v in parsed) / len(parsed), 3) if parsed else None,
-        "score_histogram": score_histogram([j["text_score"] for d in disputed for j in d.judgments]),
-        "chosen_score_histogram": score_histogram([p["chosen_score"] for p in kept]),
-        "rejected_score_histogram": score_histogram([p["rejected_score"] for p in kept]),
+        "score_histogram": scale.histogram([j["text_score"] for d in disputed for j in d.judgments]),
+        "chosen_score_histogram": scale.histogram([p["chosen_score"] for p in kept]),
+        "rejected_score_histogram": scale.histogram([p["rejected_score"] for p in kept]),
         "judge_pairs_found": len(found),
         "judge_pairs": len(kept),
         "actor_pairs": actor,
         "judge_pair_share": round(len(kept) / (actor + len(kept)), 3) if actor + len(kept) else None,
     }
 
+
+
+@dataclass(frozen=True)
+class MetaJudge(AIFTStep):
+    """The meta-judge compares M_t's judgments of each prompt's most disputed candidate -> ITER/meta.jsonl,
+    judge pairs appended to ITER/pairs.jsonl."""
+
+    name: str
+    config: MetaConfig
+    judge: JudgeConfig
+    out_dir: Path
+    model: str
+    seed: int
+    batch_size: int
+    stage: ClassVar[str] = "meta"
+    files: ClassVar[str] = "meta"
+    columns: ClassVar[tuple[Column, ...]] = (Column("judge pairs", "judge_pairs"), Column("meta agreement", "order_agreement", "meta_order_agreement"))
+
+    @staticmethod
+    def enabled(config: Config) -> bool:
+        return config.meta.enabled
+
+    @classmethod
+    def build(cls, it: Iteration) -> MetaJudge:
+        return cls(it.step_name("meta"), it.config.meta, it.config.judge, it.out_dir, it.model, it.seed("meta"), it.batch_size)
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.out_dir / "meta.stats.json",)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        return run_meta_judge(self.config, self.judge, tools.engines.get(self.model), self.out_dir, self.seed, self.batch_size)

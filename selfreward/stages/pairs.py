@@ -17,18 +17,19 @@ written with the same unrounded numbers.
 from __future__ import annotations
 
 import bisect
-import random
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selfreward.batches import mean
 from selfreward.config import PairsConfig
 from selfreward.errors import SelfRewardError
+from selfreward.judging.responses import response_score
 from selfreward.pair_policies import POLICIES, SCORELESS, PromptCandidates, Scored, length, length_unit
 from selfreward.records import StageFiles
-from selfreward.seed import IFTExample
-from selfreward.stages.judge import response_score
+from selfreward.stages.prompts import REFERENCE_ANSWER
+from selfreward.steps import AIFTStep, Column, Iteration, Tools, never
 
 MARGIN_BINS = (0.1, 0.25, 0.5, 1.0, 2.0)
 """Upper edges of the margin histogram's buckets: `0` (ties), `0-0.1`, ..., `1-2`, `>2`."""
@@ -139,10 +140,8 @@ def make_pairs(config: PairsConfig, out_dir: Path, iteration: int = 1, reference
     """Pairs of iteration `iteration` (which picks `pairs.rho`) in `out_dir`. `reference_answers`
     (prompt id -> human answer) feed `spin`; `anchored` reads out_dir/anchor (ANCHOR_DIR)."""
     files = StageFiles(out_dir, "pairs")
-    if files.done():
-        return files.read_stats()
     if config.policy == "spin" and reference_answers is None:
-        raise SelfRewardError("pairs.policy spin needs the human answers of the iteration's IFT prompts (see stages/pairs.spin_prompts)")
+        raise SelfRewardError("pairs.policy spin needs the human answers of the iteration's IFT prompts (see stages/prompts.spin_prompts)")
     by_prompt, excluded = read_inputs(out_dir, config.require_finished, config.policy not in SCORELESS, "")
     anchor_hint = "pairs.policy anchored needs the initial model's answers, judged by the current model"
     anchors = read_inputs(out_dir / ANCHOR_DIR, config.require_finished, True, anchor_hint)[0] if config.policy == "anchored" else {}
@@ -207,10 +206,31 @@ def pair_source_of(pair: dict[str, Any]) -> str:
     return sources.pop() if len(sources) == 1 else "mixed"
 
 
-def spin_prompts(examples: list[IFTExample], count: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """For `spin`: prompts.jsonl rows of `count` IFT examples drawn with `seed`, and their human
-    answers by prompt id (the `reference_answers` of make_pairs)."""
-    drawn = sorted(random.Random(seed).sample(range(len(examples)), min(count, len(examples))))
-    ids = [f"ift{i:06d}" for i in drawn]
-    rows = [{"id": pid, "prompt": examples[i].prompt, "round": 0, "source": "ift"} for pid, i in zip(ids, drawn, strict=True)]
-    return rows, {pid: examples[i].response for pid, i in zip(ids, drawn, strict=True)}
+@dataclass(frozen=True)
+class Pairs(AIFTStep):
+    """Chosen/rejected pairs per prompt from the judged candidates -> ITER/pairs.jsonl (TRL's preference format)."""
+
+    name: str
+    config: PairsConfig
+    out_dir: Path
+    iteration: int
+    stage: ClassVar[str] = "pairs"
+    files: ClassVar[str] = "pairs"
+    columns: ClassVar[tuple[Column, ...]] = (
+        Column("pairs", "pairs"), Column("pair yield", "pair_yield"), Column("mean margin", "mean_margin"),
+        Column("chosen length", "mean_chosen_length"), Column("rejected length", "mean_rejected_length"),
+    )
+    uses_model = staticmethod(never)
+
+    @classmethod
+    def build(cls, it: Iteration) -> Pairs:
+        return cls(it.step_name("pairs"), it.config.pairs, it.out_dir, it.number)
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.out_dir / "pairs.stats.json",)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        answers = None
+        if self.config.policy == "spin":
+            answers = {r["id"]: r[REFERENCE_ANSWER] for r in StageFiles(self.out_dir, "prompts").read() if REFERENCE_ANSWER in r}
+        return make_pairs(self.config, self.out_dir, self.iteration, answers)

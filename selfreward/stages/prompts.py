@@ -15,15 +15,18 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selfreward.batches import derive_seed, progress_bar
-from selfreward.config import PromptsConfig
+from selfreward.config import Config, PromptsConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.overlap import EvaluationPrompts, RougePool, rouge_tokens
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
+from selfreward.seed import IFTExample
+from selfreward.steps import AIFTStep, Column, Iteration, Step, Tools
 
 TASK_MARKER = re.compile(r"(?:^|\n)\s*[*#]*\s*(?:Task|Instruction|Prompt|Question)?\s*#?\s*\d{1,3}\s*[:.)]\**\s*", re.IGNORECASE)
 ANSWER_MARKER = re.compile(r"\n\s*[*#]*\s*(?:Answer|Output|Response|Solution|Example output)\s*[:.]", re.IGNORECASE)
@@ -147,8 +150,6 @@ def generate_prompts(
     """Run (or resume) the stage into `out_dir`; returns its stats. Prompts copying one of
     `evaluation_prompts` are rejected as `contaminated`."""
     files = StageFiles(out_dir, "prompts")
-    if files.done():
-        return files.read_stats()
     template = fill(load_template("self_instruct"), count=str(config.tasks_per_request))
     raw_path = out_dir / "prompts.raw.jsonl"  # written just before the final files
     raw = read_jsonl(raw_path) if raw_path.exists() else files.load_progress()
@@ -179,3 +180,70 @@ def generate_prompts(
     write_jsonl(raw_path, raw)
     files.finish(records, stats)
     return stats
+
+
+REFERENCE_ANSWER = "reference_answer"
+"""spin: the field of a prompts.jsonl row holding the human answer to the prompt."""
+
+
+def spin_prompts(examples: list[IFTExample], count: int, seed: int) -> list[dict[str, Any]]:
+    """For `spin`: prompts.jsonl rows of `count` IFT examples drawn with `seed`, each with its human answer."""
+    drawn = sorted(random.Random(seed).sample(range(len(examples)), min(count, len(examples))))
+    return [{"id": f"ift{i:06d}", "prompt": examples[i].prompt, "round": 0, "source": "ift", REFERENCE_ANSWER: examples[i].response} for i in drawn]
+
+
+@dataclass(frozen=True)
+class Prompts(AIFTStep):
+    """New prompts by few-shot self-instruct -> ITER/prompts.jsonl (every generated task with its
+    verdict in prompts.raw.jsonl); with `pairs.policy: spin`, IFT prompts instead (`IFTPrompts`)."""
+
+    name: str
+    config: PromptsConfig
+    out_dir: Path
+    generator: str
+    seed_prompts: list[str]
+    evaluation_prompts: list[str]
+    seed: int
+    batch_size: int
+    stage: ClassVar[str] = "prompts"
+    files: ClassVar[str] = "prompts"
+    columns: ClassVar[tuple[Column, ...]] = (Column("prompts", "prompts_kept"),)
+    uses_seed_data: ClassVar[bool] = True
+
+    @staticmethod
+    def uses_model(config: Config) -> bool:
+        return not (config.prompts.generator or config.pairs.policy == "spin")
+
+    @classmethod
+    def build(cls, it: Iteration) -> Step:
+        if it.config.pairs.policy == "spin":
+            return IFTPrompts(it.step_name("prompts"), it.out_dir, it.ift_examples, it.config.prompts.num_prompts, it.seed("prompts"))
+        seeds = [e.prompt for e in it.ift_examples]
+        return cls(it.step_name("prompts"), it.config.prompts, it.out_dir, it.generator, seeds, it.evaluation_prompts, it.seed("prompts"), it.batch_size)
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.out_dir / "prompts.stats.json",)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        return generate_prompts(self.config, tools.engines.get(self.generator), self.seed_prompts, self.evaluation_prompts, self.out_dir, self.seed, self.batch_size)
+
+
+@dataclass(frozen=True)
+class IFTPrompts:
+    """spin: `count` seed IFT prompts drawn anew each iteration (seeded by run and iteration), each with
+    its human answer (`reference_answer`) -> ITER/prompts.jsonl."""
+
+    name: str
+    out_dir: Path
+    examples: list[IFTExample]
+    count: int
+    seed: int
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.out_dir / "prompts.stats.json",)
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        rows = spin_prompts(self.examples, self.count, self.seed)
+        stats = {"stage": "prompts", "source": "ift", "prompts_kept": len(rows), "prompts_requested": self.count, "ift_examples": len(self.examples)}
+        StageFiles(self.out_dir, "prompts").finish(rows, stats)
+        return stats

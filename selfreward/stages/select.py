@@ -3,7 +3,7 @@
 Every Trainer checkpoint the DPO stage kept (one each `dpo.save_steps`; Transformers also saves
 one at the last step, whose weights are the final model's, so `dpo{t}/final` stands for it)
 answers the validation prompts (`select.prompts`), and the judge (`select.judge`; by default M_t
-itself) compares its answers with M_t's in both orders (selfreward.eval.compare: a prompt is a win
+itself) compares its answers with M_t's in both orders (selfreward.judging.pairwise: a prompt is a win
 when both orders prefer the checkpoint, a loss when both prefer M_t, a tie otherwise). Win rate =
 (wins + ties / 2) / prompts, in percent. The candidate with the highest win rate (among equals,
 the later one) is copied to models/M{t+1} through a temporary directory renamed into place,
@@ -14,17 +14,20 @@ resumed step redoes nothing finished and makes the same choice.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfreward.answers import generate_answers
 from selfreward.batches import derive_seed
 from selfreward.config import Config
 from selfreward.engines import Engine, Sampling, judge_model, make_engine, make_judge_engine
 from selfreward.errors import SelfRewardError
-from selfreward.eval.compare import compare_answers, generate_answers
-from selfreward.eval.runner import held_out_prompts
+from selfreward.judging.pairwise import compare_answers
 from selfreward.models import resolve_model
+from selfreward.overlap import test_prompts
 from selfreward.records import StageFiles, read_json, write_json
+from selfreward.steps import Tools
 from selfreward.training import checkpoint_step, complete_checkpoints
 
 TRAINER_STATE = shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin", "global_step*", "latest", "zero_to_fp32.py")
@@ -43,8 +46,7 @@ def candidates(stage_dir: Path, final_step: int) -> list[tuple[str, int, Path]]:
 
 def validation_prompts(run_dir: Path, config: Config) -> list[dict[str, Any]]:
     """`select.prompts` (at most `select.max_prompts`), read as `selfreward eval` reads eval.prompts."""
-    sources = config.eval.model_copy(update={"prompts": config.select.prompts, "max_prompts": config.select.max_prompts})
-    prompts = held_out_prompts(run_dir, config.model_copy(update={"eval": sources}))
+    prompts = test_prompts(run_dir, config.select.prompts, config.data.lang, config.select.max_prompts)
     if not prompts:
         raise SelfRewardError(f"select.prompts {config.select.prompts} gave no validation prompts (eft-eval comes from {run_dir}/eft/eval.jsonl; see eft.eval_fraction)")
     return prompts
@@ -116,3 +118,24 @@ def select_checkpoint(config: Config, run_dir: Path, t: int, current: Path, targ
 def manifest_entry(stats: dict[str, Any]) -> dict[str, Any]:
     """What the run manifest records of a selection: the choice and every candidate's win rate."""
     return {"chosen": stats["chosen"], "chosen_win_rate": stats["chosen_win_rate"], "win_rates": {c["name"]: c["win_rate"] for c in stats["candidates"]}}
+
+
+@dataclass(frozen=True)
+class SelectCheckpoint:
+    """dpo{t}'s checkpoints and final model against M_t (`current`); the best becomes `target` (M_{t+1})."""
+
+    name: str
+    config: Config
+    run_dir: Path
+    iteration: int
+    current: Path
+    target: Path
+
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.target / "config.json", self.run_dir / f"dpo{self.iteration}" / "select.stats.json")
+
+    def run(self, tools: Tools) -> dict[str, Any]:
+        """Select, and give the runner the choice and every win rate for the manifest."""
+        tools.engines.close()
+        stats = select_checkpoint(self.config, self.run_dir, self.iteration, self.current, self.target)
+        return stats | {"manifest": manifest_entry(stats)}

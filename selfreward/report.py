@@ -9,9 +9,9 @@ from typing import Any
 
 from selfreward.batches import mean
 from selfreward.display import visible
-from selfreward.eval.learned import TITLE as LEARNED_TITLE
-from selfreward.eval.learned import learning_table
-from selfreward.eval.plots import Plot, missing, plots
+from selfreward.learned import TITLE as LEARNED_TITLE
+from selfreward.learned import learning_table
+from selfreward.plots import Plot, missing, plots
 from selfreward.records import read_json, read_jsonl, write_atomic
 from selfreward.summary import iteration_cells, run_config, summarize, summary_columns
 
@@ -89,12 +89,6 @@ def policy_name(pairs_stats: dict[str, Any]) -> str:
     return policy["name"] + (f" (rho {policy['rho']:g})" if policy.get("rho") is not None else "")
 
 
-def top_score_share(histogram: dict[str, int]) -> float | None:
-    """Share of judgments scoring 5 (judge saturation)."""
-    total = sum(histogram.values())
-    return round(histogram.get("5", 0) / total, 3) if total else None
-
-
 def shortened(text: Any) -> str:
     text = str(text or "")
     return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + " [...]"
@@ -129,8 +123,8 @@ def iteration_tables(data: dict[str, Any]) -> list[Table]:
         ),
         (
             "Answer length and judge saturation",
-            ["iteration", "pair policy", "chosen tokens", "rejected tokens", "candidate tokens", "judgments", "top-score share (5)", "mean score"],
-            [[r["iteration"], policy_name(r["pairs_stats"]) if r["pairs_stats"] else None, r["lengths"]["chosen"], r["lengths"]["rejected"], r["lengths"]["candidates"], r["judge"].get("judgments"), top_score_share(r["judge"].get("score_histogram", {})), r["judge"].get("mean_score")] for r in rows],
+            ["iteration", "pair policy", "chosen tokens", "rejected tokens", "candidate tokens", "judgments", "top-score share", "mean score"],
+            [[r["iteration"], policy_name(r["pairs_stats"]) if r["pairs_stats"] else None, r["lengths"]["chosen"], r["lengths"]["rejected"], r["lengths"]["candidates"], r["judge"].get("judgments"), r["judge"].get("top_score_share"), r["judge"].get("mean_score")] for r in rows],
         ),
     ]
     meta = [(r["iteration"], m) for r in rows if (m := r["stats"].get("meta"))]

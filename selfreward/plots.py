@@ -85,8 +85,8 @@ def iteration_plot(iterations: list[dict[str, Any]], title: str, values: Callabl
 
 
 def score_counts(row: dict[str, Any]) -> dict[str, Any]:
-    histogram = row["judge"].get("score_histogram", {})
-    return {str(d): histogram.get(str(d)) for d in range(6)}
+    """Judgments per point of the judge's scale (the histogram's own keys: 0-5 for the paper's prompt)."""
+    return dict(row["judge"].get("score_histogram", {}))
 
 
 def plots(data: dict[str, Any]) -> list[Plot]:
