@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,7 @@ def _prompts(c: Context) -> dict[str, Any]:
 
 
 def _candidates(c: Context) -> dict[str, Any]:
-    return generate_candidates(c.config.candidates, c.engine(), c.out_dir, c.seed("candidates"), c.batch_size)
+    return generate_candidates(c.config.candidates, c.engine, c.out_dir, c.seed("candidates"), c.batch_size)
 
 
 def judge_in(c: Context, out_dir: Path, stage: str, model: str = "", trained_from: str = "") -> dict[str, Any]:
@@ -180,7 +181,7 @@ def judge_in(c: Context, out_dir: Path, stage: str, model: str = "", trained_fro
             raise SelfRewardError("judge.kind implicit needs judge.reference (the model M_t was trained from) when the judge runs on its own")
         c.engines.close()  # the two models are loaded one at a time, in full precision
         return implicit_judge(c.config.judge, c.config.model, model, resolve_model(reference), out_dir)
-    return judge_candidates(c.config.judge, c.engines.get(model), out_dir, c.seed(stage), c.batch_size)
+    return judge_candidates(c.config.judge, partial(c.engines.get, model), out_dir, c.seed(stage), c.batch_size)
 
 
 def _judge(c: Context) -> dict[str, Any]:
@@ -193,7 +194,7 @@ def _anchor(c: Context) -> dict[str, Any]:
     anchor_dir.mkdir(exist_ok=True)
     shutil.copyfile(c.out_dir / "prompts.jsonl", anchor_dir / "prompts.jsonl")
     initial = resolve_model(c.lineage.initial or c.config.model.name_or_path)
-    answered = generate_candidates(c.config.candidates, c.engines.get(initial), anchor_dir, c.seed("anchor-candidates"), c.batch_size)
+    answered = generate_candidates(c.config.candidates, partial(c.engines.get, initial), anchor_dir, c.seed("anchor-candidates"), c.batch_size)
     judged = judge_in(c, anchor_dir, "anchor-judge")
     stats = {"stage": "anchor", "model": initial, "candidates": answered["candidates"], "truncated": answered["truncated"], "judgments": judged["judgments"], "valid_rate": judged["valid_rate"], "mean_score": judged["mean_score"]}
     write_json(c.out_dir / "anchor.stats.json", stats)
@@ -220,7 +221,7 @@ def _pairs(c: Context) -> dict[str, Any]:
 
 
 def _meta(c: Context) -> dict[str, Any]:
-    return meta_judge.run_meta_judge(c.config.meta, c.config.judge, c.engine(), c.out_dir, c.seed("meta"), c.batch_size)
+    return meta_judge.run_meta_judge(c.config.meta, c.config.judge, c.engine, c.out_dir, c.seed("meta"), c.batch_size)
 
 
 AIFT_STAGES: tuple[Stage, ...] = (

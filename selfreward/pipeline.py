@@ -8,7 +8,6 @@ seed and the start and end of every stage; the AIFT stages are declared in selfr
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ from rich.console import Console
 from selfreward.aift import run_aift
 from selfreward.config import Config, DPOConfig
 from selfreward.engines import make_engine, make_judge_engine
-from selfreward.iteration import Lineage, aift_done
+from selfreward.errors import SelfRewardError
+from selfreward.iteration import Lineage, aift_done, enabled_stages
 from selfreward.models import resolve_model
 from selfreward.overlap import TrainingData, disjoint_training_data
 from selfreward.records import read_json, read_jsonl, write_json
@@ -39,6 +39,7 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
     ranked, ranked_reports = load_ranked(config.data.ranked, config.data.lang)
     data = disjoint_training_data(config, ift, ranked)
     seed_model = resolve_model(config.model.name_or_path)
+    refuse_late_stages(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     bind_config(run_dir, config, force)
     run = Run(run_dir, config, console)
@@ -60,6 +61,19 @@ def run_pipeline(config: Config, run_dir: Path, console: Console, force: bool = 
     return summary
 
 
+def refuse_late_stages(config: Config, run_dir: Path) -> None:
+    """Refuse AIFT stages enabled for an iteration whose DPO is done: the meta-judge would add judge
+    pairs to a pairs.jsonl that M_{t+1} was trained without (and other stages would describe data
+    that DPO never saw)."""
+    for t in range(1, config.loop.iterations + 1):
+        iter_dir = run_dir / f"iter{t}"
+        if (run_dir / f"dpo{t}" / "dpo.stats.json").exists():
+            late = [s.name for s in enabled_stages(config) if not (iter_dir / f"{s.files}.stats.json").exists()]
+            if late:
+                raise SelfRewardError(f"stage {', '.join(late)} is enabled but did not run in {iter_dir}, whose DPO is done: it would change "
+                                      f"the data after M{t + 1} was trained on it; turn it off for this run (with --force) or start a new run")
+
+
 def train_m1(run: Run, seed_model: str, data: TrainingData, ranked: list[RankedGroup]) -> None:
     """The SFT baseline (when needed), the EFT data and M1 = SFT on IFT + EFT."""
     config, seed = run.config, run.config.seed
@@ -69,7 +83,7 @@ def train_m1(run: Run, seed_model: str, data: TrainingData, ranked: list[RankedG
             config.model, config.sft, seed_model, ift_examples, run.dir / "sft_baseline", run.model("sft_baseline"), derive_seed(seed, "sft_baseline")))
     eft_dir = run.dir / "eft"
     run.stage("eft", (eft_dir / "eft.stats.json").exists(), partial(eft_stage, run, seed_model, data, ranked))
-    if json.loads((eft_dir / "eft.stats.json").read_text())["examples"] == 0:
+    if read_json(eft_dir / "eft.stats.json")["examples"] == 0:
         run.log("[eft] warning: no judgment agreed with the human ranking; M1 is trained on IFT data only")
 
     def sft_stage() -> dict[str, Any]:
@@ -111,7 +125,7 @@ def iterate(run: Run, t: int, current: Path) -> Path | None:
     config, iter_dir = run.config, run.dir / f"iter{t}"
     run.stage(f"aift{t}", aift_done(config, iter_dir), partial(
         run_aift, config, iter_dir, model=str(current), tag=f"iter{t}", force=True, console=run.console, iteration=t, lineage=lineage(run, t)))
-    pairs = json.loads((iter_dir / "pairs.stats.json").read_text())["pairs"]
+    pairs = read_json(iter_dir / "pairs.stats.json")["pairs"]
     target = run.model(f"M{t + 1}")
     dpo_stats = run.dir / f"dpo{t}" / "dpo.stats.json"
     if pairs == 0 and not run.trained(f"M{t + 1}", dpo_stats):

@@ -66,7 +66,7 @@ def write_iteration(out_dir, actor_pairs: int) -> None:
 
 def run(out_dir, fraction: float):
     config = load_config("demo", [f"meta.fraction={fraction}"])
-    return run_meta_judge(config.meta, config.judge, ScriptedMetaJudge(), out_dir, seed=1, batch_size=3)
+    return run_meta_judge(config.meta, config.judge, ScriptedMetaJudge, out_dir, seed=1, batch_size=3)
 
 
 def test_meta_judge_ranks_the_most_disputed_candidates_judgments(tmp_path):
@@ -125,7 +125,7 @@ def test_meta_needs_the_pairs_stage_and_a_complete_template(tmp_path):
     bad.write_text("{instruction} {response} {judgment_a}")
     config = load_config("demo", [f"meta.template={bad}"])
     with pytest.raises(SelfRewardError, match=r"lacks \{judgment_b\}"):
-        run_meta_judge(config.meta, config.judge, ScriptedMetaJudge(), tmp_path, 1, 2)
+        run_meta_judge(config.meta, config.judge, ScriptedMetaJudge, tmp_path, 1, 2)
     with pytest.raises(SelfRewardError, match=r"meta\.fraction"):
         load_config("demo", ["meta.fraction=0.6"])
     assert json.loads((tmp_path / "pairs.stats.json").read_text()) == {"stage": "pairs"}

@@ -103,3 +103,68 @@ def test_shared_oasst_files(shared_data):
     assert {g.prompt for g in ranked_view} == {g.prompt for g in groups}
     trees, _ = load_ranked([str(oasst / "oa_en_100_tree.jsonl")])
     assert len(trees) == 99
+
+
+def test_each_row_is_read_in_its_own_format_and_a_bad_first_row_spoils_nothing(tmp_path):
+    path = _jsonl(tmp_path / "mixed.jsonl", [
+        {"text": "no format at all"},
+        {"prompt": "p1", "response": "r1"},
+        {"messages": [{"role": "user", "content": "chat question"}, {"role": "assistant", "content": "chat answer"}, {"role": "user", "content": "later turn"}]},
+        {"instruction": "Translate.", "input": "bonjour", "output": "hello"},
+        {"instruction": "Name a colour.", "input": "", "output": "Blue."},
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "no answer"}]},
+        {"instruction": "Broken.", "input": 3, "output": "x"},
+    ])
+    ift, (report,) = load_ift([path])
+    assert [(e.prompt, e.response) for e in ift] == [
+        ("p1", "r1"), ("chat question", "chat answer"), ("Translate.\n\nbonjour", "hello"), ("Name a colour.", "Blue."),
+    ]
+    assert report.format == "ift-jsonl+chat-messages+alpaca" and (report.rows, report.groups, report.skipped) == (8, 4, 4)
+    assert report.first_bad.startswith("line 1: unrecognised row (expected the keys of one of:")
+
+
+def test_chat_rows_need_a_user_turn_then_the_answer(tmp_path):
+    path = _jsonl(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+        {"messages": "not a list"},
+        {"messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]},
+    ])
+    ift, (report,) = load_ift([path])
+    assert [e.prompt for e in ift] == ["q2"] and report.skipped == 2
+    assert report.first_bad == "line 1: `messages` must start with a user turn and the assistant's answer (the first roles: 'system', 'user')"
+
+
+def test_ranked_groups_without_a_strict_preference_are_counted_as_left_out(tmp_path):
+    path = _jsonl(tmp_path / "ranked.jsonl", [
+        {"prompt": "tied", "responses": [{"text": "a", "rank": 1}, {"text": "b", "rank": 1}]},
+        {"prompt": "single", "responses": [{"text": "only", "rank": 0}]},
+        {"prompt": "good", "responses": [{"text": "best", "rank": 0}, {"text": "worse", "rank": 1}]},
+        {"prompt": "partly tied", "responses": [{"text": "x", "rank": 0}, {"text": "y", "rank": 0}, {"text": "z", "rank": 2}]},
+    ])
+    groups, (report,) = load_ranked([path])
+    assert [g.prompt for g in groups] == ["good", "partly tied"]
+    assert report.groups == 2 and report.left_out == {"whose responses all tie": 1, "with a single ranked response": 1}
+    assert report.summary().endswith("4 rows, 2 usable, 0 skipped; left out: 1 whose responses all tie, 1 with a single ranked response")
+    ift, (ift_report,) = load_ift([path])
+    assert [e.prompt for e in ift] == ["single", "good", "partly tied"] and ift_report.left_out == {"without a rank-0 answer": 1}
+    tied = _jsonl(tmp_path / "tied.jsonl", [{"prompt": "tied", "responses": [{"text": "a", "rank": 0}, {"text": "b", "rank": 0}]}])
+    with pytest.raises(SelfRewardError, match=r"of different ranks in .*tied\.jsonl \(left out: 1 whose responses all tie\)$"):
+        load_ranked([tied])
+
+
+def test_the_data_command_prints_counts_that_add_up(tmp_path):
+    from conftest import invoke
+
+    path = _jsonl(tmp_path / "ranked.jsonl", [
+        {"prompt": "p", "responses": [{"text": "a", "rank": 0}, {"text": "b", "rank": 0}]},
+        {"prompt": "q", "responses": [{"text": "a", "rank": 0}, {"text": "b", "rank": 1}]},
+        {"prompt": "q", "response": "repeated prompt"},
+        "{cut",
+    ])
+    for ranked, usable in ((True, 1), (False, 2)):
+        result = invoke("data", path, "--ranked" if ranked else "--no-ranked")
+        assert result.exit_code == 0, result.output
+        lines = result.output.strip().splitlines()
+        assert f"4 rows, {usable} usable, 1 skipped" in lines[0]
+        assert lines[-1] == f"{usable} {'ranked groups' if ranked else 'IFT examples'}"

@@ -282,7 +282,7 @@ def test_judge_stage_records_carry_the_fake_judgments(fake_vllm, tiny_model, tmp
     candidates = [{"id": f"p{i}-c0", "prompt_id": f"p{i}", "prompt": "explain the task", "text": f"answer {i}"} for i in range(3)]
     write_jsonl(tmp_path / "candidates.jsonl", candidates)
     config = JudgeConfig(k=3, fallback="fallback", max_new_tokens=32)
-    stats = judge_candidates(config, engine, tmp_path, seed=1, batch_size=4)
+    stats = judge_candidates(config, lambda: engine, tmp_path, seed=1, batch_size=4)
     records = read_jsonl(tmp_path / "judgments.jsonl")
     assert stats["judgments"] == len(records) == 9 and sorted(r["text"] for r in records) == sorted(written)
     for record in records:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,20 +10,22 @@ from selfreward.config import CandidatesConfig
 from selfreward.engines.base import Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.records import StageFiles
+from selfreward.stage_inputs import PromptRecord, read_records
 from selfreward.stages.common import WorkItem, mean, run_batches
 
 
-def generate_candidates(config: CandidatesConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+def generate_candidates(config: CandidatesConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+    """N answers to each prompt of OUT/prompts.jsonl (checked before `load_engine` loads the model)."""
     files = StageFiles(out_dir, "candidates")
     if files.done():
         return files.read_stats()
     prompts = StageFiles(out_dir, "prompts")
     if not prompts.records.exists():
         raise SelfRewardError(f"{prompts.records} not found: run the prompts stage first")
-    rows = prompts.read()  # may be empty: the stages after it then report zero records
+    rows = read_records(prompts.records, PromptRecord)  # may be empty: the stages after it then report zero records
     items = [WorkItem(f"{p['id']}-c", Request.user(p["prompt"]), {"prompt_id": p["id"], "prompt": p["prompt"]}) for p in rows]
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
-    run = run_batches(files, items, engine, sampling, seed, batch_size, "candidates", n=config.n)
+    run = run_batches(files, items, load_engine(), sampling, seed, batch_size, "candidates", n=config.n)
     records = run.records
     stats = {
         "stage": "candidates",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,5 +105,11 @@ def run_batches(
     return BatchRun([done[record.id] for item in items for record in sample_records(item, n)], new_tokens, seconds)
 
 
+def average(values: list[float]) -> float:
+    """The mean of finite `values` (not empty), also where their sum would overflow a float."""
+    total = sum(values)
+    return total / len(values) if math.isfinite(total) else sum(v / len(values) for v in values)
+
+
 def mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 3) if values else None
+    return round(average(values), 3) if values else None

@@ -20,6 +20,7 @@ from scipy import stats as sps
 
 from selfreward.intervals import mean_ci
 from selfreward.records import StageFiles
+from selfreward.stage_inputs import CandidateRecord, JudgmentRecord, judgments_by_candidate, read_records
 from selfreward.stages.judge import response_score
 
 PREVIOUS_DIR = "previous"
@@ -28,15 +29,16 @@ MAX_SMOOTHING = 0.49
 
 
 def candidate_scores(directory: Path) -> dict[str, dict[str, float]]:
-    """prompt id -> candidate id -> the candidate's score (as the pairs stage reads it) in `directory`."""
-    by_candidate: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for judgment in StageFiles(directory, "judgments").read():
-        by_candidate[judgment["candidate_id"]].append(judgment)
+    """prompt id -> candidate id -> the candidate's score (as the pairs stage reads it) in `directory`
+    (its candidates.jsonl and judgments.jsonl, checked; judgments of other candidates are left out)."""
+    candidates = read_records(StageFiles(directory, "candidates").records, CandidateRecord)
+    judgments = StageFiles(directory, "judgments").records
+    by_candidate, _ = judgments_by_candidate(candidates, read_records(judgments, JudgmentRecord), judgments)
     out: dict[str, dict[str, float]] = defaultdict(dict)
-    for candidate_id, judgments in by_candidate.items():
-        found = response_score(judgments)
+    for candidate in candidates:
+        found = response_score(by_candidate.get(candidate["id"], []))
         if found is not None:
-            out[judgments[0]["prompt_id"]][candidate_id] = found[0]
+            out[candidate["prompt_id"]][candidate["id"]] = found[0]
     return out
 
 

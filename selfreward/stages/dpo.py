@@ -11,6 +11,7 @@ from selfreward.config import DPOConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device, resolve_model
 from selfreward.records import read_jsonl, write_jsonl
+from selfreward.stage_inputs import PairRecord, read_records
 from selfreward.stages.common import derive_seed
 from selfreward.training import fits_length, load_for_training, lora_config, merge_base, train_and_save, train_here_or_in_workers, trainer_arguments
 
@@ -99,7 +100,7 @@ def train_dpo(model_config: ModelConfig, config: DPOConfig, policy: str, referen
     the rest in STAGE_DIR/train_pairs.jsonl). `reference` None means the policy as it was before this stage
     (with LoRA: the policy with its adapter off; else a frozen copy).
     In this process, or in `accelerate launch` workers when `dpo.accelerate_config` is set."""
-    pairs = read_jsonl(pairs_file)
+    pairs = read_records(pairs_file, PairRecord)
     if not pairs:
         raise SelfRewardError(f"{pairs_file} holds no pairs: nothing to train on")
     train, validation = split_pairs(pairs, config, seed)

@@ -17,6 +17,7 @@ from selfreward.config import JudgeConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.logprobs import implicit_rewards, score_with_model
 from selfreward.records import StageFiles
+from selfreward.stage_inputs import CandidateRecord, read_records
 
 METHOD = "implicit"
 
@@ -29,7 +30,7 @@ def implicit_judge(config: JudgeConfig, model_config: ModelConfig, policy: str, 
     candidates = StageFiles(out_dir, "candidates")
     if not candidates.records.exists():
         raise SelfRewardError(f"{candidates.records} not found: run the candidates stage first")
-    rows = candidates.read()
+    rows = read_records(candidates.records, CandidateRecord)
     items = [(c["prompt"], c["text"]) for c in rows]
     policy_scores = score_with_model(model_config, policy, items, model_config.max_length)
     reference_scores = score_with_model(model_config, reference, items, model_config.max_length)

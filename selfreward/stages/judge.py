@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles
-from selfreward.stages.common import WorkItem, mean, run_batches
+from selfreward.stage_inputs import CandidateRecord, read_records
+from selfreward.stages.common import WorkItem, average, mean, run_batches
 
 _NUMBER = r"(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
 _EMPHASIS = r"[*_]*"
@@ -142,7 +144,8 @@ def score_completions(config: JudgeConfig, engine: Engine, items: list[WorkItem]
     return rows
 
 
-def judge_candidates(config: JudgeConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+def judge_candidates(config: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+    """K judgments of each candidate of OUT/candidates.jsonl (checked before `load_engine` loads the judge)."""
     files = StageFiles(out_dir, "judgments")
     if files.done():
         return files.read_stats()
@@ -150,8 +153,10 @@ def judge_candidates(config: JudgeConfig, engine: Engine, out_dir: Path, seed: i
     if not candidates.records.exists():
         raise SelfRewardError(f"{candidates.records} not found: run the candidates stage first")
     template = judge_template(config.template)
+    rows = read_records(candidates.records, CandidateRecord)
+    engine = load_engine()
     items = []
-    for c in candidates.read():
+    for c in rows:
         request, shortened = fitted_judge_request(template, c["prompt"], c["text"], engine, config.max_new_tokens)
         payload = {"candidate_id": c["id"], "prompt_id": c["prompt_id"], "response_shortened": shortened}
         items.append(WorkItem(f"{c['id']}-j", request, payload))
@@ -177,7 +182,7 @@ def response_score(judgments: list[dict[str, Any]]) -> tuple[float, int, str] | 
     implicit = [j["score"] for j in judgments if j["score"] is not None and j.get("method") == "implicit"]
     for scores, source in ((text, "text"), (digits, "digit_probs"), (implicit, "implicit")):
         if scores:
-            return sum(scores) / len(scores), len(scores), source
+            return average(scores), len(scores), source
     return None
 
 

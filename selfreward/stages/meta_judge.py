@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import combinations
@@ -27,7 +28,8 @@ from selfreward.config import JudgeConfig, MetaConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.prompts import fill, load_template
-from selfreward.records import StageFiles, read_jsonl, write_jsonl
+from selfreward.records import StageFiles, write_jsonl
+from selfreward.stage_inputs import CandidateRecord, JudgmentRecord, PairRecord, judgments_by_candidate, read_records
 from selfreward.stages.common import WorkItem, mean, run_batches
 from selfreward.stages.judge import fitted_judge_request, judge_template, score_histogram
 
@@ -58,16 +60,12 @@ class Disputed:
     spread: float
 
 
-def most_disputed(candidates: list[dict[str, Any]], judgments: list[dict[str, Any]]) -> tuple[list[Disputed], Counter[str]]:
+def most_disputed(candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]]) -> tuple[list[Disputed], Counter[str]]:
     """Per prompt (in candidate order), its candidate with the largest spread of text scores, and
     counts of prompts left out and why."""
-    scored: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for j in judgments:
-        if j.get("text_score") is not None:
-            scored[j["candidate_id"]].append(j)
     by_prompt: dict[str, list[Disputed]] = defaultdict(list)
     for c in candidates:
-        own = scored.get(c["id"], [])
+        own = [j for j in by_candidate.get(c["id"], []) if j.get("text_score") is not None]
         by_prompt[c["prompt_id"]].append(Disputed(c, own, statistics.pstdev([j["text_score"] for j in own]) if len(own) > 1 else 0.0))
     chosen, skipped = [], Counter[str]()
     for options in by_prompt.values():
@@ -192,24 +190,37 @@ def judge_pairs(judge: JudgeConfig, engine: Engine, disputed: list[Disputed], wi
     return pairs
 
 
-def run_meta_judge(config: MetaConfig, judge: JudgeConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
-    """Meta-judge each prompt's most disputed candidate and add judge pairs to pairs.jsonl (resumable)."""
-    files = StageFiles(out_dir, "meta")
-    if files.done():
-        return files.read_stats()
+def read_meta_inputs(out_dir: Path) -> tuple[list[Disputed], Counter[str], list[dict[str, Any]], int]:
+    """The candidates to meta-judge, counts of prompts left out, the actor pairs of pairs.jsonl and
+    the number of judgments naming no candidate (left out), all checked (selfreward.stage_inputs)."""
     candidates, judgments, pairs = (StageFiles(out_dir, name) for name in ("candidates", "judgments", "pairs"))
     for needed in (candidates, judgments, pairs):
         if not needed.stats.exists():
             raise SelfRewardError(f"{needed.stats} not found: run the {needed.name} stage first")
-    disputed, skipped = most_disputed(candidates.read(), judgments.read())
-    disputed, items = fitting_items(meta_template(config.template), disputed, engine, config.max_new_tokens, skipped)
+    candidate_rows = read_records(candidates.records, CandidateRecord)
+    by_candidate, orphans = judgments_by_candidate(candidate_rows, read_records(judgments.records, JudgmentRecord), judgments.records)
+    disputed, skipped = most_disputed(candidate_rows, by_candidate)
+    actor = [p for p in read_records(pairs.records, PairRecord) if p.get("kind") != "judge"]  # a resumed stage replaces its own rows
+    return disputed, skipped, actor, orphans
+
+
+def run_meta_judge(config: MetaConfig, judge: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+    """Meta-judge each prompt's most disputed candidate and add judge pairs to pairs.jsonl (resumable;
+    the inputs are checked before `load_engine` loads the model)."""
+    files = StageFiles(out_dir, "meta")
+    if files.done():
+        return files.read_stats()
+    disputed, skipped, actor, orphans = read_meta_inputs(out_dir)
+    template = meta_template(config.template)
+    engine = load_engine()
+    disputed, items = fitting_items(template, disputed, engine, config.max_new_tokens, skipped)
     run = run_batches(files, items, engine, Sampling(config.temperature, config.top_p, config.max_new_tokens), seed, batch_size, "meta-judge", verdict_rows)
     winners, orders = outcomes(run.records)
     found = judge_pairs(judge, engine, disputed, winners, skipped)
-    actor = [p for p in read_jsonl(pairs.records) if p.get("kind") != "judge"]  # a resumed stage replaces its own rows
+    pairs = StageFiles(out_dir, "pairs")
     kept = capped(found, judge_pair_cap(config.fraction, len(actor)))
     write_jsonl(pairs.records, actor + kept)
-    stats = meta_stats(disputed, run.records, orders, skipped, found, kept, len(actor))
+    stats = meta_stats(disputed, run.records, orders, skipped, found, kept, len(actor)) | {"judgments_without_candidate": orphans}
     files.finish(run.records, stats)
     return stats
 

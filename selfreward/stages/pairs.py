@@ -12,13 +12,18 @@ Per prompt the policy (selfreward/pair_policies.py) picks chosen and rejected; b
 policy, a pair of two scored answers is kept only when its margin exceeds the minimum for its
 score sources, and no pair is kept whose texts are the same. Pairs are chosen, filtered and
 written with the same unrounded numbers.
+
+Both input files are checked first (selfreward.stage_inputs): a damaged line, a missing or
+mistyped field, a score off its method's scale, a repeated id stop the stage with one line;
+judgments of candidates not in candidates.jsonl are left out and counted.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from selfreward.errors import SelfRewardError
 from selfreward.pair_policies import POLICIES, SCORELESS, PromptCandidates, Scored, length, length_unit
 from selfreward.records import StageFiles
 from selfreward.seed import IFTExample
+from selfreward.stage_inputs import CandidateRecord, JudgmentRecord, judgments_by_candidate, read_records
 from selfreward.stages.common import mean
 from selfreward.stages.judge import response_score
 
@@ -83,12 +89,9 @@ def pair_row(prompt_id: str, chosen: Scored, rejected: Scored, unit: str) -> dic
     }
 
 
-def load_scored(candidates: list[dict[str, Any]], judgments: list[dict[str, Any]], require_finished: bool, need_scores: bool = True) -> tuple[dict[str, list[Scored]], Counter[str]]:
+def load_scored(candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]], require_finished: bool, need_scores: bool = True) -> tuple[dict[str, list[Scored]], Counter[str]]:
     """Eligible scored candidates by prompt id, and counts of the candidates left out and why.
     Without `need_scores`, unscored candidates stay eligible (score None, source `unjudged`)."""
-    by_candidate: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for j in judgments:
-        by_candidate[j["candidate_id"]].append(j)
     by_prompt: dict[str, list[Scored]] = {}
     excluded: Counter[str] = Counter()
     for c in candidates:
@@ -107,6 +110,8 @@ def drop_reason(config: PairsConfig, chosen: Scored, rejected: Scored) -> str | 
     """Why a picked pair is not kept (None: it is); the same rules for every policy."""
     margin = margin_of(chosen, rejected)
     if margin is not None:
+        if not math.isfinite(margin):
+            return "margin_beyond_float_range"  # implicit rewards near +-1e308: no margin JSON can hold
         if margin == 0:
             return "tie"
         if margin < 0:
@@ -127,12 +132,18 @@ prompts (prompts.jsonl, candidates.jsonl: made once) and the current model's jud
 
 
 def read_inputs(directory: Path, require_finished: bool, need_scores: bool, missing_hint: str) -> tuple[dict[str, list[Scored]], Counter[str]]:
-    """The scored candidates of `directory` (its candidates.jsonl and judgments.jsonl)."""
+    """The scored candidates of `directory` (its candidates.jsonl and judgments.jsonl, checked),
+    and counts of what is left out: candidates by reason, `judgments_without_candidate`."""
     candidates, judgments = StageFiles(directory, "candidates"), StageFiles(directory, "judgments")
     for needed in (candidates, judgments) if need_scores else (candidates,):
         if not needed.records.exists():
             raise SelfRewardError(f"{needed.records} not found: {missing_hint or f'run the {needed.name} stage first'}")
-    return load_scored(candidates.read(), judgments.read() if judgments.records.exists() else [], require_finished, need_scores)
+    candidate_rows = read_records(candidates.records, CandidateRecord)
+    judgment_rows = read_records(judgments.records, JudgmentRecord) if judgments.records.exists() else []
+    by_candidate, orphans = judgments_by_candidate(candidate_rows, judgment_rows, judgments.records)
+    by_prompt, excluded = load_scored(candidate_rows, by_candidate, require_finished, need_scores)
+    excluded["judgments_without_candidate"] = orphans
+    return by_prompt, excluded
 
 
 def make_pairs(config: PairsConfig, out_dir: Path, iteration: int = 1, reference_answers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -185,6 +196,7 @@ def pair_stats(by_prompt: dict[str, list[Scored]], pairs: list[dict[str, Any]], 
         "pair_yield": round(len(pairs) / n_prompts, 3) if n_prompts else None,
         "unscored_candidates": excluded["unscored"],
         "unfinished_candidates_excluded": excluded["unfinished"],
+        "judgments_without_candidate": excluded["judgments_without_candidate"],
         "dropped": dict(sorted(dropped.items())),
         "tie_rate": round(dropped["tie"] / n_prompts, 3) if n_prompts else None,
         "pair_sources": dict(sorted(Counter(pair_source_of(p) for p in pairs).items())),
