@@ -123,4 +123,8 @@ def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
 
     monkeypatch.setattr("selfreward.pipeline.run_pipeline", broken)
     result = invoke("run", "--out", tmp_path / "run")
-    assert result.exit_code == 1 and isinstance(result.exception, OSError) and result.exception.errno == errno.EIO
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        "error: unexpected OSError: [Errno 5] Input/output error; run with --debug for the traceback (selfreward --debug COMMAND ...)"
+    ]
+    debug = invoke("--debug", "run", "--out", tmp_path / "run")
+    assert isinstance(debug.exception, OSError) and debug.exception.errno == errno.EIO
