@@ -39,8 +39,11 @@ DEBUG_ENV = "SELFREWARD_DEBUG"
 show_tracebacks = False
 
 
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")]
+
+
 @app.callback()
-def main_options(debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")] = False) -> None:
+def main_options(debug: DebugOpt = False) -> None:
     """Our own progress bars say what runs; silence the libraries' loading and mapping bars."""
     import datasets
     from transformers.utils import logging as hf_logging
@@ -55,7 +58,8 @@ def unexpected(exc: Exception) -> str:
     """The one line shown for an error nobody anticipated (a bug, or input no check caught)."""
     first = next((line for line in str(exc).splitlines() if line.strip()), "")
     detail = f": {first[:300]}" if first else ""
-    return f"unexpected {type(exc).__name__}{detail}; run with --debug for the traceback (selfreward --debug COMMAND ...)"
+    hint = "run with --debug for the traceback (selfreward --debug COMMAND ...)"
+    return f"unexpected {type(exc).__name__}{detail}; {hint}"
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:

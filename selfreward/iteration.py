@@ -194,7 +194,9 @@ def _anchor(c: Context) -> dict[str, Any]:
     anchor_dir.mkdir(exist_ok=True)
     shutil.copyfile(c.out_dir / "prompts.jsonl", anchor_dir / "prompts.jsonl")
     initial = resolve_model(c.lineage.initial or c.config.model.name_or_path)
-    answered = generate_candidates(c.config.candidates, partial(c.engines.get, initial), anchor_dir, c.seed("anchor-candidates"), c.batch_size)
+    load_initial = partial(c.engines.get, initial)
+    seed = c.seed("anchor-candidates")
+    answered = generate_candidates(c.config.candidates, load_initial, anchor_dir, seed, c.batch_size)
     judged = judge_in(c, anchor_dir, "anchor-judge")
     stats = {"stage": "anchor", "model": initial, "candidates": answered["candidates"], "truncated": answered["truncated"], "judgments": judged["judgments"], "valid_rate": judged["valid_rate"], "mean_score": judged["mean_score"]}
     write_json(c.out_dir / "anchor.stats.json", stats)

@@ -36,7 +36,8 @@ def _make_directory(directory: Path) -> None:
 
 
 def _not_a_lock_file(path: Path, what: str) -> SelfRewardError:
-    return SelfRewardError(f"{path} is {what}, not a lock file; selfreward will not write through it: remove it and run the command again")
+    advice = "selfreward will not write through it: remove it and run the command again"
+    return SelfRewardError(f"{path} is {what}, not a lock file; {advice}")
 
 
 def _open_lock_file(path: Path) -> tuple[int, bool] | None:
@@ -58,7 +59,8 @@ def _open_lock_file(path: Path) -> tuple[int, bool] | None:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
-        raise _not_a_lock_file(path, "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file")
+        regular = stat.S_ISREG(info.st_mode)
+        raise _not_a_lock_file(path, "a hard link to another file" if regular else "not a regular file")
     return fd, False
 
 
@@ -88,7 +90,8 @@ def _acquire(directory: Path, path: Path) -> tuple[int, bool]:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise SelfRewardError(f"{directory} is in use by another selfreward process ({holder}); wait for it to finish or stop it") from None
+            in_use = f"{directory} is in use by another selfreward process ({holder})"
+            raise SelfRewardError(f"{in_use}; wait for it to finish or stop it") from None
         if _is_current(fd, path):
             return fd, created
         os.close(fd)  # the previous holder removed the file before we locked it: lock a new one

@@ -70,8 +70,11 @@ def refuse_late_stages(config: Config, run_dir: Path) -> None:
         if (run_dir / f"dpo{t}" / "dpo.stats.json").exists():
             late = [s.name for s in enabled_stages(config) if not (iter_dir / f"{s.files}.stats.json").exists()]
             if late:
-                raise SelfRewardError(f"stage {', '.join(late)} is enabled but did not run in {iter_dir}, whose DPO is done: it would change "
-                                      f"the data after M{t + 1} was trained on it; turn it off for this run (with --force) or start a new run")
+                raise SelfRewardError(
+                    f"stage {', '.join(late)} is enabled but did not run in {iter_dir}, whose DPO is done: it would "
+                    f"change the data after M{t + 1} was trained on it; turn it off for this run (with --force) "
+                    "or start a new run"
+                )
 
 
 def train_m1(run: Run, seed_model: str, data: TrainingData, ranked: list[RankedGroup]) -> None:

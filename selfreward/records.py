@@ -29,7 +29,8 @@ def _json_object(text: str, where: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SelfRewardError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); the file is damaged or cut short") from None
+        damaged = f"not valid JSON ({exc.msg} at column {exc.colno}); the file is damaged or cut short"
+        raise SelfRewardError(f"{where}: {damaged}") from None
     except (ValueError, RecursionError) as exc:  # over-long integers, too deep nesting
         raise SelfRewardError(f"{where}: not valid JSON ({str(exc).split(':')[0]})") from None
     if not isinstance(value, dict):
@@ -50,7 +51,8 @@ def numbered_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of each non-blank line of a finished JSONL file; a line that is not a
     JSON object is a SelfRewardError naming the file and the line."""
     lines = _text(path).split("\n")  # not splitlines: texts may hold U+2028
-    return [(number, _json_object(line, f"{path} line {number}")) for number, line in enumerate(lines, 1) if line.strip()]
+    numbered = enumerate(lines, 1)
+    return [(number, _json_object(line, f"{path} line {number}")) for number, line in numbered if line.strip()]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -107,7 +109,8 @@ def json_text(obj: Any, path: Path, indent: int | None = None) -> str:
     try:
         return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)
     except ValueError:
-        raise SelfRewardError(f"not writing {path}: {non_finite(obj)} is not a finite number (JSON holds none)") from None
+        where = non_finite(obj)
+        raise SelfRewardError(f"not writing {path}: {where} is not a finite number (JSON holds none)") from None
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -341,7 +341,8 @@ ROW_READERS: dict[str, Callable[[str, dict[str, Any], str], RankedGroup | None]]
 
 
 def _question_groups(by_question: dict[str, list[RankedResponse]]) -> list[RankedGroup]:
-    return [RankedGroup(f"q{i}", q, tuple(sorted(r, key=lambda x: x.rank))) for i, (q, r) in enumerate(by_question.items())]
+    questions = enumerate(by_question.items())
+    return [RankedGroup(f"q{i}", q, tuple(sorted(r, key=lambda x: x.rank))) for i, (q, r) in questions]
 
 
 def _add_answer(by_question: dict[str, list[RankedResponse]], row: dict[str, Any]) -> None:
@@ -384,7 +385,9 @@ def _no_rows_message(report: LoadReport) -> str:
     return f"no usable rows in {report.source} ({report.rows} rows read, {report.skipped} skipped{detail})"
 
 
-def _load(sources: list[str], kind: str, lang: str, usable: Callable[[RankedGroup], str | None]) -> tuple[list[RankedGroup], list[LoadReport]]:
+def _load(
+    sources: list[str], kind: str, lang: str, usable: Callable[[RankedGroup], str | None]
+) -> tuple[list[RankedGroup], list[LoadReport]]:
     """The groups of every source that `usable` accepts (it returns why not, or None); the others
     are counted in their report's `left_out`, and `groups` counts the usable ones."""
     groups, reports = [], []
@@ -437,5 +440,6 @@ def load_ranked(sources: list[str], lang: str = "en") -> tuple[list[RankedGroup]
     if not groups:
         left_out = sum((r.left_out for r in reports), Counter())
         detail = f" (left out: {_reasons(left_out)})" if left_out else ""
-        raise SelfRewardError(f"no prompt with two or more ranked responses of different ranks in {', '.join(sources)}{detail}")
+        none = "no prompt with two or more ranked responses of different ranks"
+        raise SelfRewardError(f"{none} in {', '.join(sources)}{detail}")
     return groups, reports

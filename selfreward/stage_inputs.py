@@ -12,7 +12,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
@@ -40,7 +50,8 @@ class CandidateRecord(Record):
     prompt: StrictStr
     text: StrictStr
     finished: StrictBool = True
-    num_tokens: Annotated[StrictInt, Field(ge=0, le=2**31)] | None = None
+    num_tokens: Annotated[StrictInt, Field(ge=0, le=2**31)] = 0
+    """Optional; when given, a count (not null)."""
 
 
 def _on_scale(value: float | None, what: str) -> None:
@@ -104,9 +115,16 @@ def read_records(path: Path, schema: type[Record]) -> list[dict[str, Any]]:
     return rows
 
 
-def judgments_by_candidate(candidates: list[dict[str, Any]], judgments: list[dict[str, Any]], path: Path) -> tuple[dict[str, list[dict[str, Any]]], int]:
+def judgments_by_candidate(
+    candidates: list[dict[str, Any]], judgments: list[dict[str, Any]], path: Path
+) -> tuple[dict[str, list[dict[str, Any]]], int]:
     """The judgments of each candidate, and how many judgments name no candidate of the file
-    (left out). A judgment naming another prompt than its candidate's is an error naming `path`."""
+    (left out). A judgment naming another prompt than its candidate's, or a file mixing implicit
+    rewards with written judgments, is an error naming `path`."""
+    implicit = {j["method"] == "implicit" for j in judgments if j["method"] is not None}
+    if len(implicit) > 1:
+        mixed = "mixes implicit rewards with written judgments' 0-5 scores: they cannot be compared"
+        raise SelfRewardError(f"{path} {mixed}")
     prompt_of = {c["id"]: c["prompt_id"] for c in candidates}
     by_candidate: dict[str, list[dict[str, Any]]] = defaultdict(list)
     orphans = 0
@@ -115,7 +133,9 @@ def judgments_by_candidate(candidates: list[dict[str, Any]], judgments: list[dic
             orphans += 1
             continue
         if j.get("prompt_id") not in (None, prompt_of[j["candidate_id"]]):
-            raise SelfRewardError(f"{path}: judgment {quoted(j['id'])} names prompt {quoted(j['prompt_id'])}, "
-                                  f"but its candidate {quoted(j['candidate_id'])} answers {quoted(prompt_of[j['candidate_id']])}")
+            raise SelfRewardError(
+                f"{path}: judgment {quoted(j['id'])} names prompt {quoted(j['prompt_id'])}, "
+                f"but its candidate {quoted(j['candidate_id'])} answers {quoted(prompt_of[j['candidate_id']])}"
+            )
         by_candidate[j["candidate_id"]].append(j)
     return by_candidate, orphans

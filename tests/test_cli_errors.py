@@ -57,7 +57,8 @@ def test_an_unexpected_error_is_one_line_unless_debug_asks_for_the_traceback(tmp
     monkeypatch.setattr("selfreward.seed.load_ift", broken)
     result = run("data", str(tmp_path / "seed.jsonl"))
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.stderr.splitlines() == ["error: unexpected ZeroDivisionError: division by zero; run with --debug for the traceback (selfreward --debug COMMAND ...)"]
+    hint = "run with --debug for the traceback (selfreward --debug COMMAND ...)"
+    assert result.stderr.splitlines() == [f"error: unexpected ZeroDivisionError: division by zero; {hint}"]
     debug = run("--debug", "data", str(tmp_path / "seed.jsonl"))
     assert isinstance(debug.exception, ZeroDivisionError)  # raised on, for the traceback
     monkeypatch.setenv("SELFREWARD_DEBUG", "1")
@@ -75,8 +76,10 @@ def test_report_on_a_truncated_summary_is_one_line(tmp_path):
     (tmp_path / "eval" / "summary.json").write_text('{"rm": {"M1": {"pairwise_accuracy": 0.')
     result = run("report", str(tmp_path))
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.stderr.splitlines() == [f"error: {tmp_path / 'eval' / 'summary.json'}: not valid JSON (Expecting ',' delimiter at column 38); the file is damaged or cut short"]
+    damaged = "not valid JSON (Expecting ',' delimiter at column 38); the file is damaged or cut short"
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'eval' / 'summary.json'}: {damaged}"]
     (tmp_path / "eval" / "summary.json").unlink()
     (tmp_path / "manifest.json").write_text("[1, 2]")
     result = run("report", str(tmp_path))
-    assert result.exit_code == 2 and result.stderr.splitlines() == [f"error: {tmp_path / 'manifest.json'}: not a JSON object"]
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'manifest.json'}: not a JSON object"]

@@ -123,8 +123,8 @@ def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
 
     monkeypatch.setattr("selfreward.pipeline.run_pipeline", broken)
     result = invoke("run", "--out", tmp_path / "run")
-    assert result.exit_code == 1 and result.stderr.splitlines() == [
-        "error: unexpected OSError: [Errno 5] Input/output error; run with --debug for the traceback (selfreward --debug COMMAND ...)"
-    ]
+    hint = "run with --debug for the traceback (selfreward --debug COMMAND ...)"
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"error: unexpected OSError: [Errno 5] Input/output error; {hint}"]
     debug = invoke("--debug", "run", "--out", tmp_path / "run")
     assert isinstance(debug.exception, OSError) and debug.exception.errno == errno.EIO

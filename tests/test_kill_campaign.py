@@ -30,13 +30,20 @@ def test_a_planted_duplicate_in_a_partial_file_is_caught(tmp_path):
     bench = load_bench()
     run_dir = tmp_path / "campaign"
     partial = run_dir / "iter1" / "candidates.jsonl.partial"
-    write_partial(partial, [{"id": "p1-c0"}, {"id": "p1-c1"}], [{"id": "p2-c0"}], cut='{"id": "p2-c0"')  # a cut batch: not committed
+    write_partial(
+        partial, [{"id": "p1-c0"}, {"id": "p1-c1"}], [{"id": "p2-c0"}], cut='{"id": "p2-c0"'
+    )  # a cut batch: not committed
     write_partial(run_dir / "eval" / "rm" / "M1.jsonl.partial", [{"id": "g1"}])
     assert bench.partial_duplicates(run_dir) == {"iter1/candidates.jsonl.partial": 0, "eval/rm/M1.jsonl.partial": 0}
-    write_partial(partial, [{"id": "p1-c0"}, {"id": "p1-c1"}], [{"id": "p1-c1"}, {"id": "p2-c0"}])  # a batch appended again
+    write_partial(
+        partial, [{"id": "p1-c0"}, {"id": "p1-c1"}], [{"id": "p1-c1"}, {"id": "p2-c0"}]
+    )  # a batch appended again
     runner = bench.Runner(run_dir, tmp_path / "tiny.yaml", {}, tmp_path, [], [])
     runner.check_partials()
     partial.unlink()  # the stage finished: its .jsonl holds one record per id
     runner.check_partials()
     assert runner.duplicates == {"iter1/candidates.jsonl.partial": 1, "eval/rm/M1.jsonl.partial": 0}
-    assert bench.final_line(runner, Counter(lost=0, duplicated=0, differing=0)) == "kills 0 lost 0 duplicated 1 differing 0"
+    assert (
+        bench.final_line(runner, Counter(lost=0, duplicated=0, differing=0))
+        == "kills 0 lost 0 duplicated 1 differing 0"
+    )

@@ -84,10 +84,11 @@ def test_a_lock_file_removed_by_its_previous_holder_is_not_trusted(tmp_path):
 
 
 WRITING_COMMANDS = [
-    ["aift", "--out", "{dir}"], ["prompts", "--out", "{dir}"], ["candidates", "--out", "{dir}"], ["judge", "--out", "{dir}"],
-    ["pairs", "--out", "{dir}"], ["meta", "--out", "{dir}"], ["run", "--out", "{dir}"], ["run", "--resume", "{dir}"],
+    *([stage, "--out", "{dir}"] for stage in ("aift", "prompts", "candidates", "judge", "pairs", "meta")),
+    ["run", "--out", "{dir}"], ["run", "--resume", "{dir}"],
     ["eval", "{dir}"], ["ifeval", "{dir}"], ["report", "{dir}"],
 ]
+NOT_THROUGH_IT = "not a lock file; selfreward will not write through it: remove it and run the command again"
 
 
 def invoke_in(directory: Path, command: list[str]):
@@ -109,7 +110,7 @@ def test_a_symlinked_lock_is_refused_and_its_target_survives(tmp_path, command):
     (directory / ".lock").symlink_to(target)
     result = invoke_in(directory, command)
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines() == [f"error: {directory / '.lock'} is a symbolic link, not a lock file; selfreward will not write through it: remove it and run the command again"]
+    assert result.stderr.splitlines() == [f"error: {directory / '.lock'} is a symbolic link, {NOT_THROUGH_IT}"]
     assert snapshot(target) == before and (directory / ".lock").is_symlink()
     assert [p.name for p in directory.iterdir()] == [".lock"]
 
@@ -159,13 +160,18 @@ def test_a_lock_held_before_is_kept_when_a_command_fails(tmp_path):
     assert (directory / ".lock").exists()  # not created by the failed call: not removed
 
 
-@pytest.mark.parametrize("command", [["pairs", "--out", "{dir}"], ["run", "--out", "{dir}"], ["eval", "{dir}"], ["report", "{dir}"]])
+@pytest.mark.parametrize("command", [
+    ["pairs", "--out", "{dir}"], ["run", "--out", "{dir}"], ["eval", "{dir}"], ["report", "{dir}"],
+])
 def test_an_output_path_that_is_a_file_is_one_line(tmp_path, command):
     path = tmp_path / "a-file"
     path.write_text("not a directory\n")
     result = invoke_in(path, command)
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines() == [f"error: {path} is not a directory: give a directory for the command's output"]
+    assert result.stderr.splitlines() == [
+        f"error: {path} is not a directory: give a directory for the command's output"
+    ]
     assert path.read_text() == "not a directory\n"
     below = invoke("pairs", "--out", path / "below")
-    assert below.exit_code == 2 and below.stderr.splitlines() == [f"error: cannot create the directory {path / 'below'}: a file is in the way"]
+    assert below.exit_code == 2
+    assert below.stderr.splitlines() == [f"error: cannot create the directory {path / 'below'}: a file is in the way"]

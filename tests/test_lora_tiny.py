@@ -58,11 +58,17 @@ def test_lora_dpo_reference_is_the_policy_with_its_adapter_off(tiny_model, tmp_p
 
     trainers = []
     real_train_and_save = dpo.train_and_save
-    monkeypatch.setattr(dpo, "train_and_save", lambda trainer, *args: trainers.append(trainer) or real_train_and_save(trainer, *args))
+    def keep_trainer(trainer, *args):
+        trainers.append(trainer)
+        return real_train_and_save(trainer, *args)
+
+    monkeypatch.setattr(dpo, "train_and_save", keep_trainer)
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(pairs, [{"prompt": p, "chosen": a, "rejected": "No."} for p, a in EXAMPLES])
-    config = DPOConfig(lora=LoRAConfig(r=4, alpha=8, dropout=0.0), dropout=0, learning_rate=1e-2, final_learning_rate=1e-3, batch_size=2, epochs=2, max_length=4096)
-    stats = dpo.train_dpo_here(ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), None, pairs, tmp_path / "dpo1", tmp_path / "M2", 0)
+    lora = LoRAConfig(r=4, alpha=8, dropout=0.0)
+    config = DPOConfig(lora=lora, dropout=0, learning_rate=1e-2, final_learning_rate=1e-3, batch_size=2, epochs=2)
+    model_config = ModelConfig(name_or_path=str(tiny_model))
+    stats = dpo.train_dpo_here(model_config, config, str(tiny_model), None, pairs, tmp_path / "dpo", tmp_path / "M2", 0)
     (trainer,) = trainers
     assert stats["steps"] == 4 and stats["reference"] == stats["policy"] and trainer.ref_model is None
     model = trainer.model.eval()
@@ -76,14 +82,19 @@ def test_lora_dpo_reference_is_the_policy_with_its_adapter_off(tiny_model, tmp_p
     assert torch.allclose(reference, adapter_off, rtol=0, atol=1e-5)
 
 
-def test_no_last_step_checkpoint_and_a_kill_before_the_final_save_resumes_from_the_one_before(tiny_model, tmp_path, monkeypatch):
+def test_no_last_step_checkpoint_and_a_kill_before_the_final_save_resumes_from_the_one_before(
+    tiny_model, tmp_path, monkeypatch
+):
     """A checkpoint each step, 2 steps: only checkpoint-1 is written (the final model is step 2's). A
     stage killed between its last step and the final save resumes from checkpoint-1 and merges the
     same adapter as an uninterrupted stage."""
     config = SFTConfig(lora=LoRAConfig(r=4, alpha=8), batch_size=2, save_steps=1, learning_rate=1e-3, final_learning_rate=1e-4, max_length=4096)
     model_config = ModelConfig(name_or_path=str(tiny_model))
-    uninterrupted = train_sft(model_config, config, str(tiny_model), EXAMPLES, tmp_path / "reference", tmp_path / "reference-model", 0)
-    assert uninterrupted["steps"] == 2 and [p.name for p in (tmp_path / "reference" / "trainer").glob("checkpoint-*")] == ["checkpoint-1"]
+    def checkpoints(stage_dir):
+        return [p.name for p in (stage_dir / "trainer").glob("checkpoint-*")]
+
+    uninterrupted = train_sft(model_config, config, str(tiny_model), EXAMPLES, tmp_path / "ref", tmp_path / "ref-m", 0)
+    assert uninterrupted["steps"] == 2 and checkpoints(tmp_path / "ref") == ["checkpoint-1"]
 
     def killed(*args):
         raise KeyboardInterrupt
@@ -91,11 +102,11 @@ def test_no_last_step_checkpoint_and_a_kill_before_the_final_save_resumes_from_t
     monkeypatch.setattr("selfreward.training.save_final", killed)
     with pytest.raises(KeyboardInterrupt):
         train_sft(model_config, config, str(tiny_model), EXAMPLES, tmp_path / "sft", tmp_path / "model", 0)
-    assert [p.name for p in (tmp_path / "sft" / "trainer").glob("checkpoint-*")] == ["checkpoint-1"] and not (tmp_path / "model").exists()
+    assert checkpoints(tmp_path / "sft") == ["checkpoint-1"] and not (tmp_path / "model").exists()
     monkeypatch.undo()
     resumed = train_sft(model_config, config, str(tiny_model), EXAMPLES, tmp_path / "sft", tmp_path / "model", 0)
     assert resumed["steps"] == 2 and resumed["loss_last"] == uninterrupted["loss_last"]
-    expected, found = weights(tmp_path / "reference-model"), weights(tmp_path / "model")
+    expected, found = weights(tmp_path / "ref-m"), weights(tmp_path / "model")
     assert all(torch.equal(expected[k], found[k]) for k in expected)
 
 

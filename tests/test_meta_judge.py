@@ -199,14 +199,16 @@ def test_meta_stage_in_the_tiny_loop_with_scripted_judgments(tiny_model, tmp_pat
 def assert_judge_pairs_reach_dpo(dpo, config, model, pairs_file, judge, tmp_path, monkeypatch):
     """DPO's training set (the DPOTrainer's tokenized rows, decoded) holds every judge pair."""
     trainers = []
-    monkeypatch.setattr(dpo, "train_and_save", lambda trainer, tokenizer, *args: trainers.append((trainer, tokenizer)) or {})
-    everything = config.dpo.model_copy(update={"eval_fraction": 0.0, "max_length": 8192})  # no pair held out or too long
+    monkeypatch.setattr(dpo, "train_and_save", lambda trainer, tokenizer, *args: trainers.append((trainer, tokenizer)))
+    everything = config.dpo.model_copy(update={"eval_fraction": 0.0, "max_length": 8192})  # none held out or too long
     dpo.train_dpo(config.model, everything, str(model), None, pairs_file, tmp_path / "dpo1", tmp_path / "M2", 0)
     ((trainer, tokenizer),) = trainers
-    rows = [tuple(tokenizer.decode(row[key]) for key in ("prompt_ids", "chosen_ids", "rejected_ids")) for row in trainer.train_dataset]
+    keys = ("prompt_ids", "chosen_ids", "rejected_ids")
+    rows = [tuple(tokenizer.decode(row[key]) for key in keys) for row in trainer.train_dataset]
     assert len(rows) == len(read_jsonl(pairs_file)) and judge
     for pair in judge:
-        assert any(pair["prompt"] in prompt and pair["chosen"] in chosen and pair["rejected"] in rejected for prompt, chosen, rejected in rows)
+        texts = (pair["prompt"], pair["chosen"], pair["rejected"])
+        assert any(all(text in decoded for text, decoded in zip(texts, row, strict=True)) for row in rows)
 
 
 def test_turning_the_meta_judge_on_for_a_finished_run_is_refused(finished_run, tmp_path):
@@ -221,8 +223,8 @@ def test_turning_the_meta_judge_on_for_a_finished_run_is_refused(finished_run, t
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     result = invoke("run", "--resume", run_dir, "--set", "meta.enabled=true", "--force")
     assert result.exit_code == 2, result.output
-    refusal = (f"error: stage meta is enabled but did not run in {run_dir / 'iter1'}, whose DPO is done: "
-               "it would change the data after M2 was trained on it; turn it off for this run (with --force) or start a new run")
+    refusal = (f"error: stage meta is enabled but did not run in {run_dir / 'iter1'}, whose DPO is done: it would "
+               "change the data after M2 was trained on it; turn it off for this run (with --force) or start a new run")
     assert result.stderr.splitlines() == [refusal]
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"} == before
     again = invoke("run", "--resume", run_dir)

@@ -31,12 +31,45 @@ Files = dict[str, list[str]]
 def valid_files() -> Files:
     """Three prompts, two candidates each, two judgments per candidate, the pairs they give: as JSONL lines."""
     prompts = [{"id": f"p{i}", "prompt": f"Question {i}?"} for i in range(3)]
-    candidates = [{"id": f"p{i}-c{j}", "prompt_id": f"p{i}", "prompt": f"Question {i}?", "text": f"Answer {i}.{j}", "num_tokens": 3 + j, "finished": True}
-                  for i in range(3) for j in range(2)]
-    judgments = [{"id": f"{c['id']}-j{k}", "candidate_id": c["id"], "prompt_id": c["prompt_id"], "text": f"Judged {k}.\nScore: {s}", "text_score": s, "score": s, "method": "text"}
-                 for c in candidates for k, s in enumerate((4, 5) if c["id"].endswith("c0") else (1, 2))]
-    pairs = [{"id": f"p{i}", "prompt": f"Question {i}?", "chosen": f"Answer {i}.0", "rejected": f"Answer {i}.1", "margin": 2.5} for i in range(3)]
-    return {name: [json.dumps(r) for r in rows] for name, rows in zip(INPUTS, (prompts, candidates, judgments, pairs), strict=True)}
+    candidates = [
+        {
+            "id": f"p{i}-c{j}",
+            "prompt_id": f"p{i}",
+            "prompt": f"Question {i}?",
+            "text": f"Answer {i}.{j}",
+            "num_tokens": 3 + j,
+            "finished": True,
+        }
+        for i in range(3)
+        for j in range(2)
+    ]
+    judgments = [
+        {
+            "id": f"{c['id']}-j{k}",
+            "candidate_id": c["id"],
+            "prompt_id": c["prompt_id"],
+            "text": f"Judged {k}.\nScore: {s}",
+            "text_score": s,
+            "score": s,
+            "method": "text",
+        }
+        for c in candidates
+        for k, s in enumerate((4, 5) if c["id"].endswith("c0") else (1, 2))
+    ]
+    pairs = [
+        {
+            "id": f"p{i}",
+            "prompt": f"Question {i}?",
+            "chosen": f"Answer {i}.0",
+            "rejected": f"Answer {i}.1",
+            "margin": 2.5,
+        }
+        for i in range(3)
+    ]
+    return {
+        name: [json.dumps(r) for r in rows]
+        for name, rows in zip(INPUTS, (prompts, candidates, judgments, pairs), strict=True)
+    }
 
 
 def strict_json(text: str) -> Any:
@@ -66,7 +99,9 @@ def run_stage(root: Path, command: str, files: Files, *overrides: str) -> Outcom
     for name, lines in files.items():
         if name == output:
             continue
-        (out / f"{name}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8", errors="surrogateescape")
+        (out / f"{name}.jsonl").write_text(
+            "".join(line + "\n" for line in lines), encoding="utf-8", errors="surrogateescape"
+        )
         write_json(out / f"{name}.stats.json", {"stage": name})
     outside = root / "elsewhere.txt"
     outside.write_text("must not change\n")
@@ -74,7 +109,9 @@ def run_stage(root: Path, command: str, files: Files, *overrides: str) -> Outcom
     result = invoke(command, "--out", out, *(a for o in overrides for a in ("--set", o)))
     assert "Traceback" not in result.output, result.output
     after = tree(root)
-    assert {name: data for name, data in after.items() if name in before} == before  # inputs and files outside --out unchanged
+    assert {
+        name: data for name, data in after.items() if name in before
+    } == before  # inputs and files outside --out unchanged
     for name in set(after) - set(before):
         if name.endswith((".json", ".jsonl")):
             for line in after[name].decode().splitlines() if name.endswith(".jsonl") else [after[name].decode()]:
@@ -118,11 +155,13 @@ def append_copy(name: str, index: int, **changes: Any) -> Callable[[Files], None
 
 
 def scores(name: str, first: Any, second: Any, method: str = "text") -> Callable[[Files], None]:
-    """Both judgments of p0-c0 set to `first` and both of p0-c1 to `second` (text_score dropped)."""
+    """Both judgments of p0-c0 set to `first` and both of p0-c1 to `second`; every judgment's method
+    set to `method` (text_score dropped)."""
 
     def edit(files: Files) -> None:
-        for index in range(4):
-            replace(name, index, score=first if index < 2 else second, method=method, text_score=None)(files)
+        for index in range(len(files[name])):
+            score = {0: first, 1: first, 2: second, 3: second}.get(index, json.loads(files[name][index])["score"])
+            replace(name, index, score=score, method=method, text_score=None)(files)
 
     return edit
 
@@ -137,40 +176,201 @@ class Case:
 
 
 CASES = [
-    Case("judgments cut mid-line", "pairs", lambda f: f["judgments"].__setitem__(-1, f["judgments"][-1][:25]), "error: judgments.jsonl line 12: not valid JSON"),
-    Case("candidate without prompt_id", "pairs", replace("candidates", 2, prompt_id=...), "error: candidates.jsonl line 3 (id 'p1-c0'): missing field 'prompt_id'"),
-    Case("score given as the string 5", "pairs", replace("judgments", 0, score="5"), "error: judgments.jsonl line 1 (id 'p0-c0-j0'): score: Input should be a valid number (got '5')"),
+    Case(
+        "judgments cut mid-line",
+        "pairs",
+        lambda f: f["judgments"].__setitem__(-1, f["judgments"][-1][:25]),
+        "error: judgments.jsonl line 12: not valid JSON",
+    ),
+    Case(
+        "candidate without prompt_id",
+        "pairs",
+        replace("candidates", 2, prompt_id=...),
+        "error: candidates.jsonl line 3 (id 'p1-c0'): missing field 'prompt_id'",
+    ),
+    Case(
+        "score given as the string 5",
+        "pairs",
+        replace("judgments", 0, score="5"),
+        "error: judgments.jsonl line 1 (id 'p0-c0-j0'): score: Input should be a valid number (got '5')",
+    ),
     Case("scores 7 and -3", "pairs", scores("judgments", 7, -3), "score for method text 7 is outside 0-5"),
-    Case("scores +-1e308 as text", "pairs", scores("judgments", 1e308, -1e308), "score for method text 1e+308 is outside 0-5"),
-    Case("implicit rewards +-1e308", "pairs", scores("judgments", 1e308, -1e308, "implicit"), "stat dropped.margin_beyond_float_range=1"),
+    Case(
+        "scores +-1e308 as text",
+        "pairs",
+        scores("judgments", 1e308, -1e308),
+        "score for method text 1e+308 is outside 0-5",
+    ),
+    Case(
+        "implicit rewards +-1e308",
+        "pairs",
+        scores("judgments", 1e308, -1e308, "implicit"),
+        "stat dropped.margin_beyond_float_range=1",
+    ),
     Case("implicit reward 12.5 and -40", "pairs", scores("judgments", 12.5, -40.0, "implicit"), "stat pairs=3"),
-    Case("NaN score", "pairs", set_line("judgments", 0, json.dumps({"id": "p0-c0-j0", "candidate_id": "p0-c0", "score": math.nan, "method": "text"})), "error: judgments.jsonl line 1 (id 'p0-c0-j0'): score: Input should be a finite number"),
-    Case("Infinity score", "pairs", set_line("judgments", 0, '{"id": "x", "candidate_id": "p0-c0", "score": -Infinity, "method": "implicit"}'), "score: Input should be a finite number"),
-    Case("1e400 score", "pairs", set_line("judgments", 0, '{"id": "x", "candidate_id": "p0-c0", "score": 1e400, "method": "implicit"}'), "score: Input should be a finite number"),
-    Case("boolean score", "pairs", replace("judgments", 3, score=True), "error: judgments.jsonl line 4 (id 'p0-c1-j1'): score: Input should be a valid number (got True)"),
-    Case("unknown method", "pairs", replace("judgments", 0, method="vibes"), "method: Input should be 'text', 'text_lenient', 'digit_probs' or 'implicit' (got 'vibes')"),
-    Case("score without a method", "pairs", replace("judgments", 0, method=None), "a judgment has both a score and its method, or neither"),
-    Case("judgment without score field", "pairs", replace("judgments", 5, score=...), "error: judgments.jsonl line 6 (id 'p1-c0-j1'): missing field 'score'"),
-    Case("duplicate candidate ids", "pairs", append_copy("candidates", 0, text="Another answer"), "error: candidates.jsonl line 7 (id 'p0-c0'): the id is used twice (first at line 1)"),
-    Case("duplicate judgment ids", "pairs", append_copy("judgments", 2, score=0), "error: judgments.jsonl line 13 (id 'p0-c1-j0'): the id is used twice (first at line 3)"),
-    Case("judgments of missing candidates", "pairs", append_copy("judgments", 0, id="ghost-j0", candidate_id="ghost", prompt_id="p0"), "stat judgments_without_candidate=1"),
-    Case("judgment naming another prompt", "pairs", replace("judgments", 0, prompt_id="p2"), "judgment 'p0-c0-j0' names prompt 'p2', but its candidate 'p0-c0' answers 'p0'"),
-    Case("candidates file not UTF-8", "pairs", set_line("candidates", 1, '{"id": "p0-c1", "text": "caf\udce9"}'), "error: "),
-    Case("a line that is a JSON list", "pairs", set_line("judgments", 4, "[1, 2]"), "error: judgments.jsonl line 5: not a JSON object"),
-    Case("a line nested 100000 deep", "pairs", set_line("judgments", 4, "[" * 100_000), "error: judgments.jsonl line 5: not valid JSON"),
-    Case("finished given as a string", "pairs", replace("candidates", 0, finished="yes"), "finished: Input should be a valid boolean (got 'yes')"),
-    Case("num_tokens beyond any answer", "pairs", replace("candidates", 0, num_tokens=10**400), "num_tokens: Input should be less than or equal to 2147483648"),
+    Case(
+        "NaN score",
+        "pairs",
+        set_line(
+            "judgments",
+            0,
+            json.dumps({"id": "p0-c0-j0", "candidate_id": "p0-c0", "score": math.nan, "method": "text"}),
+        ),
+        "error: judgments.jsonl line 1 (id 'p0-c0-j0'): score: Input should be a finite number",
+    ),
+    Case(
+        "Infinity score",
+        "pairs",
+        set_line("judgments", 0, '{"id": "x", "candidate_id": "p0-c0", "score": -Infinity, "method": "implicit"}'),
+        "score: Input should be a finite number",
+    ),
+    Case(
+        "1e400 score",
+        "pairs",
+        set_line("judgments", 0, '{"id": "x", "candidate_id": "p0-c0", "score": 1e400, "method": "implicit"}'),
+        "score: Input should be a finite number",
+    ),
+    Case(
+        "boolean score",
+        "pairs",
+        replace("judgments", 3, score=True),
+        "error: judgments.jsonl line 4 (id 'p0-c1-j1'): score: Input should be a valid number (got True)",
+    ),
+    Case(
+        "unknown method",
+        "pairs",
+        replace("judgments", 0, method="vibes"),
+        "method: Input should be 'text', 'text_lenient', 'digit_probs' or 'implicit' (got 'vibes')",
+    ),
+    Case(
+        "score without a method",
+        "pairs",
+        replace("judgments", 0, method=None),
+        "a judgment has both a score and its method, or neither",
+    ),
+    Case(
+        "judgment without score field",
+        "pairs",
+        replace("judgments", 5, score=...),
+        "error: judgments.jsonl line 6 (id 'p1-c0-j1'): missing field 'score'",
+    ),
+    Case(
+        "duplicate candidate ids",
+        "pairs",
+        append_copy("candidates", 0, text="Another answer"),
+        "error: candidates.jsonl line 7 (id 'p0-c0'): the id is used twice (first at line 1)",
+    ),
+    Case(
+        "duplicate judgment ids",
+        "pairs",
+        append_copy("judgments", 2, score=0),
+        "error: judgments.jsonl line 13 (id 'p0-c1-j0'): the id is used twice (first at line 3)",
+    ),
+    Case(
+        "judgments of missing candidates",
+        "pairs",
+        append_copy("judgments", 0, id="ghost-j0", candidate_id="ghost", prompt_id="p0"),
+        "stat judgments_without_candidate=1",
+    ),
+    Case(
+        "implicit rewards mixed with 0-5 scores",
+        "pairs",
+        replace("judgments", 0, score=0.25, method="implicit", text_score=None),
+        "judgments.jsonl mixes implicit rewards with written judgments' 0-5 scores",
+    ),
+    Case(
+        "candidate num_tokens null",
+        "pairs",
+        replace("candidates", 1, num_tokens=None),
+        "error: candidates.jsonl line 2 (id 'p0-c1'): num_tokens: Input should be a valid integer (got None)",
+    ),
+    Case(
+        "judgment naming another prompt",
+        "pairs",
+        replace("judgments", 0, prompt_id="p2"),
+        "judgment 'p0-c0-j0' names prompt 'p2', but its candidate 'p0-c0' answers 'p0'",
+    ),
+    Case(
+        "candidates file not UTF-8",
+        "pairs",
+        set_line("candidates", 1, '{"id": "p0-c1", "text": "caf\udce9"}'),
+        "candidates.jsonl: not UTF-8 text (byte ",
+    ),
+    Case(
+        "a line that is a JSON list",
+        "pairs",
+        set_line("judgments", 4, "[1, 2]"),
+        "error: judgments.jsonl line 5: not a JSON object",
+    ),
+    Case(
+        "a line nested 100000 deep",
+        "pairs",
+        set_line("judgments", 4, "[" * 100_000),
+        "error: judgments.jsonl line 5: not valid JSON",
+    ),
+    Case(
+        "finished given as a string",
+        "pairs",
+        replace("candidates", 0, finished="yes"),
+        "finished: Input should be a valid boolean (got 'yes')",
+    ),
+    Case(
+        "num_tokens beyond any answer",
+        "pairs",
+        replace("candidates", 0, num_tokens=10**400),
+        "num_tokens: Input should be less than or equal to 2147483648",
+    ),
     Case("blank lines between rows", "pairs", lambda f: f["judgments"].insert(3, "   "), "stat pairs=3"),
     Case("no judgments at all", "pairs", lambda f: f["judgments"].clear(), "stat unscored_candidates=6"),
-    Case("text_score without its text", "meta", replace("judgments", 1, text=...), "error: judgments.jsonl line 2 (id 'p0-c0-j1'): text_score without the judgment's text"),
+    Case(
+        "text_score without its text",
+        "meta",
+        replace("judgments", 1, text=...),
+        "error: judgments.jsonl line 2 (id 'p0-c0-j1'): text_score without the judgment's text",
+    ),
     Case("text_score off the scale", "meta", replace("judgments", 1, text_score=6), "text_score 6 is outside 0-5"),
-    Case("pair without chosen", "meta", replace("pairs", 1, chosen=...), "error: pairs.jsonl line 2 (id 'p1'): missing field 'chosen'"),
-    Case("duplicate pair ids", "meta", append_copy("pairs", 0), "error: pairs.jsonl line 4 (id 'p0'): the id is used twice (first at line 1)"),
-    Case("prompt that is not text", "candidates", replace("prompts", 1, prompt=["Question 1?"]), "error: prompts.jsonl line 2 (id 'p1'): prompt: Input should be a valid string"),
-    Case("duplicate prompt ids", "candidates", append_copy("prompts", 2), "error: prompts.jsonl line 4 (id 'p2'): the id is used twice (first at line 3)"),
-    Case("prompt id a number", "candidates", replace("prompts", 0, id=7), "error: prompts.jsonl line 1: id: Input should be a valid string (got 7)"),
-    Case("candidate text missing", "judge", replace("candidates", 4, text=...), "error: candidates.jsonl line 5 (id 'p2-c0'): missing field 'text'"),
-    Case("candidates cut, implicit judge", "judge", lambda f: f["candidates"].__setitem__(5, f["candidates"][5][:-3]), "error: candidates.jsonl line 6: not valid JSON"),
+    Case(
+        "pair without chosen",
+        "meta",
+        replace("pairs", 1, chosen=...),
+        "error: pairs.jsonl line 2 (id 'p1'): missing field 'chosen'",
+    ),
+    Case(
+        "duplicate pair ids",
+        "meta",
+        append_copy("pairs", 0),
+        "error: pairs.jsonl line 4 (id 'p0'): the id is used twice (first at line 1)",
+    ),
+    Case(
+        "prompt that is not text",
+        "candidates",
+        replace("prompts", 1, prompt=["Question 1?"]),
+        "error: prompts.jsonl line 2 (id 'p1'): prompt: Input should be a valid string",
+    ),
+    Case(
+        "duplicate prompt ids",
+        "candidates",
+        append_copy("prompts", 2),
+        "error: prompts.jsonl line 4 (id 'p2'): the id is used twice (first at line 3)",
+    ),
+    Case(
+        "prompt id a number",
+        "candidates",
+        replace("prompts", 0, id=7),
+        "error: prompts.jsonl line 1: id: Input should be a valid string (got 7)",
+    ),
+    Case(
+        "candidate text missing",
+        "judge",
+        replace("candidates", 4, text=...),
+        "error: candidates.jsonl line 5 (id 'p2-c0'): missing field 'text'",
+    ),
+    Case(
+        "candidates cut, implicit judge",
+        "judge",
+        lambda f: f["candidates"].__setitem__(5, f["candidates"][5][:-3]),
+        "error: candidates.jsonl line 6: not valid JSON",
+    ),
 ]
 
 
@@ -189,7 +389,9 @@ def no_model_loads(monkeypatch):
 def test_hostile_stage_input(case, tiny_model, tmp_path, no_model_loads):
     files = valid_files()
     case.edit(files)
-    overrides = [f"model.name_or_path={tiny_model}"] + (["judge.kind=implicit", f"judge.reference={tiny_model}"] if "implicit judge" in case.name else [])
+    overrides = [f"model.name_or_path={tiny_model}"] + (
+        ["judge.kind=implicit", f"judge.reference={tiny_model}"] if "implicit judge" in case.name else []
+    )
     outcome = run_stage(tmp_path, case.command, files, *overrides)
     if not case.expect.startswith("stat "):
         assert outcome.exit_code == 2 and case.expect.removeprefix("error: ") in outcome.error
@@ -211,31 +413,46 @@ def test_dpo_refuses_a_damaged_pairs_file_before_loading_anything(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"id": "p0", "prompt": "q", "chosen": "a", "rejected": 3}) + "\n")
     config = load_config("demo")
-    with pytest.raises(SelfRewardError, match=rf"^{pairs} line 1 \(id 'p0'\): rejected: Input should be a valid string \(got 3\)$"):
+    with pytest.raises(
+        SelfRewardError, match=rf"^{pairs} line 1 \(id 'p0'\): rejected: Input should be a valid string \(got 3\)$"
+    ):
         train_dpo(config.model, config.dpo, "unused", None, pairs, tmp_path / "dpo1", tmp_path / "M2", 0)
     assert not (tmp_path / "dpo1").exists()
 
 
 JSON_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-10, 10), st.sampled_from([math.nan, math.inf, -1e308, 1e308, 5.5, -0.0, 10**30]),
-    st.text(max_size=4), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10),
+    st.sampled_from([math.nan, math.inf, -1e308, 1e308, 5.5, -0.0, 10**30]),
+    st.text(max_size=4),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
 )
-FIELDS = {"candidates": ["id", "prompt_id", "prompt", "text", "finished", "num_tokens"],
-          "judgments": ["id", "candidate_id", "prompt_id", "score", "method", "text", "text_score"]}
+FIELDS = {
+    "candidates": ["id", "prompt_id", "prompt", "text", "finished", "num_tokens"],
+    "judgments": ["id", "candidate_id", "prompt_id", "score", "method", "text", "text_score"],
+}
 
 
-ACTIONS = ["cut", "drop", "copy", "junk", "method"]
+ACTIONS = ["cut", "drop", "copy", "junk", "method", "score", "orphan", "blank"]
+"""Damage, and changes a stage must take in its stride: a valid score, a judgment of no candidate, a blank line."""
 
 
 @st.composite
 def damage(draw) -> list[tuple[str, int, str, Any]]:
     """A few edits (file, row, action, value): a field set to `value`, or an action: `cut` the line in
-    half, `drop` the field `value`, `copy` the line to the end, replace it by `junk`, set the `method`."""
+    half, `drop` the field `value`, `copy` the line to the end, replace it by `junk`, set the `method`,
+    a valid `score`, make the row an `orphan` (a judgment of no candidate), add a `blank` line."""
     edits = []
     for _ in range(draw(st.integers(1, 3))):
         name = draw(st.sampled_from(sorted(FIELDS)))
         action = draw(st.sampled_from([*FIELDS[name], *ACTIONS]))
-        values = {"drop": st.sampled_from(FIELDS[name]), "method": st.sampled_from(["text", "text_lenient", "digit_probs", "implicit", None])}
+        values = {
+            "drop": st.sampled_from(FIELDS[name]),
+            "method": st.sampled_from(["text", "text_lenient", "digit_probs", "implicit", None]),
+            "score": st.floats(0, 5),
+        }
         edits.append((name, draw(st.integers(0, 5)), action, draw(values.get(action, JSON_VALUES))))
     return edits
 
@@ -258,9 +475,13 @@ def apply(files: Files, edits: list[tuple[str, int, str, Any]]) -> None:
             files[name].append(line)
         elif action == "junk":
             files[name][index] = value.replace("\n", " ") if isinstance(value, str) else json.dumps(value)
+        elif action == "blank":
+            files[name].insert(index, " ")
         elif row is not None and action == "drop":
             row.pop(value, None)
             files[name][index] = json.dumps(row)
+        elif row is not None and action == "orphan":
+            files[name][index] = json.dumps(row | {"candidate_id": f"ghost{index}", "prompt_id": None})
         elif row is not None:
             files[name][index] = json.dumps(row | {action: value})
 
@@ -277,4 +498,6 @@ def test_damaged_candidates_and_judgments_give_pairs_or_one_line(tmp_path_factor
     if outcome.exit_code == 0:
         pairs = [strict_json(line) for line in (outcome.out / "pairs.jsonl").read_text().splitlines()]
         assert len(pairs) <= 3 and all(math.isfinite(p["margin"]) and p["margin"] > 0 for p in pairs)
-        assert all(0 <= p[side] <= 5 for p in pairs if p["chosen_source"] == "text" for side in ("chosen_score", "rejected_score"))
+        sides = [(p[f"{side}_source"], p[f"{side}_score"]) for p in pairs for side in ("chosen", "rejected")]
+        assert all(0 <= score <= 5 for source, score in sides if source == "text")
+        assert len({source == "implicit" for source, _ in sides}) <= 1  # implicit rewards never meet 0-5 scores

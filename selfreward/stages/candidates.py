@@ -14,7 +14,9 @@ from selfreward.stage_inputs import PromptRecord, read_records
 from selfreward.stages.common import WorkItem, mean, run_batches
 
 
-def generate_candidates(config: CandidatesConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+def generate_candidates(
+    config: CandidatesConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int
+) -> dict[str, Any]:
     """N answers to each prompt of OUT/prompts.jsonl (checked before `load_engine` loads the model)."""
     files = StageFiles(out_dir, "candidates")
     if files.done():

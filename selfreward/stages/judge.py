@@ -144,7 +144,9 @@ def score_completions(config: JudgeConfig, engine: Engine, items: list[WorkItem]
     return rows
 
 
-def judge_candidates(config: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+def judge_candidates(
+    config: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int
+) -> dict[str, Any]:
     """K judgments of each candidate of OUT/candidates.jsonl (checked before `load_engine` loads the judge)."""
     files = StageFiles(out_dir, "judgments")
     if files.done():

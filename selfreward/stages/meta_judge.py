@@ -60,7 +60,9 @@ class Disputed:
     spread: float
 
 
-def most_disputed(candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]]) -> tuple[list[Disputed], Counter[str]]:
+def most_disputed(
+    candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]]
+) -> tuple[list[Disputed], Counter[str]]:
     """Per prompt (in candidate order), its candidate with the largest spread of text scores, and
     counts of prompts left out and why."""
     by_prompt: dict[str, list[Disputed]] = defaultdict(list)
@@ -198,13 +200,17 @@ def read_meta_inputs(out_dir: Path) -> tuple[list[Disputed], Counter[str], list[
         if not needed.stats.exists():
             raise SelfRewardError(f"{needed.stats} not found: run the {needed.name} stage first")
     candidate_rows = read_records(candidates.records, CandidateRecord)
-    by_candidate, orphans = judgments_by_candidate(candidate_rows, read_records(judgments.records, JudgmentRecord), judgments.records)
+    judgment_rows = read_records(judgments.records, JudgmentRecord)
+    by_candidate, orphans = judgments_by_candidate(candidate_rows, judgment_rows, judgments.records)
     disputed, skipped = most_disputed(candidate_rows, by_candidate)
-    actor = [p for p in read_records(pairs.records, PairRecord) if p.get("kind") != "judge"]  # a resumed stage replaces its own rows
+    pair_rows = read_records(pairs.records, PairRecord)
+    actor = [p for p in pair_rows if p.get("kind") != "judge"]  # a resumed stage replaces its own rows
     return disputed, skipped, actor, orphans
 
 
-def run_meta_judge(config: MetaConfig, judge: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+def run_meta_judge(
+    config: MetaConfig, judge: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int
+) -> dict[str, Any]:
     """Meta-judge each prompt's most disputed candidate and add judge pairs to pairs.jsonl (resumable;
     the inputs are checked before `load_engine` loads the model)."""
     files = StageFiles(out_dir, "meta")
@@ -220,7 +226,8 @@ def run_meta_judge(config: MetaConfig, judge: JudgeConfig, load_engine: Callable
     pairs = StageFiles(out_dir, "pairs")
     kept = capped(found, judge_pair_cap(config.fraction, len(actor)))
     write_jsonl(pairs.records, actor + kept)
-    stats = meta_stats(disputed, run.records, orders, skipped, found, kept, len(actor)) | {"judgments_without_candidate": orphans}
+    stats = meta_stats(disputed, run.records, orders, skipped, found, kept, len(actor))
+    stats["judgments_without_candidate"] = orphans
     files.finish(run.records, stats)
     return stats
 

@@ -89,7 +89,12 @@ def pair_row(prompt_id: str, chosen: Scored, rejected: Scored, unit: str) -> dic
     }
 
 
-def load_scored(candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]], require_finished: bool, need_scores: bool = True) -> tuple[dict[str, list[Scored]], Counter[str]]:
+def load_scored(
+    candidates: list[dict[str, Any]],
+    by_candidate: dict[str, list[dict[str, Any]]],
+    require_finished: bool,
+    need_scores: bool = True,
+) -> tuple[dict[str, list[Scored]], Counter[str]]:
     """Eligible scored candidates by prompt id, and counts of the candidates left out and why.
     Without `need_scores`, unscored candidates stay eligible (score None, source `unjudged`)."""
     by_prompt: dict[str, list[Scored]] = {}
