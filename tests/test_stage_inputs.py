@@ -501,3 +501,85 @@ def test_damaged_candidates_and_judgments_give_pairs_or_one_line(tmp_path_factor
         sides = [(p[f"{side}_source"], p[f"{side}_score"]) for p in pairs for side in ("chosen", "rejected")]
         assert all(0 <= score <= 5 for source, score in sides if source == "text")
         assert len({source == "implicit" for source, _ in sides}) <= 1  # implicit rewards never meet 0-5 scores
+
+
+SEED_TEXT = st.one_of(
+    st.text(max_size=6), st.sampled_from(["\ud800", " ", "[red]x[/red]"]), st.none(), st.integers(), st.booleans()
+)
+SEED_RANK = st.one_of(
+    st.integers(-2, 3), st.sampled_from([math.nan, math.inf, 10**400, 0.5]), st.none(), st.text(max_size=2)
+)
+SEED_ROW = st.one_of(
+    st.fixed_dictionaries({"prompt": SEED_TEXT, "response": SEED_TEXT}),
+    st.fixed_dictionaries(
+        {
+            "prompt": SEED_TEXT,
+            "responses": st.lists(st.fixed_dictionaries({"text": SEED_TEXT, "rank": SEED_RANK}), max_size=3),
+        }
+    ),
+    st.fixed_dictionaries({"question": SEED_TEXT, "answer": SEED_TEXT, "rank": SEED_RANK}),
+    st.fixed_dictionaries(
+        {
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.sampled_from(["user", "assistant", "system"]), "content": SEED_TEXT}
+                ),
+                max_size=3,
+            )
+        }
+    ),
+    st.fixed_dictionaries({"instruction": SEED_TEXT, "output": SEED_TEXT}, optional={"input": SEED_TEXT}),
+    st.fixed_dictionaries(
+        {
+            "message_id": SEED_TEXT,
+            "role": st.sampled_from(["prompter", "assistant"]),
+            "text": SEED_TEXT,
+            "parent_id": SEED_TEXT,
+            "rank": SEED_RANK,
+        }
+    ),
+)
+SEED_LINE = st.one_of(
+    SEED_ROW.map(lambda row: json.dumps(row)), st.sampled_from(["{cut", "[1]", '"text"', "[" * 3000])
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(SEED_LINE, min_size=1, max_size=8), st.booleans())
+def test_hostile_seed_files_give_counts_that_add_up_or_one_line(tmp_path_factory, lines, ranked):
+    """`selfreward data` on mixed, damaged seed rows: counts that add up (exit 0) or one line (exit 2)."""
+    root = tmp_path_factory.mktemp("seed")
+    path = root / "seed.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8", errors="surrogatepass")
+    before = tree(root)
+    result = invoke("data", path, "--ranked" if ranked else "--no-ranked")
+    assert "Traceback" not in result.output and tree(root) == before
+    if result.exit_code == 2:
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+        return
+    assert result.exit_code == 0, result.output
+    summary, total = result.output.strip().splitlines()
+    rows, usable, skipped = (int(summary.split(f" {word}")[0].split()[-1]) for word in ("rows,", "usable,", "skipped"))
+    assert (
+        rows == len(lines) and skipped <= rows and total == f"{usable} {'ranked groups' if ranked else 'IFT examples'}"
+    )
+
+
+def test_a_stage_refuses_unusable_seed_data_before_loading_the_model(tiny_model, tmp_path, no_model_loads):
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(
+        json.dumps({"prompt": 5, "response": "r"})
+        + "\n"
+        + json.dumps({"messages": [{"role": "system", "content": "s"}]})
+        + "\n"
+    )
+    out = tmp_path / "out"
+    result = invoke(
+        "prompts", "--out", out, "--set", f"model.name_or_path={tiny_model}", "--set", f"data.ift=[{seed}]"
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: no usable rows in {seed} (2 rows read, 2 skipped; first problem at line 1: missing or empty 'prompt'"
+    )
+    assert not out.exists()
