@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -132,5 +133,11 @@ def run_batches(
     return batches.result()
 
 
+def average(values: list[float]) -> float:
+    """The mean of finite `values` (not empty), also where their sum would overflow a float."""
+    total = sum(values)
+    return total / len(values) if math.isfinite(total) else sum(v / len(values) for v in values)
+
+
 def mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 3) if values else None
+    return round(average(values), 3) if values else None

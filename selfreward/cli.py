@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -36,18 +37,37 @@ ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model to us
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a directory made with a different config.")]
 
 
+DEBUG_ENV = "SELFREWARD_DEBUG"
+"""Set to 1 for the traceback of an unexpected error instead of one line (as `selfreward --debug` does)."""
+show_tracebacks = False
+
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")]
+
+
 @app.callback()
-def quiet_libraries() -> None:
+def main_options(debug: DebugOpt = False) -> None:
     """Our own progress bars say what runs; silence the libraries' loading and mapping bars."""
     import datasets
     from transformers.utils import logging as hf_logging
 
+    global show_tracebacks
+    show_tracebacks = debug or os.environ.get(DEBUG_ENV) == "1"
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
 
 
+def unexpected(exc: Exception) -> str:
+    """The one line shown for an error nobody anticipated (a bug, or input no check caught)."""
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    detail = f": {first[:300]}" if first else ""
+    hint = "run with --debug for the traceback (selfreward --debug COMMAND ...)"
+    return f"unexpected {type(exc).__name__}{detail}; {hint}"
+
+
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user-fixable errors into one line on stderr (exit 2) and Ctrl-C into a resume hint."""
+    """Turn user-fixable errors into one line on stderr (exit 2), Ctrl-C into a resume hint, and
+    any other exception into one line (exit 1) unless --debug asks for its traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -59,6 +79,13 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             errors.print(f"interrupted: finished records are saved; {SAME_COMMAND}")
             raise typer.Exit(130) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # the last resort: one line, never a traceback
+            if show_tracebacks:
+                raise
+            errors.print(f"[red]error:[/red] {console_text(unexpected(exc))}", highlight=False)
+            raise typer.Exit(1) from None
 
     return wrapper
 

@@ -80,7 +80,7 @@ def length_control(candidates: list[Scored], rho: float) -> Pick:
     if len(candidates) < 2:
         return "fewer_than_2_eligible"
     top, bottom = max(map(score_of, candidates)), min(map(score_of, candidates))
-    band = rho * (top - bottom)
+    band = rho * (top - bottom) if rho else 0.0  # rho 0 with a spread beyond float range: no band, not NaN
     unit = length_unit([c.record for c in candidates])
     good = [c for c in candidates if score_of(c) >= top - band]
     chosen = min([c for c in good if c.record["text"].strip()] or good, key=lambda c: length(c.record, unit))

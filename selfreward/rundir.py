@@ -47,26 +47,31 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def bind_config(directory: Path, config: Config, force: bool = False) -> None:
-    """Record the config a directory is made with; refuse to continue it with another one."""
+def refuse_other_config(directory: Path, config: Config, force: bool) -> None:
+    """Refuse to continue a directory made with another config, unless forced."""
     path = directory / "config.yaml"
-    new = config_to_dict(config)
     if path.exists() and not force:
         old = config_to_dict(build_config(yaml_load(path.read_text(encoding="utf-8")) or {}))
-        changed = config_differences(old, new)
+        changed = config_differences(old, config_to_dict(config))
         if changed:
             raise SelfRewardError(f"{directory} was made with another config (differs in: {', '.join(changed)}); use --force to continue anyway")
-    write_atomic(path, yaml.safe_dump(new, sort_keys=False))
+
+
+def bind_config(directory: Path, config: Config, force: bool = False) -> None:
+    """Record the config a directory is made with; refuse to continue it with another one."""
+    refuse_other_config(directory, config, force)
+    write_atomic(directory / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def open_run(directory: Path, config: Config | None, overrides_given: bool, force: bool) -> Config:
-    """The config of an existing run; a differing new config is refused unless forced."""
+    """The config of an existing run; a differing new config is refused unless forced (the run
+    records it when it starts: selfreward.recipes.self_rewarding.start binds it)."""
     if not (directory / "manifest.json").exists() or not (directory / "config.yaml").exists():
         raise SelfRewardError(f"{directory} is not a selfreward run (no manifest.json/config.yaml); start one with `selfreward run`")
     saved = build_config(yaml_load((directory / "config.yaml").read_text(encoding="utf-8")) or {})
     if config is None or not overrides_given:
         return saved
-    bind_config(directory, config, force)
+    refuse_other_config(directory, config, force)
     return config
 
 

@@ -4,10 +4,15 @@
 - Open Assistant tree JSONL (nested `prompt` -> `replies`),
 - plain JSONL: `{prompt, response}` or `{prompt, responses: [{text, rank}]}`
   (also `{question, answer, rank}` rows, one answer per row, grouped by question),
+- chat rows `{messages: [{role: user, content}, {role: assistant, content}, ...]}` and alpaca rows
+  `{instruction, input, output}` (IFT examples: one answer),
 - `demo`: the package's own embedded data.
 
-As in the paper: one language (English by default), first turn only, rank 0 as the IFT answer.
-Malformed rows are skipped and counted; a source with no usable rows is an error.
+Each row's format is recognised on its own, so one source may mix them and a bad row spoils no
+other. As in the paper: one language (English by default), first turn only, rank 0 as the IFT
+answer. Malformed rows are skipped and counted; so are groups a use cannot take (an IFT prompt
+without a rank-0 answer or seen before; a ranked group without a strict preference: a single
+response, or all tied). A source with no usable rows is an error.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +59,19 @@ class RankedGroup:
 @dataclass
 class LoadReport:
     source: str
-    format: str = "unknown"
+    formats: Counter[str] = field(default_factory=Counter)
+    """Rows per recognised format."""
     rows: int = 0
     skipped: int = 0
     first_bad: str | None = None
     groups: int = 0
+    """Groups the caller uses (after `left_out`)."""
+    left_out: Counter[str] = field(default_factory=Counter)
+    """Groups read but not usable for the caller's purpose, by reason."""
+
+    @property
+    def format(self) -> str:
+        return "+".join(self.formats) or "unknown"
 
     def bad(self, where: str, why: str) -> None:
         """Count a skipped row; `first_bad` is the earliest in the file (rows are checked in two passes)."""
@@ -68,7 +81,12 @@ class LoadReport:
 
     def summary(self) -> str:
         text = f"{self.source} ({self.format}): {self.rows} rows, {self.groups} usable, {self.skipped} skipped"
-        return text + (f" (first: {self.first_bad})" if self.first_bad else "")
+        text += f" (first: {self.first_bad})" if self.first_bad else ""
+        return text + (f"; left out: {_reasons(self.left_out)}" if self.left_out else "")
+
+
+def _reasons(counts: Counter[str]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in counts.items())
 
 
 def _position(where: str) -> int:
@@ -194,18 +212,20 @@ def _jsonl_rows(path: Path, report: LoadReport) -> Iterator[tuple[str, dict[str,
             yield f"line {number}", row
 
 
+FORMAT_KEYS = (
+    ("oasst-messages", ("message_id", "role")),
+    ("ranked-jsonl", ("responses",)),
+    ("oasst-tree", ("message_tree_id", "prompt")),
+    ("question-answer", ("question", "answer")),
+    ("ift-jsonl", ("prompt", "response")),
+    ("chat-messages", ("messages",)),
+    ("alpaca", ("instruction", "output")),
+)
+"""Each format and the keys that identify one of its rows, checked in this order."""
+
+
 def _detect(row: dict[str, Any]) -> str:
-    if "message_id" in row and "role" in row:
-        return "oasst-messages"
-    if isinstance(row.get("prompt"), dict) and "message_tree_id" in row:
-        return "oasst-tree"
-    if "responses" in row:
-        return "ranked-jsonl"
-    if "question" in row and "answer" in row:
-        return "question-answer"
-    if "prompt" in row and "response" in row:
-        return "ift-jsonl"
-    return "unknown"
+    return next((name for name, keys in FORMAT_KEYS if all(k in row for k in keys)), "unknown")
 
 
 def _groups_from_messages(rows: list[tuple[str, dict[str, Any]]], lang: str, report: LoadReport) -> Iterator[RankedGroup]:
@@ -234,6 +254,8 @@ def _groups_from_messages(rows: list[tuple[str, dict[str, Any]]], lang: str, rep
 
 def _group_from_tree(where: str, row: dict[str, Any], lang: str) -> RankedGroup | None:
     root = row["prompt"]
+    if not isinstance(root, dict):
+        raise BadRow("`prompt` is not a message tree")
     prompt = _text(root, "text")
     if root.get("lang", lang) != lang:
         return None
@@ -254,7 +276,41 @@ def _group_from_tree(where: str, row: dict[str, Any], lang: str) -> RankedGroup 
     return RankedGroup(group_id, prompt, tuple(sorted(responses, key=lambda r: r.rank)))
 
 
-def _group_from_ranked_row(where: str, row: dict[str, Any]) -> RankedGroup | None:
+def _one_answer(where: str, prompt: str, answer: str) -> RankedGroup:
+    return RankedGroup(where, prompt, (RankedResponse(answer, 0.0),))
+
+
+def _group_from_chat(where: str, row: dict[str, Any], lang: str) -> RankedGroup:
+    """A chat row: its first user turn and the assistant's answer to it."""
+    messages = row["messages"]
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise BadRow("`messages` must be a list of {role, content} objects")
+    roles = [m.get("role") for m in messages[:2]]
+    if roles != ["user", "assistant"]:
+        shown = ", ".join(quoted(r) for r in roles) or "none"
+        raise BadRow(f"`messages` must start with a user turn and the assistant's answer (the first roles: {shown})")
+    return _one_answer(where, _text(messages[0], "content"), _text(messages[1], "content"))
+
+
+def _group_from_alpaca(where: str, row: dict[str, Any], lang: str) -> RankedGroup:
+    """An alpaca row: the instruction, followed by its `input` when there is one, and the output."""
+    instruction, extra = _text(row, "instruction"), row.get("input")
+    if extra is not None and not isinstance(extra, str):
+        raise BadRow(f"`input` {quoted(extra)} is not text")
+    prompt = f"{instruction}\n\n{_text(row, 'input')}" if extra and extra.strip() else instruction
+    return _one_answer(where, prompt, _text(row, "output"))
+
+
+def _group_from_ift_row(where: str, row: dict[str, Any], lang: str) -> RankedGroup:
+    return _one_answer(where, _text(row, "prompt"), _text(row, "response"))
+
+
+def _unrecognised(where: str, row: dict[str, Any], lang: str) -> RankedGroup:
+    formats = ", ".join("{" + ", ".join(keys) + "}" for _, keys in FORMAT_KEYS)
+    raise BadRow(f"unrecognised row (expected the keys of one of: {formats})")
+
+
+def _group_from_ranked_row(where: str, row: dict[str, Any], lang: str) -> RankedGroup | None:
     if row.get("first_turn") is False:
         return None
     prompt = _text(row, "prompt")
@@ -273,45 +329,51 @@ def _group_from_ranked_row(where: str, row: dict[str, Any]) -> RankedGroup | Non
     return RankedGroup(group_id, prompt, tuple(sorted(responses, key=lambda r: r.rank)))
 
 
+ROW_READERS: dict[str, Callable[[str, dict[str, Any], str], RankedGroup | None]] = {
+    "oasst-tree": _group_from_tree,
+    "ranked-jsonl": _group_from_ranked_row,
+    "ift-jsonl": _group_from_ift_row,
+    "chat-messages": _group_from_chat,
+    "alpaca": _group_from_alpaca,
+    "unknown": _unrecognised,
+}
+"""The formats whose every row is a group of its own (messages and question-answer rows are grouped)."""
+
+
+def _question_groups(by_question: dict[str, list[RankedResponse]]) -> list[RankedGroup]:
+    questions = enumerate(by_question.items())
+    return [RankedGroup(f"q{i}", q, tuple(sorted(r, key=lambda x: x.rank))) for i, (q, r) in questions]
+
+
+def _add_answer(by_question: dict[str, list[RankedResponse]], row: dict[str, Any]) -> None:
+    rank = _rank(row.get("rank"))
+    answer = RankedResponse(_text(row, "answer"), rank if rank is not None else 0.0)
+    by_question[_text(row, "question")].append(answer)
+
+
 def load_groups(source: str, lang: str = "en") -> tuple[list[RankedGroup], LoadReport]:
     """Every first-turn prompt of a source with its ranked responses (one response for IFT-only rows)."""
     if source == "demo":
         raise ValueError("resolve `demo` with load_ift/load_ranked")
     report = LoadReport(source)
-    rows = list(_iter_rows(source, report))
-    if not rows:
-        raise SelfRewardError(_no_rows_message(report))
-    report.format = _detect(rows[0][1])
+    messages: list[tuple[str, dict[str, Any]]] = []
+    by_question: dict[str, list[RankedResponse]] = defaultdict(list)
     groups: list[RankedGroup] = []
-    if report.format == "oasst-messages":
-        groups = list(_groups_from_messages(rows, lang, report))
-    elif report.format == "question-answer":
-        by_question: dict[str, list[RankedResponse]] = defaultdict(list)
-        for where, row in rows:
-            try:
-                rank = _rank(row.get("rank"))
-                by_question[_text(row, "question")].append(RankedResponse(_text(row, "answer"), rank if rank is not None else 0.0))
-            except BadRow as exc:
-                report.bad(where, str(exc))
-        groups = [RankedGroup(f"q{i}", q, tuple(sorted(r, key=lambda x: x.rank))) for i, (q, r) in enumerate(by_question.items())]
-    else:
-        for where, row in rows:
-            try:
-                if report.format == "oasst-tree":
-                    group = _group_from_tree(where, row, lang) if isinstance(row.get("prompt"), dict) else None
-                    if group is None and not isinstance(row.get("prompt"), dict):
-                        raise BadRow("`prompt` is not a message tree")
-                elif report.format == "ranked-jsonl":
-                    group = _group_from_ranked_row(where, row)
-                elif report.format == "ift-jsonl":
-                    group = RankedGroup(where, _text(row, "prompt"), (RankedResponse(_text(row, "response"), 0.0),))
-                else:
-                    raise BadRow("unrecognised row (expected oasst messages or trees, {prompt, response} or {prompt, responses})")
-            except BadRow as exc:
-                report.bad(where, str(exc))
-                continue
-            if group is not None:
+    for where, row in _iter_rows(source, report):
+        kind = _detect(row)
+        if kind != "unknown":
+            report.formats[kind] += 1
+        if kind == "oasst-messages":
+            messages.append((where, row))  # checked and grouped below: replies name their parents
+            continue
+        try:
+            if kind == "question-answer":
+                _add_answer(by_question, row)
+            elif (group := ROW_READERS[kind](where, row, lang)) is not None:
                 groups.append(group)
+        except BadRow as exc:
+            report.bad(where, str(exc))
+    groups += [*_groups_from_messages(messages, lang, report), *_question_groups(by_question)]
     report.groups = len(groups)
     if not groups:
         raise SelfRewardError(_no_rows_message(report))
@@ -323,33 +385,61 @@ def _no_rows_message(report: LoadReport) -> str:
     return f"no usable rows in {report.source} ({report.rows} rows read, {report.skipped} skipped{detail})"
 
 
-def _load(sources: list[str], kind: str, lang: str) -> tuple[list[RankedGroup], list[LoadReport]]:
+def _load(
+    sources: list[str], kind: str, lang: str, usable: Callable[[RankedGroup], str | None]
+) -> tuple[list[RankedGroup], list[LoadReport]]:
+    """The groups of every source that `usable` accepts (it returns why not, or None); the others
+    are counted in their report's `left_out`, and `groups` counts the usable ones."""
     groups, reports = [], []
     for source in sources:
         found, report = load_groups(str(DEMO_FILES[kind]) if source == "demo" else source, lang)
         if source == "demo":
             report.source = f"demo ({kind})"
-        groups.extend(found)
+        kept = []
+        for group in found:
+            reason = usable(group)
+            if reason is None:
+                kept.append(group)
+            else:
+                report.left_out[reason] += 1
+        report.groups = len(kept)
+        groups.extend(kept)
         reports.append(report)
     return groups, reports
 
 
 def load_ift(sources: list[str], lang: str = "en", limit: int | None = None) -> tuple[list[IFTExample], list[LoadReport]]:
     """(prompt, best response) pairs: the rank-0 answer of every group, deduplicated by prompt."""
-    groups, reports = _load(sources, "ift", lang)
-    seen, examples = set(), []
-    for group in groups:
-        best = group.responses[0]
-        if best.rank == 0 and group.prompt not in seen:
-            seen.add(group.prompt)
-            examples.append(IFTExample(group.prompt, best.text))
+    seen: set[str] = set()
+
+    def usable(group: RankedGroup) -> str | None:
+        if group.responses[0].rank != 0:
+            return "without a rank-0 answer"
+        if group.prompt in seen:
+            return "repeating an earlier prompt"
+        seen.add(group.prompt)
+        return None
+
+    groups, reports = _load(sources, "ift", lang, usable)
+    examples = [IFTExample(g.prompt, g.responses[0].text) for g in groups]
     return examples[:limit] if limit else examples, reports
 
 
+def preference_problem(group: RankedGroup) -> str | None:
+    """Why a ranked group states no preference between its responses (None: it does)."""
+    if len(group.responses) < 2:
+        return "with a single ranked response"
+    if len({r.rank for r in group.responses}) == 1:
+        return "whose responses all tie"
+    return None
+
+
 def load_ranked(sources: list[str], lang: str = "en") -> tuple[list[RankedGroup], list[LoadReport]]:
-    """Groups with at least two ranked responses."""
-    groups, reports = _load(sources, "ranked", lang)
-    kept = [g for g in groups if len(g.responses) >= 2]
-    if not kept:
-        raise SelfRewardError(f"no prompt with two or more ranked responses in {', '.join(sources)}")
-    return kept, reports
+    """Groups with a strict preference: two or more ranked responses, not all of the same rank."""
+    groups, reports = _load(sources, "ranked", lang, preference_problem)
+    if not groups:
+        left_out = sum((r.left_out for r in reports), Counter())
+        detail = f" (left out: {_reasons(left_out)})" if left_out else ""
+        none = "no prompt with two or more ranked responses of different ranks"
+        raise SelfRewardError(f"{none} in {', '.join(sources)}{detail}")
+    return groups, reports

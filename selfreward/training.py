@@ -160,6 +160,22 @@ def latest_checkpoint(output_dir: Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
+def no_last_step_checkpoint() -> Any:
+    """A Trainer callback that skips the checkpoint Transformers saves at the last step: the final
+    model is saved right after it, and nothing reads its optimizer state (a checkpoint with it
+    is ~16 bytes per parameter). A kill between the last step and the final save resumes from the
+    checkpoint before and trains the last steps again."""
+    from transformers import TrainerCallback
+
+    class NoLastStepCheckpoint(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+            return control
+
+    return NoLastStepCheckpoint()
+
+
 def save_final(trainer: Any, tokenizer: Any, target: Path, base: Callable[[], Any] | None) -> None:
     """Save a plain Hugging Face checkpoint (safetensors) atomically: a temp dir, then a rename.
     Every worker process takes part (DeepSpeed and FSDP gather sharded weights); the first writes.
@@ -225,6 +241,7 @@ def train_and_save(trainer: Any, tokenizer: Any, target: Path, metric_keys: tupl
     the training figures to `stats_file` (the first worker process) and return them."""
     score_labelled_positions_only()
     started = time.perf_counter()
+    trainer.add_callback(no_last_step_checkpoint())
     trainer.train(resume_from_checkpoint=latest_checkpoint(Path(trainer.args.output_dir)))
     save_final(trainer, tokenizer, target, base)
     figures = {"bf16": trainer.args.bf16, "lora": base is not None, **log_metrics(trainer, metric_keys)}

@@ -48,3 +48,38 @@ def test_model_directory_without_config(tmp_path):
 def test_stage_without_its_input(tiny_model, tmp_path):
     result = run("judge", "--set", f"model.name_or_path={tiny_model}", "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and "candidates.jsonl not found: run the candidates stage first" in result.stderr
+
+
+def test_an_unexpected_error_is_one_line_unless_debug_asks_for_the_traceback(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr("selfreward.seed.load_ift", broken)
+    result = run("data", str(tmp_path / "seed.jsonl"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    hint = "run with --debug for the traceback (selfreward --debug COMMAND ...)"
+    assert result.stderr.splitlines() == [f"error: unexpected ZeroDivisionError: division by zero; {hint}"]
+    debug = run("--debug", "data", str(tmp_path / "seed.jsonl"))
+    assert isinstance(debug.exception, ZeroDivisionError)  # raised on, for the traceback
+    monkeypatch.setenv("SELFREWARD_DEBUG", "1")
+    assert isinstance(run("data", str(tmp_path / "seed.jsonl")).exception, ZeroDivisionError)
+
+
+def test_report_on_a_truncated_summary_is_one_line(tmp_path):
+    import yaml
+
+    from selfreward.config import config_to_dict, load_config
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(load_config("demo"))))
+    (tmp_path / "manifest.json").write_text(json.dumps({"stages": {}}))
+    (tmp_path / "eval" / "summary.json").write_text('{"rm": {"M1": {"pairwise_accuracy": 0.')
+    result = run("report", str(tmp_path))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    damaged = "not valid JSON (Expecting ',' delimiter at column 38); the file is damaged or cut short"
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'eval' / 'summary.json'}: {damaged}"]
+    (tmp_path / "eval" / "summary.json").unlink()
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    result = run("report", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'manifest.json'}: not a JSON object"]

@@ -123,4 +123,8 @@ def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
 
     monkeypatch.setattr("selfreward.recipes.self_rewarding.start", broken)
     result = invoke("run", "--out", tmp_path / "run")
-    assert result.exit_code == 1 and isinstance(result.exception, OSError) and result.exception.errno == errno.EIO
+    hint = "run with --debug for the traceback (selfreward --debug COMMAND ...)"
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"error: unexpected OSError: [Errno 5] Input/output error; {hint}"]
+    debug = invoke("--debug", "run", "--out", tmp_path / "run")
+    assert isinstance(debug.exception, OSError) and debug.exception.errno == errno.EIO

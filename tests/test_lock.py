@@ -1,4 +1,5 @@
-"""One writer per run directory: a second writer gets one line naming the holder; a killed holder blocks nothing."""
+"""One writer per run directory: a second writer gets one line naming the holder; a killed holder blocks nothing;
+a lock path that is a link or not a regular file is refused, never written through."""
 
 import os
 import signal
@@ -75,8 +76,102 @@ def test_a_lock_file_removed_by_its_previous_holder_is_not_trusted(tmp_path):
     path = tmp_path / ".lock"
     path.write_text("")
     with open(path, "a+") as opened_before_removal:
-        assert _is_current(opened_before_removal, path)
+        assert _is_current(opened_before_removal.fileno(), path)
         path.unlink()
-        assert not _is_current(opened_before_removal, path)
+        assert not _is_current(opened_before_removal.fileno(), path)
         path.write_text("")  # a new holder's file at the same path
-        assert not _is_current(opened_before_removal, path)
+        assert not _is_current(opened_before_removal.fileno(), path)
+
+
+WRITING_COMMANDS = [
+    *([stage, "--out", "{dir}"] for stage in ("aift", "prompts", "candidates", "judge", "pairs", "meta")),
+    ["run", "--out", "{dir}"], ["run", "--resume", "{dir}"],
+    ["eval", "{dir}"], ["ifeval", "{dir}"], ["report", "{dir}"],
+]
+NOT_THROUGH_IT = "not a lock file; selfreward will not write through it: remove it and run the command again"
+
+
+def invoke_in(directory: Path, command: list[str]):
+    return invoke(*[str(directory) if arg == "{dir}" else arg for arg in command])
+
+
+def snapshot(path: Path) -> tuple[bytes, int, int]:
+    info = path.stat()
+    return path.read_bytes(), info.st_mtime_ns, info.st_size
+
+
+@pytest.mark.parametrize("command", WRITING_COMMANDS)
+def test_a_symlinked_lock_is_refused_and_its_target_survives(tmp_path, command):
+    target = tmp_path / "someone-elses-file.txt"
+    target.write_text("precious data\n")
+    before = snapshot(target)
+    directory = tmp_path / "out"
+    directory.mkdir()
+    (directory / ".lock").symlink_to(target)
+    result = invoke_in(directory, command)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [f"error: {directory / '.lock'} is a symbolic link, {NOT_THROUGH_IT}"]
+    assert snapshot(target) == before and (directory / ".lock").is_symlink()
+    assert [p.name for p in directory.iterdir()] == [".lock"]
+
+
+def test_a_dangling_link_a_hard_link_a_directory_and_a_fifo_are_refused(tmp_path):
+    directory = tmp_path / "out"
+    directory.mkdir()
+    lock = directory / ".lock"
+    missing = tmp_path / "created-through-the-link"
+    lock.symlink_to(missing)
+    with pytest.raises(SelfRewardError, match="is a symbolic link"), hold_lock(directory):
+        pass
+    assert not missing.exists()
+    lock.unlink()
+    other = tmp_path / "other.txt"
+    other.write_text("keep\n")
+    os.link(other, lock)
+    with pytest.raises(SelfRewardError, match="is a hard link to another file"), hold_lock(directory):
+        pass
+    assert other.read_text() == "keep\n"
+    lock.unlink()
+    lock.mkdir()
+    with pytest.raises(SelfRewardError, match="is a directory or a socket"), hold_lock(directory):
+        pass
+    lock.rmdir()
+    os.mkfifo(lock)
+    with pytest.raises(SelfRewardError, match="is not a regular file, not a lock file"), hold_lock(directory):
+        pass
+
+
+def test_a_refused_resume_leaves_no_lock(tmp_path):
+    directory = tmp_path / "not-a-run"
+    directory.mkdir()
+    (directory / "notes.txt").write_text("mine\n")
+    result = invoke("run", "--resume", directory)
+    assert result.exit_code == 2 and "is not a selfreward run" in result.stderr
+    assert [p.name for p in directory.iterdir()] == ["notes.txt"]
+
+
+def test_a_lock_held_before_is_kept_when_a_command_fails(tmp_path):
+    directory = tmp_path / "run"
+    with hold_lock(directory), open(directory / "work", "w"):
+        pass
+    assert (directory / ".lock").exists()  # a finished command keeps its lock file (the next one reuses it)
+    with pytest.raises(RuntimeError), hold_lock(directory):
+        raise RuntimeError("failed")
+    assert (directory / ".lock").exists()  # not created by the failed call: not removed
+
+
+@pytest.mark.parametrize("command", [
+    ["pairs", "--out", "{dir}"], ["run", "--out", "{dir}"], ["eval", "{dir}"], ["report", "{dir}"],
+])
+def test_an_output_path_that_is_a_file_is_one_line(tmp_path, command):
+    path = tmp_path / "a-file"
+    path.write_text("not a directory\n")
+    result = invoke_in(path, command)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"error: {path} is not a directory: give a directory for the command's output"
+    ]
+    assert path.read_text() == "not a directory\n"
+    below = invoke("pairs", "--out", path / "below")
+    assert below.exit_code == 2
+    assert below.stderr.splitlines() == [f"error: cannot create the directory {path / 'below'}: a file is in the way"]

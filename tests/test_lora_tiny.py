@@ -50,26 +50,66 @@ def test_lora_stages_save_merged_checkpoints_that_plain_transformers_loads(lora_
         assert json.loads((lora_run / stage / "adapter" / "adapter_config.json").read_text())["r"] == 4
 
 
-def test_lora_dpo_reference_is_the_policy_with_its_adapter_off(lora_run):
-    """Before the first update the adapter adds exactly zero, so the policy and its reference agree:
-    every reward is 0 and the first loss is ln 2."""
-    stats = json.loads((lora_run / "dpo1" / "dpo.stats.json").read_text())
-    assert stats["reference"] == stats["policy"] and stats["pairs"] > 0
-    assert stats["reward_margins_first"] == 0.0 and stats["loss_first"] == 0.6931
+def test_lora_dpo_reference_is_the_policy_with_its_adapter_off(tiny_model, tmp_path, monkeypatch):
+    """After DPO steps have changed the adapter, the reference log-probs TRL trains against are those
+    of the policy with its adapter off, not of the trained policy (whose rewards would all be 0),
+    and no second copy of the model is loaded."""
+    import selfreward.stages.dpo as dpo
+    from selfreward.records import write_jsonl
+
+    trainers = []
+    real_train_and_save = dpo.train_and_save
+    def keep_trainer(trainer, *args):
+        trainers.append(trainer)
+        return real_train_and_save(trainer, *args)
+
+    monkeypatch.setattr(dpo, "train_and_save", keep_trainer)
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, [{"prompt": p, "chosen": a, "rejected": "No."} for p, a in EXAMPLES])
+    lora = LoRAConfig(r=4, alpha=8, dropout=0.0)
+    config = DPOConfig(lora=lora, dropout=0, learning_rate=1e-2, final_learning_rate=1e-3, batch_size=2, epochs=2)
+    model_config = ModelConfig(name_or_path=str(tiny_model))
+    stats = dpo.train_dpo_here(model_config, config, str(tiny_model), None, pairs, tmp_path / "dpo", tmp_path / "M2", 0)
+    (trainer,) = trainers
+    assert stats["steps"] == 4 and stats["reference"] == stats["policy"] and trainer.ref_model is None
+    model = trainer.model.eval()
+    batch = next(iter(trainer.get_train_dataloader()))
+    reference = torch.cat(trainer.compute_ref_log_probs(model, batch))  # what DPO's loss compares the policy with
+    trainer.ref_model = model  # with a reference model set, compute_ref_log_probs runs `model` as it is
+    policy = torch.cat(trainer.compute_ref_log_probs(model, batch))
+    with model.disable_adapter():
+        adapter_off = torch.cat(trainer.compute_ref_log_probs(model, batch))
+    assert (policy - adapter_off).abs().max() > 1e-3  # the steps changed the adapter
+    assert torch.allclose(reference, adapter_off, rtol=0, atol=1e-5)
 
 
-def test_lora_stage_resumes_from_its_trainer_checkpoint(tiny_model, tmp_path):
-    """A stage killed after its last Trainer checkpoint resumes from it and merges the same adapter."""
+def test_no_last_step_checkpoint_and_a_kill_before_the_final_save_resumes_from_the_one_before(
+    tiny_model, tmp_path, monkeypatch
+):
+    """A checkpoint each step, 2 steps: only checkpoint-1 is written (the final model is step 2's). A
+    stage killed between its last step and the final save resumes from checkpoint-1 and merges the
+    same adapter as an uninterrupted stage."""
     config = SFTConfig(lora=LoRAConfig(r=4, alpha=8), batch_size=2, save_steps=1, learning_rate=1e-3, final_learning_rate=1e-4, max_length=4096)
-    target = tmp_path / "model"
-    first = run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), EXAMPLES, tmp_path / "sft", target, 0))
-    assert sorted(p.name for p in (tmp_path / "sft" / "trainer").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    trained = weights(target)
-    (tmp_path / "sft" / "sft.stats.json").unlink()
-    again = run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), EXAMPLES, tmp_path / "sft", target, 0))
-    assert again["steps"] == first["steps"] == 2 and again["loss_first"] == first["loss_first"]
-    resumed = weights(target)
-    assert all(torch.equal(trained[k], resumed[k]) for k in trained)
+    model_config = ModelConfig(name_or_path=str(tiny_model))
+
+    def checkpoints(stage_dir):
+        return [p.name for p in (stage_dir / "trainer").glob("checkpoint-*")]
+
+    uninterrupted = run_step(TrainSFT("sft", model_config, config, str(tiny_model), EXAMPLES, tmp_path / "ref", tmp_path / "ref-m", 0))
+    assert uninterrupted["steps"] == 2 and checkpoints(tmp_path / "ref") == ["checkpoint-1"]
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("selfreward.training.save_final", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_step(TrainSFT("sft", model_config, config, str(tiny_model), EXAMPLES, tmp_path / "sft", tmp_path / "model", 0))
+    assert checkpoints(tmp_path / "sft") == ["checkpoint-1"] and not (tmp_path / "model").exists()
+    monkeypatch.undo()
+    resumed = run_step(TrainSFT("sft", model_config, config, str(tiny_model), EXAMPLES, tmp_path / "sft", tmp_path / "model", 0))
+    assert resumed["steps"] == 2 and resumed["loss_last"] == uninterrupted["loss_last"]
+    expected, found = weights(tmp_path / "ref-m"), weights(tmp_path / "model")
+    assert all(torch.equal(expected[k], found[k]) for k in expected)
 
 
 @pytest.mark.parametrize(("settings", "device", "deepspeed", "expected"), [

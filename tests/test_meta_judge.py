@@ -13,6 +13,7 @@ from selfreward.judging.prompt import template_with
 from selfreward.prompts import fill
 from selfreward.records import read_jsonl, write_json, write_jsonl
 from selfreward.stages.meta_judge import judge_pair_cap, parse_winner, run_meta_judge
+from selfreward.steps import run_step
 
 QUALITY = re.compile(r"quality (\d)")
 
@@ -66,7 +67,7 @@ def write_iteration(out_dir, actor_pairs: int) -> None:
 
 def run(out_dir, fraction: float):
     config = load_config("demo", [f"meta.fraction={fraction}"])
-    return run_meta_judge(config.meta, config.judge, ScriptedMetaJudge(), out_dir, seed=1, batch_size=3)
+    return run_meta_judge(config.meta, config.judge, ScriptedMetaJudge, out_dir, seed=1, batch_size=3)
 
 
 def test_meta_judge_ranks_the_most_disputed_candidates_judgments(tmp_path):
@@ -102,6 +103,15 @@ def test_cap_keeps_the_clearest_judge_pairs_and_resume_adds_none_twice(tmp_path)
     assert run(tmp_path, 0.5) == stats and read_jsonl(tmp_path / "pairs.jsonl") == pairs
 
 
+def test_judgments_of_missing_candidates_are_left_out_and_counted(tmp_path):
+    write_iteration(tmp_path, actor_pairs=2)
+    orphans = [judgment("p9-c0", k, s, f"quality {k}\nScore: {s}") for k, s in ((0, 0), (1, 5))]
+    write_jsonl(tmp_path / "judgments.jsonl", read_jsonl(tmp_path / "judgments.jsonl") + orphans)
+    stats = run(tmp_path, 0.5)
+    assert stats["judgments_without_candidate"] == 2 and stats["prompts_meta_judged"] == 4
+    assert "p9-c0" not in {v["candidate_id"] for v in read_jsonl(tmp_path / "meta.jsonl")}
+
+
 @pytest.mark.parametrize(("fraction", "actor", "cap"), [(0.1, 8, 0), (0.1, 9, 1), (0.15, 17, 3), (0.5, 7, 7)])
 def test_judge_pairs_stay_within_the_fraction(fraction, actor, cap):
     assert judge_pair_cap(fraction, actor) == cap
@@ -125,7 +135,7 @@ def test_meta_needs_the_pairs_stage_and_a_complete_template(tmp_path):
     bad.write_text("{instruction} {response} {judgment_a}")
     config = load_config("demo", [f"meta.template={bad}"])
     with pytest.raises(SelfRewardError, match=r"lacks \{judgment_b\}"):
-        run_meta_judge(config.meta, config.judge, ScriptedMetaJudge(), tmp_path, 1, 2)
+        run_meta_judge(config.meta, config.judge, ScriptedMetaJudge, tmp_path, 1, 2)
     with pytest.raises(SelfRewardError, match=r"meta\.fraction"):
         load_config("demo", ["meta.fraction=0.6"])
     assert json.loads((tmp_path / "pairs.stats.json").read_text()) == {"stage": "pairs"}
@@ -138,7 +148,7 @@ def test_meta_stage_in_the_tiny_loop_with_scripted_judgments(tiny_model, tmp_pat
 
     from selfreward.engines.hf import HFEngine
     from selfreward.recipes.aift import run_aift
-    from selfreward.stages.dpo import dpo_rows
+    from selfreward.stages import dpo
 
     original, original_n = HFEngine.generate, HFEngine.generate_n
 
@@ -184,26 +194,39 @@ def test_meta_stage_in_the_tiny_loop_with_scripted_judgments(tiny_model, tmp_pat
     score = {j["id"]: j["text_score"] for j in judgments}
     level = {v["pair"] for v in verdicts if len({score[i] for i in v["pair"].split("|")}) == 1}  # "Winner: B" both ways: a tie
     assert (meta["order_disagreements"], meta["comparisons"], meta["unparsable_verdicts"]) == (len(level), len(verdicts) // 2, 0)
-    assert len(dpo_rows(pairs)) == len(pairs)
+    assert_judge_pairs_reach_dpo(dpo, config, tiny_model, out / "pairs.jsonl", judge, tmp_path, monkeypatch)
 
 
-def test_turning_the_meta_judge_on_for_a_finished_run(finished_run, tmp_path):
-    """The meta stage joins each iteration's AIFT stage: resuming runs only it, the summary shows its figures."""
+def assert_judge_pairs_reach_dpo(dpo, config, model, pairs_file, judge, tmp_path, monkeypatch):
+    """DPO's training set (the DPOTrainer's tokenized rows, decoded) holds every judge pair."""
+    trainers = []
+    monkeypatch.setattr(dpo, "train_and_save", lambda trainer, tokenizer, *args: trainers.append((trainer, tokenizer)))
+    everything = config.dpo.model_copy(update={"eval_fraction": 0.0, "max_length": 8192})  # none held out or too long
+    run_step(dpo.TrainDPO("dpo1", config.model, everything, str(model), None, pairs_file, tmp_path / "dpo1", tmp_path / "M2", 0))
+    ((trainer, tokenizer),) = trainers
+    keys = ("prompt_ids", "chosen_ids", "rejected_ids")
+    rows = [tuple(tokenizer.decode(row[key]) for key in keys) for row in trainer.train_dataset]
+    assert len(rows) == len(read_jsonl(pairs_file)) and judge
+    for pair in judge:
+        texts = (pair["prompt"], pair["chosen"], pair["rejected"])
+        assert any(all(text in decoded for text, decoded in zip(texts, row, strict=True)) for row in rows)
+
+
+def test_turning_the_meta_judge_on_for_a_finished_run_is_refused(finished_run, tmp_path):
+    """iter1/pairs.jsonl must stay what M2 was trained on: the meta stage is refused, in one line, for an
+    iteration whose DPO is done, and nothing in the run changes (its config neither)."""
     import shutil
 
     from conftest import invoke
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run[0], run_dir, ignore=shutil.ignore_patterns("eval"))
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     result = invoke("run", "--resume", run_dir, "--set", "meta.enabled=true", "--force")
-    assert result.exit_code == 0, result.output
-    assert "[aift1] started" in result.output and "[aift2] started" in result.output and "[dpo1] already complete" in result.output
-    assert "judge pairs" in result.output and "meta agreement" in result.output  # the printed summary's rows
-    summary = json.loads((run_dir / "summary.json").read_text())
-    for row in summary["iterations"]:
-        meta = json.loads((run_dir / f"iter{row['iteration']}" / "meta.stats.json").read_text())
-        prompts = json.loads((run_dir / f"iter{row['iteration']}" / "prompts.stats.json").read_text())["prompts_kept"]
-        assert row["judge_pairs"] == meta["judge_pairs"] <= judge_pair_cap(0.1, row["pairs"]) and row["meta_order_agreement"] == meta["order_agreement"]
-        assert meta["prompts_meta_judged"] + sum(meta["skipped"].values()) >= prompts  # every prompt is judged or counted
+    assert result.exit_code == 2, result.output
+    refusal = (f"error: stage meta is enabled but did not run in {run_dir / 'iter1'}, whose DPO is done: it would "
+               "change the data after M2 was trained on it; turn it off for this run (with --force) or start a new run")
+    assert result.stderr.splitlines() == [refusal]
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"} == before
     again = invoke("run", "--resume", run_dir)
-    assert again.exit_code == 0 and again.output.count("already complete, skipped") == 7
+    assert again.exit_code == 0, again.output

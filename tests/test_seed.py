@@ -103,3 +103,74 @@ def test_shared_oasst_files(shared_data):
     assert {g.prompt for g in ranked_view} == {g.prompt for g in groups}
     trees, _ = load_ranked([str(oasst / "oa_en_100_tree.jsonl")])
     assert len(trees) == 99
+
+
+def chat(*turns: str) -> dict:
+    """A chat row: `role: content` turns."""
+    return {"messages": [dict(zip(("role", "content"), turn.split(": ", 1), strict=True)) for turn in turns]}
+
+
+def ranked(prompt: str, *ranks: int) -> dict:
+    """A ranked row: answers `a`, `b`, ... with the given ranks."""
+    return {"prompt": prompt, "responses": [{"text": "abcdef"[i], "rank": rank} for i, rank in enumerate(ranks)]}
+
+
+def test_each_row_is_read_in_its_own_format_and_a_bad_first_row_spoils_nothing(tmp_path):
+    path = _jsonl(tmp_path / "mixed.jsonl", [
+        {"text": "no format at all"},
+        {"prompt": "p1", "response": "r1"},
+        chat("user: chat question", "assistant: chat answer", "user: later turn"),
+        {"instruction": "Translate.", "input": "bonjour", "output": "hello"},
+        {"instruction": "Name a colour.", "input": "", "output": "Blue."},
+        chat("system: be brief", "user: q", "assistant: a"),
+        chat("user: no answer"),
+        {"instruction": "Broken.", "input": 3, "output": "x"},
+    ])
+    ift, (report,) = load_ift([path])
+    assert [(e.prompt, e.response) for e in ift] == [
+        ("p1", "r1"), ("chat question", "chat answer"), ("Translate.\n\nbonjour", "hello"), ("Name a colour.", "Blue."),
+    ]
+    assert report.format == "ift-jsonl+chat-messages+alpaca"
+    assert (report.rows, report.groups, report.skipped) == (8, 4, 4)
+    assert report.first_bad.startswith("line 1: unrecognised row (expected the keys of one of:")
+
+
+def test_chat_rows_need_a_user_turn_then_the_answer(tmp_path):
+    path = _jsonl(tmp_path / "chat.jsonl", [
+        chat("system: be brief", "user: q", "assistant: a"),
+        {"messages": "not a list"},
+        chat("user: q2", "assistant: a2"),
+    ])
+    ift, (report,) = load_ift([path])
+    assert [e.prompt for e in ift] == ["q2"] and report.skipped == 2
+    expected = "must start with a user turn and the assistant's answer (the first roles: 'system', 'user')"
+    assert report.first_bad == f"line 1: `messages` {expected}"
+
+
+def test_ranked_groups_without_a_strict_preference_are_counted_as_left_out(tmp_path):
+    rows = [ranked("tied", 1, 1), ranked("single", 0), ranked("good", 0, 1), ranked("partly tied", 0, 0, 2)]
+    path = _jsonl(tmp_path / "ranked.jsonl", rows)
+    groups, (report,) = load_ranked([path])
+    assert [g.prompt for g in groups] == ["good", "partly tied"]
+    assert report.groups == 2 and report.left_out == {"whose responses all tie": 1, "with a single ranked response": 1}
+    left_out = "left out: 1 whose responses all tie, 1 with a single ranked response"
+    assert report.summary().endswith(f"4 rows, 2 usable, 0 skipped; {left_out}")
+    ift, (ift_report,) = load_ift([path])
+    assert [e.prompt for e in ift] == ["single", "good", "partly tied"]
+    assert ift_report.left_out == {"without a rank-0 answer": 1}
+    tied = _jsonl(tmp_path / "tied.jsonl", [ranked("tied", 0, 0)])
+    with pytest.raises(SelfRewardError, match=r"ranks in .*tied\.jsonl \(left out: 1 whose responses all tie\)$"):
+        load_ranked([tied])
+
+
+def test_the_data_command_prints_counts_that_add_up(tmp_path):
+    from conftest import invoke
+
+    rows = [ranked("p", 0, 0), ranked("q", 0, 1), {"prompt": "q", "response": "repeated prompt"}, "{cut"]
+    path = _jsonl(tmp_path / "ranked.jsonl", rows)
+    for is_ranked, usable in ((True, 1), (False, 2)):
+        result = invoke("data", path, "--ranked" if is_ranked else "--no-ranked")
+        assert result.exit_code == 0, result.output
+        lines = result.output.strip().splitlines()
+        assert f"4 rows, {usable} usable, 1 skipped" in lines[0]
+        assert lines[-1] == f"{usable} {'ranked groups' if is_ranked else 'IFT examples'}"

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from selfreward.batches import Batches, BatchRun, WorkItem, mean
+from selfreward.batches import Batches, BatchRun, WorkItem, average, mean
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.judging.prompt import fitted_request, template_with
 from selfreward.judging.scale import Scale
@@ -126,7 +126,7 @@ def response_score(judgments: list[dict[str, Any]]) -> tuple[float, int, str] | 
     implicit = [j["score"] for j in judgments if j["score"] is not None and j.get("method") == "implicit"]
     for scores, source in ((text, "text"), (digits, "digit_probs"), (implicit, "implicit")):
         if scores:
-            return sum(scores) / len(scores), len(scores), source
+            return average(scores), len(scores), source
     return None
 
 

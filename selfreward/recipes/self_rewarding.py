@@ -22,6 +22,7 @@ from rich.console import Console
 
 from selfreward.batches import derive_seed
 from selfreward.config import Config, DPOConfig
+from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
 from selfreward.overlap import TrainingData, disjoint_training_data
 from selfreward.recipes.aift import aift, enabled_steps, iteration
@@ -71,6 +72,7 @@ def start(config: Config, run_dir: Path, console: Console, force: bool = False) 
     ranked, ranked_reports = load_ranked(config.data.ranked, config.data.lang)
     data = disjoint_training_data(config, ift, ranked)
     resolve_model(config.model.name_or_path)  # fails early on a missing seed model
+    refuse_late_steps(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     bind_config(run_dir, config, force)
     run = Run(run_dir, config, console)
@@ -78,6 +80,21 @@ def start(config: Config, run_dir: Path, console: Console, force: bool = False) 
         run.log(line)
     write_json(run_dir / "data.stats.json", data.stats)
     return run, data, ranked
+
+
+def refuse_late_steps(config: Config, run_dir: Path) -> None:
+    """Refuse AIFT steps enabled for an iteration whose DPO is done: the meta-judge would add judge
+    pairs to a pairs.jsonl that M_{t+1} was trained without (and other steps would describe data
+    that DPO never saw)."""
+    for t in range(1, config.loop.iterations + 1):
+        iter_dir = run_dir / f"iter{t}"
+        if (run_dir / f"dpo{t}" / "dpo.stats.json").exists():
+            late = [s.stage for s in enabled_steps(config) if not (iter_dir / f"{s.files}.stats.json").exists()]
+            if late:
+                raise SelfRewardError(
+                    f"step {', '.join(late)} is enabled but did not run in {iter_dir}, whose DPO is done: it would "
+                    f"change the data after M{t + 1} was trained on it; turn it off for this run (with --force) or start a new run"
+                )
 
 
 def sft(config: Config, run: Run, name: str, base: str, examples: list[tuple[str, str]], target: Path) -> TrainSFT:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,19 +13,21 @@ from selfreward.config import CandidatesConfig
 from selfreward.engines.base import Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.records import StageFiles
+from selfreward.stage_inputs import PromptRecord, read_records
 from selfreward.steps import AIFTStep, Column, Iteration, Tools
 
 
-def generate_candidates(config: CandidatesConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
-    """`candidates.n` answers to each prompt of OUT/prompts.jsonl -> OUT/candidates.jsonl and its stats."""
+def generate_candidates(config: CandidatesConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+    """`candidates.n` answers to each prompt of OUT/prompts.jsonl -> OUT/candidates.jsonl and its stats
+    (the prompts are checked before `load_engine` loads the model)."""
     files = StageFiles(out_dir, "candidates")
     prompts = StageFiles(out_dir, "prompts")
     if not prompts.records.exists():
         raise SelfRewardError(f"{prompts.records} not found: run the prompts stage first")
-    rows = prompts.read()  # may be empty: the stages after it then report zero records
+    rows = read_records(prompts.records, PromptRecord)  # may be empty: the stages after it then report zero records
     items = [WorkItem(f"{p['id']}-c", Request.user(p["prompt"]), {"prompt_id": p["id"], "prompt": p["prompt"]}) for p in rows]
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
-    run = run_batches(files, items, engine, sampling, seed, batch_size, "candidates", n=config.n)
+    run = run_batches(files, items, load_engine(), sampling, seed, batch_size, "candidates", n=config.n)
     records = run.records
     stats = {
         "stage": "candidates",
@@ -62,4 +66,4 @@ class Candidates(AIFTStep):
         return (self.out_dir / "candidates.stats.json",)
 
     def run(self, tools: Tools) -> dict[str, Any]:
-        return generate_candidates(self.config, tools.engines.get(self.model), self.out_dir, self.seed, self.batch_size)
+        return generate_candidates(self.config, partial(tools.engines.get, self.model), self.out_dir, self.seed, self.batch_size)

@@ -12,6 +12,7 @@ from selfreward.config import DPOConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device, resolve_model
 from selfreward.records import read_jsonl, write_jsonl
+from selfreward.stage_inputs import PairRecord, read_records
 from selfreward.steps import Column, Tools
 from selfreward.training import fits_length, launch, load_for_training, lora_config, merge_base, train_and_save, trainer_arguments
 
@@ -128,7 +129,7 @@ class TrainDPO:
         return (self.target / "config.json", self.stats_file)
 
     def run(self, tools: Tools) -> dict[str, Any]:
-        pairs = read_jsonl(self.pairs_file)
+        pairs = read_records(self.pairs_file, PairRecord)
         if not pairs:
             raise SelfRewardError(f"{self.pairs_file} holds no pairs: nothing to train on")
         train, validation = split_pairs(pairs, self.config, self.seed)

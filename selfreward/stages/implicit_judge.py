@@ -18,6 +18,7 @@ from selfreward.config import JudgeConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.logprobs import implicit_rewards, score_with_model
 from selfreward.records import StageFiles
+from selfreward.stage_inputs import CandidateRecord, read_records
 from selfreward.steps import Tools
 
 METHOD = "implicit"
@@ -41,7 +42,7 @@ class ImplicitJudge:
         candidates = StageFiles(self.out_dir, "candidates")
         if not candidates.records.exists():
             raise SelfRewardError(f"{candidates.records} not found: run the candidates stage first")
-        rows = candidates.read()
+        rows = read_records(candidates.records, CandidateRecord)
         tools.engines.close()  # the two models are loaded one at a time
         items = [(c["prompt"], c["text"]) for c in rows]
         policy = score_with_model(self.model_config, self.policy, items, self.model_config.max_length)

@@ -17,16 +17,18 @@ from selfreward.judging.responses import JudgeItem, judge_responses, judgment_st
 from selfreward.models import resolve_model
 from selfreward.pair_policies import SCORELESS
 from selfreward.records import StageFiles
+from selfreward.stage_inputs import CandidateRecord, read_records
 from selfreward.stages.implicit_judge import ImplicitJudge
 from selfreward.steps import AIFTStep, Column, Iteration, Step, Tools
 
 
 def candidate_items(out_dir: Path) -> list[JudgeItem]:
-    """What the judge judges: every candidate of OUT/candidates.jsonl with its prompt."""
+    """What the judge judges: every candidate of OUT/candidates.jsonl (checked) with its prompt."""
     candidates = StageFiles(out_dir, "candidates")
     if not candidates.records.exists():
         raise SelfRewardError(f"{candidates.records} not found: run the candidates stage first")
-    return [JudgeItem(f"{c['id']}-j", {"instruction": c["prompt"], "response": c["text"]}, {"candidate_id": c["id"], "prompt_id": c["prompt_id"]}) for c in candidates.read()]
+    rows = read_records(candidates.records, CandidateRecord)
+    return [JudgeItem(f"{c['id']}-j", {"instruction": c["prompt"], "response": c["text"]}, {"candidate_id": c["id"], "prompt_id": c["prompt_id"]}) for c in rows]
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class Judge(AIFTStep):
         judgment = point_judgment(self.config)
         files = StageFiles(self.out_dir, "judgments")
         sampling = Sampling(self.config.temperature, self.config.top_p, self.config.max_new_tokens)
-        run = judge_responses(tools.engines.get(self.model), judgment, candidate_items(self.out_dir), self.config.k, sampling, files, self.seed, self.batch_size, "judge")
+        items = candidate_items(self.out_dir)  # checked before the model loads
+        run = judge_responses(tools.engines.get(self.model), judgment, items, self.config.k, sampling, files, self.seed, self.batch_size, "judge")
         shortened = len({r["candidate_id"] for r in run.records if r.get("response_shortened")})
         stats = {"stage": "judge", **judgment_stats(judgment.scale, run.records), "responses_shortened": shortened, "new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second}
         files.finish(run.records, stats)

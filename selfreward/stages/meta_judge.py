@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from itertools import combinations
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +33,8 @@ from selfreward.judging import point_judgment, scale_named
 from selfreward.judging.prompt import template_with
 from selfreward.judging.responses import JudgeItem, judge_prompt, judge_responses
 from selfreward.judging.scale import Scale
-from selfreward.records import StageFiles, read_jsonl, write_jsonl
+from selfreward.records import StageFiles, write_jsonl
+from selfreward.stage_inputs import CandidateRecord, JudgmentRecord, PairRecord, judgments_by_candidate, read_records
 from selfreward.steps import AIFTStep, Column, Iteration, Tools
 
 WINNER_RE = re.compile(r"^[ \t>#*_]*winner[ \t*_]*[:=][ \t*_\"'\[(]*(A|B)\b", re.IGNORECASE | re.MULTILINE)
@@ -57,16 +60,12 @@ class Disputed:
     spread: float
 
 
-def most_disputed(candidates: list[dict[str, Any]], judgments: list[dict[str, Any]]) -> tuple[list[Disputed], Counter[str]]:
+def most_disputed(candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]]) -> tuple[list[Disputed], Counter[str]]:
     """Per prompt (in candidate order), its candidate with the largest spread of text scores, and
     counts of prompts left out and why."""
-    scored: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for j in judgments:
-        if j.get("text_score") is not None:
-            scored[j["candidate_id"]].append(j)
     by_prompt: dict[str, list[Disputed]] = defaultdict(list)
     for c in candidates:
-        own = scored.get(c["id"], [])
+        own = [j for j in by_candidate.get(c["id"], []) if j.get("text_score") is not None]
         by_prompt[c["prompt_id"]].append(Disputed(c, own, statistics.pstdev([j["text_score"] for j in own]) if len(own) > 1 else 0.0))
     chosen, skipped = [], Counter[str]()
     for options in by_prompt.values():
@@ -186,23 +185,36 @@ def judge_pairs(judge: JudgeConfig, engine: Engine, disputed: list[Disputed], wi
     return pairs
 
 
-def run_meta_judge(config: MetaConfig, judge: JudgeConfig, engine: Engine, out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
-    """Meta-judge each prompt's most disputed candidate and add judge pairs to pairs.jsonl (resumable)."""
-    files = StageFiles(out_dir, "meta")
+def read_meta_inputs(out_dir: Path, scale: Scale) -> tuple[list[Disputed], Counter[str], list[dict[str, Any]], int]:
+    """The candidates to meta-judge, counts of prompts left out, the actor pairs of pairs.jsonl and
+    the number of judgments naming no candidate (left out), all checked (selfreward.stage_inputs)."""
     candidates, judgments, pairs = (StageFiles(out_dir, name) for name in ("candidates", "judgments", "pairs"))
     for needed in (candidates, judgments, pairs):
         if not needed.stats.exists():
             raise SelfRewardError(f"{needed.stats} not found: run the {needed.name} stage first")
-    disputed, skipped = most_disputed(candidates.read(), judgments.read())
+    candidate_rows = read_records(candidates.records, CandidateRecord)
+    judgment_rows = read_records(judgments.records, JudgmentRecord, (scale.lowest, scale.highest))
+    by_candidate, orphans = judgments_by_candidate(candidate_rows, judgment_rows, judgments.records)
+    disputed, skipped = most_disputed(candidate_rows, by_candidate)
+    actor = [p for p in read_records(pairs.records, PairRecord) if p.get("kind") != "judge"]  # a resumed stage replaces its own rows
+    return disputed, skipped, actor, orphans
+
+
+def run_meta_judge(config: MetaConfig, judge: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+    """Meta-judge each prompt's most disputed candidate and add judge pairs to pairs.jsonl (resumable;
+    the inputs are checked before `load_engine` loads the model)."""
+    files = StageFiles(out_dir, "meta")
+    scale = scale_named(judge.scale)
+    disputed, skipped, actor, orphans = read_meta_inputs(out_dir, scale)
+    engine = load_engine()
     items = [item for d in disputed for item in comparison_items(d)]
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
     run = judge_responses(engine, WinnerJudgment(meta_template(config.template)), items, 1, sampling, files, seed, batch_size, "meta-judge")
     winners, orders = outcomes(run.records)
     found = judge_pairs(judge, engine, disputed, winners, skipped)
-    actor = [p for p in read_jsonl(pairs.records) if p.get("kind") != "judge"]  # a resumed stage replaces its own rows
     kept = capped(found, judge_pair_cap(config.fraction, len(actor)))
-    write_jsonl(pairs.records, actor + kept)
-    stats = meta_stats(scale_named(judge.scale), disputed, run.records, orders, skipped, found, kept, len(actor))
+    write_jsonl(StageFiles(out_dir, "pairs").records, actor + kept)
+    stats = meta_stats(scale, disputed, run.records, orders, skipped, found, kept, len(actor)) | {"judgments_without_candidate": orphans}
     files.finish(run.records, stats)
     return stats
 
@@ -261,4 +273,4 @@ class MetaJudge(AIFTStep):
         return (self.out_dir / "meta.stats.json",)
 
     def run(self, tools: Tools) -> dict[str, Any]:
-        return run_meta_judge(self.config, self.judge, tools.engines.get(self.model), self.out_dir, self.seed, self.batch_size)
+        return run_meta_judge(self.config, self.judge, partial(tools.engines.get, self.model), self.out_dir, self.seed, self.batch_size)

@@ -7,6 +7,10 @@ pull a candidate with one unparsable judgment towards 2.5. Candidates without a 
 take no part (never a default low score); with `require_finished`, neither do answers cut at
 `candidates.max_new_tokens` (DPO would teach the model to stop mid-sentence).
 
+Both input files are checked first (selfreward.stage_inputs): a damaged line, a missing or
+mistyped field, a score off its method's scale, a repeated id stop the stage with one line;
+judgments of candidates not in candidates.jsonl are left out and counted.
+
 Per prompt the policy (selfreward/pair_policies.py) picks chosen and rejected; by default
 (`max_min`) the highest score and the lowest, margin = their exact difference. Whatever the
 policy, a pair of two scored answers is kept only when its margin exceeds the minimum for its
@@ -17,7 +21,8 @@ written with the same unrounded numbers.
 from __future__ import annotations
 
 import bisect
-from collections import Counter, defaultdict
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,9 +30,11 @@ from typing import Any, ClassVar
 from selfreward.batches import mean
 from selfreward.config import PairsConfig
 from selfreward.errors import SelfRewardError
+from selfreward.judging import scale_named
 from selfreward.judging.responses import response_score
 from selfreward.pair_policies import POLICIES, SCORELESS, PromptCandidates, Scored, length, length_unit
 from selfreward.records import StageFiles
+from selfreward.stage_inputs import SCALE, CandidateRecord, JudgmentRecord, judgments_by_candidate, read_records
 from selfreward.stages.prompts import REFERENCE_ANSWER
 from selfreward.steps import AIFTStep, Column, Iteration, Tools, never
 
@@ -84,12 +91,11 @@ def pair_row(prompt_id: str, chosen: Scored, rejected: Scored, unit: str) -> dic
     }
 
 
-def load_scored(candidates: list[dict[str, Any]], judgments: list[dict[str, Any]], require_finished: bool, need_scores: bool = True) -> tuple[dict[str, list[Scored]], Counter[str]]:
+def load_scored(
+    candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]], require_finished: bool, need_scores: bool = True
+) -> tuple[dict[str, list[Scored]], Counter[str]]:
     """Eligible scored candidates by prompt id, and counts of the candidates left out and why.
     Without `need_scores`, unscored candidates stay eligible (score None, source `unjudged`)."""
-    by_candidate: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for j in judgments:
-        by_candidate[j["candidate_id"]].append(j)
     by_prompt: dict[str, list[Scored]] = {}
     excluded: Counter[str] = Counter()
     for c in candidates:
@@ -108,6 +114,8 @@ def drop_reason(config: PairsConfig, chosen: Scored, rejected: Scored) -> str | 
     """Why a picked pair is not kept (None: it is); the same rules for every policy."""
     margin = margin_of(chosen, rejected)
     if margin is not None:
+        if not math.isfinite(margin):
+            return "margin_beyond_float_range"  # implicit rewards near +-1e308: no margin JSON can hold
         if margin == 0:
             return "tie"
         if margin < 0:
@@ -127,24 +135,31 @@ prompts (prompts.jsonl, candidates.jsonl: made once) and the current model's jud
 (judgments.jsonl); the candidates and judge stages run in it as they run in the iteration."""
 
 
-def read_inputs(directory: Path, require_finished: bool, need_scores: bool, missing_hint: str) -> tuple[dict[str, list[Scored]], Counter[str]]:
-    """The scored candidates of `directory` (its candidates.jsonl and judgments.jsonl)."""
+def read_inputs(directory: Path, require_finished: bool, need_scores: bool, missing_hint: str, scale: tuple[int, int]) -> tuple[dict[str, list[Scored]], Counter[str]]:
+    """The scored candidates of `directory` (its candidates.jsonl and judgments.jsonl, checked; written
+    scores on `scale`), and counts of what is left out: candidates by reason, `judgments_without_candidate`."""
     candidates, judgments = StageFiles(directory, "candidates"), StageFiles(directory, "judgments")
     for needed in (candidates, judgments) if need_scores else (candidates,):
         if not needed.records.exists():
             raise SelfRewardError(f"{needed.records} not found: {missing_hint or f'run the {needed.name} stage first'}")
-    return load_scored(candidates.read(), judgments.read() if judgments.records.exists() else [], require_finished, need_scores)
+    candidate_rows = read_records(candidates.records, CandidateRecord)
+    judgment_rows = read_records(judgments.records, JudgmentRecord, scale) if judgments.records.exists() else []
+    by_candidate, orphans = judgments_by_candidate(candidate_rows, judgment_rows, judgments.records)
+    by_prompt, excluded = load_scored(candidate_rows, by_candidate, require_finished, need_scores)
+    excluded["judgments_without_candidate"] = orphans
+    return by_prompt, excluded
 
 
-def make_pairs(config: PairsConfig, out_dir: Path, iteration: int = 1, reference_answers: dict[str, str] | None = None) -> dict[str, Any]:
+def make_pairs(config: PairsConfig, out_dir: Path, iteration: int = 1, reference_answers: dict[str, str] | None = None, scale: tuple[int, int] = SCALE) -> dict[str, Any]:
     """Pairs of iteration `iteration` (which picks `pairs.rho`) in `out_dir`. `reference_answers`
-    (prompt id -> human answer) feed `spin`; `anchored` reads out_dir/anchor (ANCHOR_DIR)."""
+    (prompt id -> human answer) feed `spin`; `anchored` reads out_dir/anchor (ANCHOR_DIR); written
+    judgments' scores must lie on `scale` (the judge scale's lowest and highest)."""
     files = StageFiles(out_dir, "pairs")
     if config.policy == "spin" and reference_answers is None:
         raise SelfRewardError("pairs.policy spin needs the human answers of the iteration's IFT prompts (see stages/prompts.spin_prompts)")
-    by_prompt, excluded = read_inputs(out_dir, config.require_finished, config.policy not in SCORELESS, "")
+    by_prompt, excluded = read_inputs(out_dir, config.require_finished, config.policy not in SCORELESS, "", scale)
     anchor_hint = "pairs.policy anchored needs the initial model's answers, judged by the current model"
-    anchors = read_inputs(out_dir / ANCHOR_DIR, config.require_finished, True, anchor_hint)[0] if config.policy == "anchored" else {}
+    anchors = read_inputs(out_dir / ANCHOR_DIR, config.require_finished, True, anchor_hint, scale)[0] if config.policy == "anchored" else {}
     rho = config.rho_at(iteration)
     dropped: Counter[str] = Counter()
     picked = []
@@ -184,6 +199,7 @@ def pair_stats(by_prompt: dict[str, list[Scored]], pairs: list[dict[str, Any]], 
         "pair_yield": round(len(pairs) / n_prompts, 3) if n_prompts else None,
         "unscored_candidates": excluded["unscored"],
         "unfinished_candidates_excluded": excluded["unfinished"],
+        "judgments_without_candidate": excluded["judgments_without_candidate"],
         "dropped": dict(sorted(dropped.items())),
         "tie_rate": round(dropped["tie"] / n_prompts, 3) if n_prompts else None,
         "pair_sources": dict(sorted(Counter(pair_source_of(p) for p in pairs).items())),
@@ -214,6 +230,8 @@ class Pairs(AIFTStep):
     config: PairsConfig
     out_dir: Path
     iteration: int
+    scale: tuple[int, int]
+    """The judge scale's lowest and highest score (written judgments are checked against it)."""
     stage: ClassVar[str] = "pairs"
     files: ClassVar[str] = "pairs"
     columns: ClassVar[tuple[Column, ...]] = (
@@ -224,7 +242,8 @@ class Pairs(AIFTStep):
 
     @classmethod
     def build(cls, it: Iteration) -> Pairs:
-        return cls(it.step_name("pairs"), it.config.pairs, it.out_dir, it.number)
+        scale = scale_named(it.config.judge.scale)
+        return cls(it.step_name("pairs"), it.config.pairs, it.out_dir, it.number, (scale.lowest, scale.highest))
 
     def outputs(self) -> tuple[Path, ...]:
         return (self.out_dir / "pairs.stats.json",)
@@ -233,4 +252,4 @@ class Pairs(AIFTStep):
         answers = None
         if self.config.policy == "spin":
             answers = {r["id"]: r[REFERENCE_ANSWER] for r in StageFiles(self.out_dir, "prompts").read() if REFERENCE_ANSWER in r}
-        return make_pairs(self.config, self.out_dir, self.iteration, answers)
+        return make_pairs(self.config, self.out_dir, self.iteration, answers, self.scale)

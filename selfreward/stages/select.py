@@ -1,9 +1,9 @@
 """Step `select{t}` (`select`; the paper's checkpoint selection): which DPO checkpoint is M_{t+1}.
 
-Every Trainer checkpoint the DPO stage kept (one each `dpo.save_steps`; Transformers also saves
-one at the last step, whose weights are the final model's, so `dpo{t}/final` stands for it)
-answers the validation prompts (`select.prompts`), and the judge (`select.judge`; by default M_t
-itself) compares its answers with M_t's in both orders (selfreward.judging.pairwise: a prompt is a win
+Every Trainer checkpoint the DPO stage kept (one each `dpo.save_steps` before the last step; the
+last step's is not written: selfreward.training.no_last_step_checkpoint) and the final model
+`dpo{t}/final` answer the validation prompts (`select.prompts`), and the judge (`select.judge`;
+by default M_t itself) compares their answers with M_t's in both orders (selfreward.judging.pairwise: a prompt is a win
 when both orders prefer the checkpoint, a loss when both prefer M_t, a tie otherwise). Win rate =
 (wins + ties / 2) / prompts, in percent. The candidate with the highest win rate (among equals,
 the later one) is copied to models/M{t+1} through a temporary directory renamed into place,
@@ -35,7 +35,8 @@ TRAINER_STATE = shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_stat
 
 
 def candidates(stage_dir: Path, final_step: int) -> list[tuple[str, int, Path]]:
-    """(name, step, directory) of each kept checkpoint before the last step, then the final model."""
+    """(name, step, directory) of each kept checkpoint before the last step (one at the last step, left
+    by an older version, is the final model's weights), then the final model."""
     found = [(p.name, checkpoint_step(p), p) for p in complete_checkpoints(stage_dir / "trainer") if checkpoint_step(p) < final_step]
     found.append(("final", final_step, stage_dir / "final"))
     for name, _, path in found:
