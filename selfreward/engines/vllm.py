@@ -9,10 +9,13 @@
 - Seeds: every request carries its own `SamplingParams.seed` (`generate`: the call's seed plus the
   request's index in the call), so its draws do not depend on the other requests' random numbers.
   vLLM documents that it does not guarantee reproducible results by default, for performance:
-  offline, set VLLM_ENABLE_V1_MULTIPROCESSING=0 (deterministic scheduling) or VLLM_BATCH_INVARIANT=1
-  (batch invariance, beta, recent NVIDIA GPUs), and even then results repeat only on the same
-  hardware and vLLM version. Without those, a resumed stage sends the same seeds but a record's
-  text may differ where batch shapes change the floating-point sums.
+  VLLM_BATCH_INVARIANT=1 (batch invariance, beta, recent NVIDIA GPUs) makes them repeat on the same
+  hardware and vLLM version. Without it, a resumed stage sends the same seeds but a record's text
+  may differ where batch shapes change the floating-point sums. (VLLM_ENABLE_V1_MULTIPROCESSING=0
+  would also make scheduling deterministic, but an in-process engine does not give its GPU memory
+  back when closed, which the create/close-per-stage design needs: leave it at its default.)
+- Sampling is the hf engine's: the checkpoint's EOS ids, single-token biases and repetition penalty
+  (`ModelSampling`) go into every SamplingParams, so greedy answers are the same tokens.
 - Stop strings end a sequence and stay in its text (`include_stop_str_in_output`).
 - `choice_probs` reads the top `logprobs_top_k` log-probabilities of one greedy step.
 """
@@ -28,7 +31,7 @@ import torch
 
 from selfreward.config import ModelConfig, VLLMConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
-from selfreward.engines.render import choice_token_ids, render_request
+from selfreward.engines.render import ModelSampling, choice_token_ids, model_sampling, render_request
 from selfreward.errors import SelfRewardError
 from selfreward.models import load_tokenizer, resolve_model
 
@@ -43,8 +46,9 @@ def vllm_dtype(dtype: str) -> str:
     return dtype
 
 
-def sampling_params(sampling: Sampling, n: int, seed: int) -> Any:
-    """vLLM's SamplingParams for `n` samples of one request (temperature 0: greedy, n=1)."""
+def sampling_params(sampling: Sampling, n: int, seed: int, model: ModelSampling) -> Any:
+    """vLLM's SamplingParams for `n` samples of one request (temperature 0: greedy, n=1), with the
+    checkpoint's own EOS ids, biases and repetition penalty as the hf engine applies them."""
     from vllm import SamplingParams
 
     greedy = sampling.temperature <= 0
@@ -55,7 +59,10 @@ def sampling_params(sampling: Sampling, n: int, seed: int) -> Any:
         top_p=1.0 if greedy else sampling.top_p,
         max_tokens=sampling.max_new_tokens,
         stop=list(sampling.stop),
+        stop_token_ids=model.eos_ids,
         include_stop_str_in_output=True,
+        logit_bias=model.logit_bias or None,
+        repetition_penalty=model.repetition_penalty,
     )
 
 
@@ -74,6 +81,20 @@ def choice_distribution(top_logprobs: Mapping[int, Any], token_ids: list[list[in
     return [m / total for m in mass] if total > 0 else None
 
 
+def checkpoint_sampling(path: str, tokenizer: Any, trust_remote_code: bool) -> ModelSampling:
+    """The checkpoint's own sampling settings (its generation_config.json, if any), as the hf engine applies them."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError:  # no generation_config.json: transformers' defaults, as the hf engine then uses
+        config = GenerationConfig()
+    found = model_sampling(tokenizer, config)
+    if found.multi_token_biases:
+        raise SelfRewardError(f"{path}: generation_config.sequence_bias biases {found.multi_token_biases} multi-token sequences, which vLLM cannot apply (engine.kind hf can)")
+    return found
+
+
 class VLLMEngine(Engine):
     name = "vllm"
 
@@ -86,12 +107,15 @@ class VLLMEngine(Engine):
         self.max_model_len = settings.max_model_len or model.max_length
         self.logprobs_top_k = settings.logprobs_top_k
         self.tokenizer = load_tokenizer(path, self.max_model_len, model.trust_remote_code)
+        self.sampling = checkpoint_sampling(path, self.tokenizer, model.trust_remote_code)
         self.llm = LLM(
             model=path,
             dtype=vllm_dtype(model.dtype),
             trust_remote_code=model.trust_remote_code,
             load_format="auto" if model.allow_pickle else "safetensors",
             tensor_parallel_size=settings.tensor_parallel_size,
+            pipeline_parallel_size=settings.pipeline_parallel_size,
+            distributed_executor_backend=settings.distributed_executor_backend,
             gpu_memory_utilization=settings.gpu_memory_utilization,
             max_model_len=self.max_model_len,
             enable_prefix_caching=settings.enable_prefix_caching,
@@ -114,7 +138,7 @@ class VLLMEngine(Engine):
         if not requests:
             return []
         prompts = [self._prompt(r, sampling.max_new_tokens) for r in requests]
-        results = self.llm.generate(prompts, [sampling_params(sampling, n, seed) for seed in seeds], use_tqdm=False)
+        results = self.llm.generate(prompts, [sampling_params(sampling, n, seed, self.sampling) for seed in seeds], use_tqdm=False)
         out = []
         for result in results:
             outputs = sorted(result.outputs, key=lambda o: o.index)
