@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator, model_validator
 
 from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
@@ -85,12 +85,21 @@ class VLLMConfig(Section):
 
 
 class EngineConfig(Section):
-    kind: Literal["hf", "vllm"] = "hf"
-    """`hf`: transformers `generate` (CPU or one GPU); `vllm`: vLLM in this process (GPUs)."""
+    kind: str = "hf"
+    """`hf`: transformers (CPU or one GPU); `vllm`: vLLM in this process (GPUs); selfreward.engines.ENGINES."""
     batch_size: int = Field(32, gt=0)
     """Sequences per generate() call (prompts sorted by length). vLLM schedules its own batches inside a call."""
     vllm: VLLMConfig = VLLMConfig()
     """Settings of the vLLM engine, used when kind is `vllm`."""
+
+    @field_validator("kind")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        from selfreward.engines import ENGINES
+
+        if value not in ENGINES:
+            raise ValueError(f"unknown engine (engines: {', '.join(ENGINES)})")
+        return value
 
 
 class DataConfig(Section):
@@ -492,43 +501,66 @@ class LoopConfig(Section):
     """An iteration with zero pairs: stop the run cleanly, or skip its DPO (M_{t+1} = M_t)."""
 
 
-class JudgeEngineConfig(Section):
-    """A judge other than the model being trained: a local model or an OpenAI-compatible server."""
+class LocalJudgeConfig(Section):
+    """A judge other than the model being trained, loaded here like any checkpoint (`kind: hf`)."""
 
-    kind: Literal["hf", "openai"] = "hf"
-    """`hf`: a local model loaded like any checkpoint; `openai`: an OpenAI-compatible server (vLLM, TGI, ...)."""
+    kind: Literal["hf"] = "hf"
+    """`hf`: a model loaded like any checkpoint, on this machine's engine (`engine.kind`)."""
     model: str | None = None
-    """hf: a model path/id (None: the run's seed model M0); openai: the server's model name."""
-    base_url: str | None = None
-    """openai: the server's base URL, e.g. http://localhost:8000/v1."""
+    """A model path/id; None: the default of the place it judges (M0 for eval.judge, M_t for select.judge)."""
+    temperature: float = Field(0.0, ge=0)
+    """eval.judge, select.judge: sampling temperature of its verdicts (eft.teacher samples with the `judge` section's)."""
+    max_new_tokens: int = Field(256, gt=0)
+    """eval.judge, select.judge: longest verdict in tokens (eft.teacher uses the `judge` section's)."""
+
+
+class ServerJudgeConfig(Section):
+    """A judge behind an OpenAI-compatible server (vLLM, TGI, a hosted API; `kind: openai`)."""
+
+    kind: Literal["openai"] = "openai"
+    """`openai`: requests go to `base_url` with the OpenAI chat-completions protocol."""
+    model: str
+    """The server's model name."""
+    base_url: str
+    """The server's base URL, e.g. http://localhost:8000/v1."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key (the key itself is never stored)."""
-    timeout: float = Field(120.0, gt=0)
-    """openai: seconds one HTTP request may take (connect, send, each read) before it counts as failed."""
-    concurrency: int = Field(8, gt=0)
-    """openai: requests in flight at once."""
     temperature: float = Field(0.0, ge=0)
-    """eval.judge: sampling temperature of its verdicts (eft.teacher samples with the `judge` section's)."""
+    """eval.judge, select.judge: sampling temperature of its verdicts (eft.teacher samples with the `judge` section's)."""
     max_new_tokens: int = Field(256, gt=0)
-    """eval.judge: longest verdict in tokens (eft.teacher uses the `judge` section's)."""
+    """eval.judge, select.judge: longest verdict in tokens (eft.teacher uses the `judge` section's)."""
+    timeout: float = Field(120.0, gt=0)
+    """Seconds one HTTP request may take (connect, send, each read) before it counts as failed."""
+    concurrency: int = Field(8, gt=0)
+    """Requests in flight at once."""
     max_retries: int = Field(5, ge=0)
-    """openai: times a request is sent again after a timeout, connection error, truncated or malformed
+    """Times a request is sent again after a timeout, connection error, truncated or malformed
     reply, HTTP 408, 429 or 5xx; a request still failing then stops the stage (other 4xx stop it at once)."""
     backoff_initial: float = Field(1.0, gt=0)
-    """openai: seconds before the first retry; doubles each retry, plus up to as much random jitter."""
+    """Seconds before the first retry; doubles each retry, plus up to as much random jitter."""
     backoff_max: float = Field(30.0, gt=0)
-    """openai: longest wait between retries, also the cap on a server's Retry-After."""
+    """Longest wait between retries, also the cap on a server's Retry-After."""
     max_consecutive_failures: int = Field(10, gt=0)
-    """openai: circuit breaker: this many failed attempts in a row (across concurrent requests, no
-    success between) stop the stage at once; requests not yet sent are not sent."""
+    """Circuit breaker: this many failed attempts in a row (across concurrent requests, no success
+    between) stop the stage at once; requests not yet sent are not sent."""
 
     @model_validator(mode="after")
-    def _check_server(self) -> JudgeEngineConfig:
-        if self.kind == "openai" and (not self.base_url or not self.model):
-            raise ValueError("a judge of kind openai needs base_url and model")
+    def _check_backoff(self) -> ServerJudgeConfig:
         if self.backoff_max < self.backoff_initial:
             raise ValueError(f"backoff_max ({self.backoff_max}) is below backoff_initial ({self.backoff_initial})")
         return self
+
+
+def _judge_kind(value: Any) -> str:
+    """The `kind` that picks a judge's section (`hf` when not given)."""
+    return str((value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "hf")
+
+
+JudgeEngineConfig = Annotated[
+    Annotated[LocalJudgeConfig, Tag("hf")] | Annotated[ServerJudgeConfig, Tag("openai")],
+    Discriminator(_judge_kind, custom_error_type="judge_kind", custom_error_message="kind must be hf or openai"),
+]
+"""A judge other than the model being trained: a local model (`kind: hf`) or a server (`kind: openai`)."""
 
 
 class EFTConfig(Section):
@@ -576,7 +608,7 @@ class SelectConfig(Section):
     sources. Selecting on the prompts `selfreward eval` tests on makes those results optimistic."""
     max_prompts: int = Field(253, gt=0)
     """Use at most this many validation prompts (the paper: 253)."""
-    judge: JudgeEngineConfig = JudgeEngineConfig()
+    judge: JudgeEngineConfig = LocalJudgeConfig()
     """Who compares the answers: kind hf with model null is M_t itself (the loop's own judge), a
     model path/id, or kind openai (a server). Its temperature and max_new_tokens apply; answers are
     sampled as eval.answer_temperature and eval.answer_max_new_tokens say."""
@@ -609,7 +641,7 @@ class EvalConfig(Section):
     """Sampling temperature of the models' test answers (0: greedy)."""
     answer_max_new_tokens: int = Field(512, gt=0)
     """Longest test answer."""
-    judge: JudgeEngineConfig = JudgeEngineConfig()
+    judge: JudgeEngineConfig = LocalJudgeConfig()
     """Who compares answers in head-to-head and benchmarks: a local model (default: M0) or an OpenAI-compatible server."""
     after_iteration: bool = False
     """Evaluate each new model as soon as it is trained (otherwise: `selfreward eval RUN_DIR`)."""
@@ -737,14 +769,18 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+UNION_TAGS = {"hf", "openai"}
+"""The tags pydantic puts in an error's location inside a judge section (`eval.judge.openai.model`): left out."""
+
+
 def format_validation_error(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "config"
+        key = ".".join(str(p) for p in err["loc"] if p not in UNION_TAGS) or "config"
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown key {key!r}")
         else:
-            problems.append(f"{key}: {err['msg']} (got {quoted(err.get('input'))})")
+            problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')} (got {quoted(err.get('input'))})")
     return "config error: " + "; ".join(problems)
 
 

@@ -137,9 +137,9 @@ def test_report_shows_every_candidate_and_the_promoted_one(select_run):
 
 
 def test_judge_model_names_what_a_local_judge_loads(tiny_model):
-    from selfreward.config import JudgeEngineConfig
+    from selfreward.config import LocalJudgeConfig, ServerJudgeConfig
     from selfreward.engines import judge_model
 
-    assert judge_model(JudgeEngineConfig(), str(tiny_model)) == str(tiny_model)  # default: the model under test
-    assert judge_model(JudgeEngineConfig(model=str(tiny_model)), "elsewhere/not/a/model") == str(tiny_model)
-    assert judge_model(JudgeEngineConfig(kind="openai", base_url="http://localhost:1", model="m"), str(tiny_model)) is None
+    assert judge_model(LocalJudgeConfig(), str(tiny_model)) == str(tiny_model)  # default: the model under test
+    assert judge_model(LocalJudgeConfig(model=str(tiny_model)), "elsewhere/not/a/model") == str(tiny_model)
+    assert judge_model(ServerJudgeConfig(base_url="http://localhost:1", model="m"), str(tiny_model)) is None

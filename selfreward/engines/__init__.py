@@ -1,26 +1,25 @@
 """Generation engines behind one interface (`Engine`): transformers (`hf`), vLLM in process
 (`vllm`), and OpenAI-compatible servers (judges)."""
 
-from selfreward.config import Config, JudgeEngineConfig
+import importlib
+
+from selfreward.config import Config, JudgeEngineConfig, ServerJudgeConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
+
+ENGINES: dict[str, str] = {"hf": "selfreward.engines.hf", "vllm": "selfreward.engines.vllm"}
+"""The engines by `engine.kind`: the module whose `load(config, name_or_path)` makes one (imported
+only when used: vLLM is heavy). A new engine is its module and one line here."""
 
 
 def make_engine(config: Config, name_or_path: str | None = None) -> Engine:
     """The engine for `config.engine.kind`, loading `name_or_path` (default: config.model)."""
-    if config.engine.kind == "hf":
-        from selfreward.engines.hf import HFEngine
-
-        return HFEngine(config.model, config.engine.batch_size, name_or_path)
-    if config.engine.kind == "vllm":
-        from selfreward.engines.vllm import VLLMEngine
-
-        return VLLMEngine(config.model, config.engine.vllm, name_or_path)
-    raise ValueError(f"unknown engine kind {config.engine.kind!r}")
+    engine: Engine = importlib.import_module(ENGINES[config.engine.kind]).load(config, name_or_path)
+    return engine
 
 
 def judge_model(judge: JudgeEngineConfig, default_model: str) -> str | None:
     """The model a local judge loads (`judge.model`, else `default_model`), resolved; None for a server judge."""
-    if judge.kind == "openai":
+    if isinstance(judge, ServerJudgeConfig):
         return None
     from selfreward.models import resolve_model
 
@@ -29,17 +28,18 @@ def judge_model(judge: JudgeEngineConfig, default_model: str) -> str | None:
 
 def make_judge_engine(config: Config, judge: JudgeEngineConfig, default_model: str) -> Engine:
     """A judge other than the trained model: a local model (`judge_model`) or an OpenAI-compatible server."""
-    model = judge_model(judge, default_model)
-    return make_engine(config, model) if model is not None else server_engine(judge)
+    if isinstance(judge, ServerJudgeConfig):
+        return server_engine(judge)
+    return make_engine(config, judge_model(judge, default_model))
 
 
-def server_engine(judge: JudgeEngineConfig) -> Engine:
+def server_engine(judge: ServerJudgeConfig) -> Engine:
     """The OpenAI-compatible server a judge of kind `openai` names."""
     from selfreward.engines.openai import OpenAIEngine
 
     return OpenAIEngine(
-        judge.base_url or "",
-        judge.model or "",
+        judge.base_url,
+        judge.model,
         judge.api_key_env,
         judge.timeout,
         judge.concurrency,

@@ -6,7 +6,7 @@ import gc
 
 import torch
 
-from selfreward.config import ModelConfig
+from selfreward.config import Config, ModelConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.engines.render import choice_token_ids, model_sampling, render_request
 from selfreward.engines.shared_prefix import Sample, StopWatch, sample_group
@@ -111,3 +111,8 @@ class HFEngine(Engine):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def load(config: Config, name_or_path: str | None = None) -> HFEngine:
+    """`engine.kind: hf` (selfreward.engines.ENGINES)."""
+    return HFEngine(config.model, config.engine.batch_size, name_or_path)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from selfreward.config import ModelConfig, VLLMConfig
+from selfreward.config import Config, ModelConfig, VLLMConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.engines.render import ModelSampling, choice_token_ids, model_sampling, render_request
 from selfreward.errors import SelfRewardError
@@ -172,3 +172,8 @@ class VLLMEngine(Engine):
         gc.collect()  # recent vLLM's cleanup collects and empties the cache too; older ones did not
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def load(config: Config, name_or_path: str | None = None) -> VLLMEngine:
+    """`engine.kind: vllm` (selfreward.engines.ENGINES)."""
+    return VLLMEngine(config.model, config.engine.vllm, name_or_path)

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from selfreward.batches import BatchRun, WorkItem, derive_seed
-from selfreward.config import EFTConfig, JudgeConfig
-from selfreward.engines import judge_model, server_engine
+from selfreward.config import EFTConfig, JudgeConfig, ServerJudgeConfig
+from selfreward.engines import server_engine
 from selfreward.engines.base import Completion, Engine, Sampling
 from selfreward.judging import scale_named
 from selfreward.judging.additive_5pt import ADDITIVE_5PT
 from selfreward.judging.responses import JudgeItem, PointJudgment, judge_prompt, judge_responses, judgment_stats
 from selfreward.judging.scale import Scale
+from selfreward.models import resolve_model
 from selfreward.overlap import group_rows, normalise_prompt, split_groups
 from selfreward.records import StageFiles, write_json, write_jsonl
 from selfreward.seed import RankedGroup
@@ -308,20 +309,16 @@ class BuildEFT:
         return (self.out_dir / "eft.stats.json",)
 
     def run(self, tools: Tools) -> dict[str, Any]:
-        local, teacher = self.writer(), self.config.teacher
-        if local is not None or teacher is None:
-            return self.build(tools.engines.get(local or self.judge_model))
+        """The writer is the judge model, or with `eft.strategy: teacher` the teacher: a local model or a server."""
+        teacher = self.config.teacher if self.config.strategy == "teacher" else None
+        if not isinstance(teacher, ServerJudgeConfig):
+            writer = resolve_model(teacher.model) if teacher is not None and teacher.model else self.judge_model
+            return self.build(tools.engines.get(writer))
         server = server_engine(teacher)
         try:
             return self.build(server)
         finally:
             server.close()
-
-    def writer(self) -> str | None:
-        """The local model that writes the judgments or justifications; None for a server teacher."""
-        if self.config.strategy != "teacher" or self.config.teacher is None:
-            return self.judge_model
-        return judge_model(self.config.teacher, self.judge_model)
 
     def build(self, engine: Engine) -> dict[str, Any]:
         return build_eft(self.config, self.judge, engine, self.groups, self.excluded_prompts, self.out_dir, self.seed, self.batch_size)
