@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ errors = Console(stderr=True, soft_wrap=True)
 ConfigArg = Annotated[str | None, typer.Argument(help="Preset name (demo, paper, ...) or YAML file. Default: demo.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: section.key=value (repeatable).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Directory for the stage's artifacts.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model to use instead of model.name_or_path.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="The model to use: a path or hub id (default: model.name_or_path).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a directory made with a different config.")]
 
 
@@ -45,8 +44,19 @@ show_tracebacks = False
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")]
 
 
+def print_version(value: bool) -> None:
+    if value:
+        from selfreward import __version__
+
+        typer.echo(f"selfreward {__version__}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")]
+
+
 @app.callback()
-def main_options(debug: DebugOpt = False) -> None:
+def main_options(debug: DebugOpt = False, version: VersionOpt = False) -> None:
     """Our own progress bars say what runs; silence the libraries' loading and mapping bars."""
     import datasets
     from transformers.utils import logging as hf_logging
@@ -225,7 +235,7 @@ def print_learned(run_dir: Path) -> None:
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `selfreward run`.")]
-ModelsOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Checkpoint names to evaluate (default: all in RUN_DIR/models).")]
+ModelsOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="A model to use: a checkpoint of RUN_DIR (M1, sft_baseline; M0: the seed model), a path or a hub id (repeatable; default: all in RUN_DIR/models).")]
 
 
 def writes_run_dir(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -295,7 +305,7 @@ def ifeval(
     from selfreward.eval.runner import run_models
 
     cfg = _run_config(run_dir, set_)
-    checkpoints = (seed_checkpoint(cfg) if with_seed else {}) | run_models(run_dir, models)
+    checkpoints = (seed_checkpoint(cfg) if with_seed else {}) | run_models(run_dir, models, cfg.model.name_or_path)
     summary = evaluate_ifeval(run_dir, cfg, console, checkpoints, prompts_file, fresh)
     console.print(ifeval_table(summary))
 
@@ -325,39 +335,14 @@ def alpaca(
     models: ModelsOpt = None,
 ) -> None:
     """AlpacaEval-style: model_outputs.json per checkpoint (for the official alpaca_eval) and a win rate vs a reference."""
-    from selfreward.batches import derive_seed
-    from selfreward.engines import Sampling, make_engine, make_judge_engine
-    from selfreward.eval.benchmarks import alpaca_outputs, alpaca_win_rate, read_alpaca
+    from selfreward.eval.benchmarks import run_alpaca
     from selfreward.eval.runner import run_models
-    from selfreward.models import resolve_model
-    from selfreward.records import write_json
+    from selfreward.report import tables
 
     cfg = _run_config(run_dir, set_)
-    rows = read_alpaca(prompts_file)
-    ref_rows = read_alpaca(reference, need_output=True) if reference else None
-    checkpoints = run_models(run_dir, models)
-    sampling = Sampling(cfg.eval.answer_temperature, cfg.candidates.top_p, cfg.eval.answer_max_new_tokens)
-    bench_path = run_dir / "eval" / "benchmarks.json"
-    results = json.loads(bench_path.read_text()) if bench_path.exists() else {}
-    outputs = {}
-    for name, path in checkpoints.items():
-        engine = make_engine(cfg, str(path))
-        try:
-            outputs[name] = alpaca_outputs(engine, rows, name, run_dir / "eval" / "alpaca" / name, sampling, derive_seed(cfg.seed, "alpaca"), cfg.engine.batch_size)
-        finally:
-            engine.close()
-        console.print(f"{name}: {run_dir / 'eval' / 'alpaca' / name / 'model_outputs.json'}")
-    if ref_rows is not None:
-        judge = make_judge_engine(cfg, cfg.eval.judge, resolve_model(cfg.model.name_or_path))
-        judge_sampling = Sampling(cfg.eval.judge.temperature, 1.0, cfg.eval.judge.max_new_tokens)
-        try:
-            for name in checkpoints:
-                results.setdefault("alpaca", {})[name] = alpaca_win_rate(judge, outputs[name], ref_rows, run_dir / "eval" / "alpaca" / name, judge_sampling, derive_seed(cfg.seed, f"alpaca-judge-{name}"), cfg.engine.batch_size)
-        finally:
-            judge.close()
-        write_json(bench_path, results)
-        from selfreward.report import tables
-
+    for name, path in run_alpaca(run_dir, cfg, prompts_file, reference, run_models(run_dir, models, cfg.model.name_or_path)).items():
+        console.print(f"{name}: {path}")
+    if reference:
         _print_tables(run_dir, ("AlpacaEval",), tables)
 
 
@@ -372,38 +357,14 @@ def mt_bench(
     models: ModelsOpt = None,
 ) -> None:
     """MT-Bench: answers to both turns in FastChat's answer format, optionally graded by the judge."""
-    from selfreward.batches import derive_seed
-    from selfreward.engines import Sampling, make_engine, make_judge_engine
-    from selfreward.eval.benchmarks import grade_mt_bench, mt_bench_answers, read_mt_bench
+    from selfreward.eval.benchmarks import run_mt_bench
     from selfreward.eval.runner import run_models
-    from selfreward.models import resolve_model
-    from selfreward.records import write_json
+    from selfreward.report import tables
 
     cfg = _run_config(run_dir, set_)
-    rows = read_mt_bench(questions)
-    checkpoints = run_models(run_dir, models)
-    out_dir = run_dir / "eval" / "mt_bench"
-    sampling = Sampling(cfg.eval.answer_temperature, cfg.candidates.top_p, cfg.eval.answer_max_new_tokens)
-    files = {}
-    for name, path in checkpoints.items():
-        engine = make_engine(cfg, str(path))
-        try:
-            files[name] = mt_bench_answers(engine, rows, name, out_dir, sampling, derive_seed(cfg.seed, "mt-bench"), cfg.engine.batch_size)
-        finally:
-            engine.close()
-        console.print(f"{name}: {files[name]}")
+    for name, path in run_mt_bench(run_dir, cfg, questions, grade, run_models(run_dir, models, cfg.model.name_or_path)).items():
+        console.print(f"{name}: {path}")
     if grade:
-        bench_path = run_dir / "eval" / "benchmarks.json"
-        results = json.loads(bench_path.read_text()) if bench_path.exists() else {}
-        judge = make_judge_engine(cfg, cfg.eval.judge, resolve_model(cfg.model.name_or_path))
-        try:
-            for name, answer_file in files.items():
-                results.setdefault("mt_bench", {})[name] = grade_mt_bench(judge, rows, answer_file, out_dir, Sampling(cfg.eval.judge.temperature, 1.0, cfg.eval.judge.max_new_tokens), derive_seed(cfg.seed, f"mt-grade-{name}"), cfg.engine.batch_size)
-        finally:
-            judge.close()
-        write_json(bench_path, results)
-        from selfreward.report import tables
-
         _print_tables(run_dir, ("MT-Bench",), tables)
 
 
@@ -422,9 +383,18 @@ def report(run_dir: RunDirArg) -> None:
 
 @app.command("config")
 @friendly
-def config_(config: ConfigArg = None, set_: SetOpt = None) -> None:
+def config_(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the presets and what each is for.")] = False,
+) -> None:
     """Print the resolved config as YAML, each key's documentation as a comment (`selfreward run` reads it back)."""
-    from selfreward.config_doc import commented_yaml
+    from selfreward.config_doc import commented_yaml, preset_summaries
+
+    if list_:
+        for name, summary in preset_summaries().items():
+            console.print(f"{name:<12} {console_text(summary)}")
+        return
 
     title = " ".join([f"selfreward config {config or 'demo'}", *(f"--set {item}" for item in set_ or [])])
     typer.echo(commented_yaml(_config(config, set_), title), nl=False)
@@ -440,6 +410,15 @@ def data(sources: Annotated[list[str], typer.Argument(help="Data files, hub name
     for report in reports:
         console.print(console_text(report.summary()))
     console.print(f"{len(items)} {'ranked groups' if ranked else 'IFT examples'}")
+
+
+@app.command("env")
+def env() -> None:
+    """What to paste into a bug report: versions, devices, and the settings that change what runs."""
+    from selfreward.rundir import environment
+
+    for key, value in environment().items():
+        console.print(f"{key}: {console_text(str(value))}")
 
 
 @app.command("prepare-model")

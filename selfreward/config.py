@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
+from selfreward.registry import ENGINES, SCALES
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -95,8 +96,6 @@ class EngineConfig(Section):
     @field_validator("kind")
     @classmethod
     def _known_engine(cls, value: str) -> str:
-        from selfreward.engines import ENGINES
-
         if value not in ENGINES:
             raise ValueError(f"unknown engine (engines: {', '.join(ENGINES)})")
         return value
@@ -212,8 +211,6 @@ class JudgeConfig(Section):
     @field_validator("scale")
     @classmethod
     def _known_scale(cls, value: str) -> str:
-        from selfreward.judging import SCALES
-
         if value not in SCALES:
             raise ValueError(f"unknown scale (scales: {', '.join(SCALES)})")
         return value

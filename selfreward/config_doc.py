@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from selfreward.config import Config
+from selfreward.config import PRESETS_DIR, Config, preset_names
 
 
 def _comment(text: str | None, indent: str) -> list[str]:
@@ -36,3 +36,12 @@ def commented_yaml(config: Config, title: str) -> str:
     """`config` as YAML that `load_config` reads back unchanged, each key's docstring above it."""
     header = _comment(f"{title}\nEvery key is explained in selfreward/config.py; run with: selfreward run THIS_FILE.yaml", "")
     return "\n".join(header + _section_lines(config, "")) + "\n"
+
+
+def preset_summaries() -> dict[str, str]:
+    """Each preset with the first line of its header comment."""
+    out = {}
+    for name in preset_names():
+        lines = (PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        out[name] = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
+    return out

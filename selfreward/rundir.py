@@ -4,6 +4,7 @@ end of every stage), its log, its model paths, and the config it is bound to."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -55,6 +56,24 @@ def refuse_other_config(directory: Path, config: Config, force: bool) -> None:
         changed = config_differences(old, config_to_dict(config))
         if changed:
             raise SelfRewardError(f"{directory} was made with another config (differs in: {', '.join(changed)}); use --force to continue anyway")
+
+
+def environment() -> dict[str, object]:
+    """`selfreward env`: platform, versions, devices and the environment settings that change a run."""
+    import torch
+
+    from selfreward.models import cpu_supports_bf16
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    found: dict[str, object] = {"platform": platform.platform(), **versions(), "git commit": git_commit()}
+    found |= {"cuda": torch.version.cuda, "gpus": ", ".join(gpus) or "none", "cpu bf16": cpu_supports_bf16(), "torch threads": torch.get_num_threads()}
+    for name in ("vllm", "deepspeed", "bitsandbytes", "lm_eval"):
+        try:
+            found[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    settings = ("HF_HUB_OFFLINE", "SELFREWARD_CACHE", "CUDA_VISIBLE_DEVICES", "VLLM_BATCH_INVARIANT", "OMP_NUM_THREADS")
+    return found | {name: os.environ.get(name) for name in settings}
 
 
 def bind_config(directory: Path, config: Config, force: bool = False) -> None:

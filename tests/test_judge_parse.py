@@ -3,8 +3,9 @@ import pytest
 from selfreward.batches import WorkItem
 from selfreward.config import JudgeConfig
 from selfreward.engines.base import Completion, Request
-from selfreward.judging import RATING_10PT, point_judgment
+from selfreward.judging import point_judgment
 from selfreward.judging.additive_5pt import ADDITIVE_5PT
+from selfreward.judging.rating_10pt import RATING_10PT
 from selfreward.prompts import fill, load_template
 
 parse_score, read_text_score = ADDITIVE_5PT.parse, ADDITIVE_5PT.read

@@ -1,19 +1,14 @@
 """Generation engines behind one interface (`Engine`): transformers (`hf`), vLLM in process
 (`vllm`), and OpenAI-compatible servers (judges)."""
 
-import importlib
-
 from selfreward.config import Config, JudgeEngineConfig, ServerJudgeConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
-
-ENGINES: dict[str, str] = {"hf": "selfreward.engines.hf", "vllm": "selfreward.engines.vllm"}
-"""The engines by `engine.kind`: the module whose `load(config, name_or_path)` makes one (imported
-only when used: vLLM is heavy). A new engine is its module and one line here."""
+from selfreward.registry import ENGINES, load
 
 
 def make_engine(config: Config, name_or_path: str | None = None) -> Engine:
-    """The engine for `config.engine.kind`, loading `name_or_path` (default: config.model)."""
-    engine: Engine = importlib.import_module(ENGINES[config.engine.kind]).load(config, name_or_path)
+    """The engine for `config.engine.kind` (selfreward.registry.ENGINES), loading `name_or_path` (default: config.model)."""
+    engine: Engine = load(ENGINES[config.engine.kind])(config, name_or_path)
     return engine
 
 

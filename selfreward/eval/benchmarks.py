@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from selfreward.batches import WorkItem, mean, run_batches
+from selfreward.batches import WorkItem, derive_seed, mean, run_batches
+from selfreward.config import Config
+from selfreward.engines import make_engine, make_judge_engine
 from selfreward.engines.base import Engine, Request, Sampling
 from selfreward.errors import SelfRewardError
 from selfreward.judging.pairwise import compare_answers
-from selfreward.prompts import fill, load_template
-from selfreward.records import StageFiles, read_jsonl, write_atomic
-
-RATING_RE = re.compile(r"rating\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+from selfreward.judging.rating_10pt import RATING_10PT
+from selfreward.judging.responses import JudgeItem, PointJudgment, judge_responses
+from selfreward.models import resolve_model
+from selfreward.records import StageFiles, read_json, read_jsonl, write_atomic, write_json
 
 
 def read_alpaca(path: Path, need_output: bool = False) -> list[dict[str, Any]]:
@@ -106,33 +109,76 @@ def mt_bench_answers(engine: Engine, questions: list[dict[str, Any]], model_id: 
     return path
 
 
-def parse_rating(text: str) -> float | None:
-    matches = RATING_RE.findall(text or "")
-    if not matches:
-        return None
-    value = float(matches[-1])
-    return value if 1 <= value <= 10 else None
-
-
 def grade_mt_bench(judge: Engine, questions: list[dict[str, Any]], answer_file: Path, out_dir: Path, sampling: Sampling, seed: int, batch_size: int) -> dict[str, Any]:
-    """Single-answer grading of every turn on 1-10 by the judge; unparsable ratings are counted."""
-    template = load_template("single_grade")
+    """Single-answer grading of every turn on 1-10 by the judge (the `rating_10pt` scale); unparsable ratings are counted."""
     by_id = {json.loads(line)["question_id"]: json.loads(line)["choices"][0]["turns"] for line in answer_file.read_text().splitlines()}
     items = []
     for q in questions:
         for turn, answer in enumerate(by_id[q["question_id"]]):
             context = "".join(f"(earlier turn) User: {q['turns'][k]}\nAssistant: {by_id[q['question_id']][k]}\n\n" for k in range(turn))
-            items.append(WorkItem(f"q{q['question_id']}-t{turn + 1}", Request.user(fill(template, instruction=context + q["turns"][turn], response=answer)), {"question_id": q["question_id"], "turn": turn + 1, "category": q.get("category")}))
+            fields = {"instruction": context + q["turns"][turn], "response": answer}
+            items.append(JudgeItem(f"q{q['question_id']}-t{turn + 1}", fields, {"question_id": q["question_id"], "turn": turn + 1, "category": q.get("category")}))
     files = StageFiles(out_dir, answer_file.stem + ".grades")
-
-    def finish(batch: list[WorkItem], completions: list[Any]) -> list[dict[str, Any]]:
-        return [{"id": it.id, **it.payload, "text": c.text, "rating": parse_rating(c.text)} for it, c in zip(batch, completions)]
-
-    records = files.read() if files.done() else run_batches(files, items, judge, sampling, seed, batch_size, "mt-bench grading", finish).records
-    ratings = [r["rating"] for r in records if r["rating"] is not None]
+    records = judge_responses(judge, PointJudgment.of(RATING_10PT), items, 1, sampling, files, seed, batch_size, "mt-bench grading").records
+    ratings = [r["text_score"] for r in records if r["text_score"] is not None]
     stats = {"stage": "mt-bench-grades", "graded": len(ratings), "unparsable": len(records) - len(ratings), "score": mean(ratings)}
     for turn in (1, 2):
-        stats[f"score_turn{turn}"] = mean([r["rating"] for r in records if r["turn"] == turn and r["rating"] is not None])
-    if not files.done():
-        files.finish(records, stats)
+        stats[f"score_turn{turn}"] = mean([r["text_score"] for r in records if r["turn"] == turn and r["text_score"] is not None])
+    files.finish(records, stats)
     return stats
+
+
+def run_alpaca(run_dir: Path, config: Config, prompts_file: Path, reference: Path | None, checkpoints: dict[str, Path]) -> dict[str, Path]:
+    """`selfreward alpaca`: each checkpoint's model_outputs.json (RUN/eval/alpaca/NAME), and with
+    `reference` each one's win rate against it by `eval.judge` (RUN/eval/benchmarks.json)."""
+    rows = read_alpaca(prompts_file)
+    ref_rows = read_alpaca(reference, need_output=True) if reference else None
+    sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
+    outputs, files = {}, {}
+    for name, path in checkpoints.items():
+        engine = make_engine(config, str(path))
+        try:
+            outputs[name] = alpaca_outputs(engine, rows, name, run_dir / "eval" / "alpaca" / name, sampling, derive_seed(config.seed, "alpaca"), config.engine.batch_size)
+        finally:
+            engine.close()
+        files[name] = run_dir / "eval" / "alpaca" / name / "model_outputs.json"
+    if ref_rows is not None:
+        results = read_json(run_dir / "eval" / "benchmarks.json")
+        with judge_of(config) as (judge, judge_sampling):
+            for name in checkpoints:
+                seed = derive_seed(config.seed, f"alpaca-judge-{name}")
+                results.setdefault("alpaca", {})[name] = alpaca_win_rate(judge, outputs[name], ref_rows, run_dir / "eval" / "alpaca" / name, judge_sampling, seed, config.engine.batch_size)
+        write_json(run_dir / "eval" / "benchmarks.json", results)
+    return files
+
+
+def run_mt_bench(run_dir: Path, config: Config, questions: Path, grade: bool, checkpoints: dict[str, Path]) -> dict[str, Path]:
+    """`selfreward mt-bench`: each checkpoint's answers to both turns in FastChat's format (RUN/eval/mt_bench),
+    with `grade` each one graded 1-10 by `eval.judge` (RUN/eval/benchmarks.json)."""
+    rows = read_mt_bench(questions)
+    out_dir = run_dir / "eval" / "mt_bench"
+    sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
+    files = {}
+    for name, path in checkpoints.items():
+        engine = make_engine(config, str(path))
+        try:
+            files[name] = mt_bench_answers(engine, rows, name, out_dir, sampling, derive_seed(config.seed, "mt-bench"), config.engine.batch_size)
+        finally:
+            engine.close()
+    if grade:
+        results = read_json(run_dir / "eval" / "benchmarks.json")
+        with judge_of(config) as (judge, judge_sampling):
+            for name, answer_file in files.items():
+                results.setdefault("mt_bench", {})[name] = grade_mt_bench(judge, rows, answer_file, out_dir, judge_sampling, derive_seed(config.seed, f"mt-grade-{name}"), config.engine.batch_size)
+        write_json(run_dir / "eval" / "benchmarks.json", results)
+    return files
+
+
+@contextmanager
+def judge_of(config: Config) -> Iterator[tuple[Engine, Sampling]]:
+    """`eval.judge` (default: the seed model M0) and how it samples, closed after."""
+    judge = make_judge_engine(config, config.eval.judge, resolve_model(config.model.name_or_path))
+    try:
+        yield judge, Sampling(config.eval.judge.temperature, 1.0, config.eval.judge.max_new_tokens)
+    finally:
+        judge.close()

@@ -29,8 +29,9 @@ def model_order(name: str) -> tuple[int, int]:
     return (1, int(match.group(1))) if match else (0, 0)
 
 
-def run_models(run_dir: Path, wanted: list[str] | None = None) -> dict[str, Path]:
-    """Checkpoints of a run by name (sft_baseline, M1, M2, ...), checked to hold weights."""
+def run_models(run_dir: Path, wanted: list[str] | None = None, seed_model: str | None = None) -> dict[str, Path]:
+    """Models by name: checkpoints of the run (sft_baseline, M1, M2, ...; default: all, checked to hold
+    weights), `M0` for `seed_model`, or a path or hub id (named by its last part): what `--model` means."""
     root = run_dir / "models"
     found = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")), key=model_order) if root.is_dir() else []
     names = wanted or found
@@ -38,12 +39,17 @@ def run_models(run_dir: Path, wanted: list[str] | None = None) -> dict[str, Path
         raise SelfRewardError(f"{run_dir} has no checkpoints in models/ (is it a finished `selfreward run`?)")
     out = {}
     for name in names:
-        path = root / name
-        if name not in found:
-            raise SelfRewardError(f"checkpoint {name} not found in {root} (found: {', '.join(found) or 'none'})")
-        if not (path / "config.json").exists() or not any(path.glob("*.safetensors")):
-            raise SelfRewardError(f"checkpoint {path} is incomplete (no config.json or *.safetensors)")
-        out[name] = path
+        if name in found:
+            path = root / name
+            if not (path / "config.json").exists() or not any(path.glob("*.safetensors")):
+                raise SelfRewardError(f"checkpoint {path} is incomplete (no config.json or *.safetensors)")
+            out[name] = path
+        elif name == "M0" and seed_model:
+            out[name] = Path(resolve_model(seed_model))
+        elif Path(name).expanduser().is_dir() or name.count("/") == 1:
+            out[Path(name).name] = Path(resolve_model(name))
+        else:
+            raise SelfRewardError(f"model {name} is not a checkpoint of {root} (found: {', '.join(found) or 'none'}; M0: the seed model) nor a model directory")
     return out
 
 
@@ -99,7 +105,7 @@ def evaluate_run(
     """Evaluate a run's checkpoints (and the seed model M0 with `with_seed`) into `eval_dir` (default
     RUN_DIR/eval). Results of earlier calls (other models, other judges) stay in the summary, and
     head-to-head also takes in the answers of models evaluated before."""
-    checkpoints = run_models(run_dir, models)
+    checkpoints = run_models(run_dir, models, config.model.name_or_path)
     if with_seed:
         checkpoints = {"M0": Path(resolve_model(config.model.name_or_path))} | checkpoints
     eval_dir = eval_dir or run_dir / "eval"
