@@ -60,7 +60,7 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
 def candidate_pairs(pairs_file: Path | None) -> list[dict[str, str]] | None:
     """Rows of `pairs_file`, or best-vs-worst pairs of the shared oasst1 groups (None when absent)."""
     from selfreward.records import read_jsonl
-    from selfreward.seed import load_ranked
+    from selfreward.seed_data import load_ranked
 
     if pairs_file is not None:
         return [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in read_jsonl(pairs_file)]
@@ -85,7 +85,7 @@ def train_one(model: str, config_json: str, pairs_file: Path, seed: int, workdir
     import torch
     import trl
 
-    from selfreward.config import DPOConfig, ModelConfig
+    from selfreward.config import DPOTrainingConfig, ModelConfig
     from selfreward.stages.dpo import TrainDPO
 
     figures: dict[str, Any] = {"threads": torch.get_num_threads()}
@@ -103,7 +103,7 @@ def train_one(model: str, config_json: str, pairs_file: Path, seed: int, workdir
             return output
 
     trl.DPOTrainer = TimedDPOTrainer  # type: ignore[misc]  # train_here imports it from trl at call time
-    config = DPOConfig.model_validate_json(config_json)
+    config = DPOTrainingConfig.model_validate_json(config_json)
     stats = TrainDPO("dpo", ModelConfig(name_or_path=model, device="cpu"), config, model, None, pairs_file, workdir / "dpo", workdir / "model", seed).train_here()
     return {**figures, "pairs": stats["pairs"], "bf16": stats["bf16"], "peak_rss_mb": peak_rss_mb()}
 

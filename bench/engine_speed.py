@@ -29,7 +29,7 @@ from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.engines.hf import HFEngine
 from selfreward.judging.additive_5pt import ADDITIVE_5PT
 from selfreward.judging.responses import JudgeItem, PointJudgment, judge_requests
-from selfreward.seed import load_ranked
+from selfreward.seed_data import load_ranked
 
 Generate = Callable[[list[Request], int, Sampling, list[int]], list[list[Completion]]]
 

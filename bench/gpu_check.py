@@ -27,7 +27,7 @@ from selfreward.config import load_config
 from selfreward.engines import Sampling, make_engine
 from selfreward.judging import point_judgment
 from selfreward.judging.responses import JudgeItem, judge_requests
-from selfreward.seed import load_ranked
+from selfreward.seed_data import load_ranked
 
 
 def judge(model: str, engines: list[str], groups: int) -> str:
@@ -56,7 +56,7 @@ def judge(model: str, engines: list[str], groups: int) -> str:
 def lora_dpo(model: str) -> str:
     from safetensors import safe_open
 
-    from selfreward.config import DPOConfig, LoRAConfig, ModelConfig
+    from selfreward.config import DPOTrainingConfig, LoRAConfig, ModelConfig
     from selfreward.stages.dpo import TrainDPO
     from selfreward.steps import run_step
 
@@ -64,7 +64,7 @@ def lora_dpo(model: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         pairs = Path(tmp) / "pairs.jsonl"
         pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        config = DPOConfig(lora=LoRAConfig(), bf16=True, batch_size=8, micro_batch_size=4, learning_rate=5e-6, final_learning_rate=5e-7)
+        config = DPOTrainingConfig(lora=LoRAConfig(), bf16=True, batch_size=8, micro_batch_size=4, learning_rate=5e-6, final_learning_rate=5e-7)
         stats = run_step(TrainDPO("dpo", ModelConfig(name_or_path=model), config, model, None, pairs, Path(tmp) / "dpo", Path(tmp) / "merged", 0))
         with safe_open(str(Path(tmp) / "merged" / "model.safetensors"), "pt") as weights:
             dtype = weights.get_tensor(next(iter(weights.keys()))).dtype

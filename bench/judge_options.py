@@ -30,7 +30,7 @@ from selfreward.intervals import describe, paired_difference_ci
 from selfreward.logprobs import Scored, implicit_rewards, score_with_model
 from selfreward.overlap import group_rows
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
-from selfreward.seed import load_ranked
+from selfreward.seed_data import load_ranked
 
 Table = list[tuple[list[float], list[float | None]]]
 

@@ -29,7 +29,7 @@ from selfreward.engines import make_engine
 from selfreward.eval.rm import judge_groups, rm_metrics
 from selfreward.overlap import group_rows
 from selfreward.records import StageFiles
-from selfreward.seed import load_ranked
+from selfreward.seed_data import load_ranked
 
 Score = Callable[[list[dict[str, Any]]], float | None]
 

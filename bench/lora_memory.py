@@ -35,9 +35,9 @@ def one_step(mode: str, model: str, pairs: int, workdir: Path) -> dict[str, floa
     import trl  # noqa: F401
 
     from selfreward import training
-    from selfreward.config import DPOConfig, LoRAConfig, ModelConfig
+    from selfreward.config import DPOTrainingConfig, LoRAConfig, ModelConfig
     from selfreward.models import resolve_model
-    from selfreward.seed import load_ranked
+    from selfreward.seed_data import load_ranked
     from selfreward.stages.dpo import TrainDPO
     from selfreward.steps import run_step
 
@@ -52,7 +52,7 @@ def one_step(mode: str, model: str, pairs: int, workdir: Path) -> dict[str, floa
         save_final(trainer, tokenizer, target, base)
 
     training.save_final = measured_save  # train_and_save looks it up at call time
-    config = DPOConfig(batch_size=len(rows), lora=LoRAConfig() if mode == "lora" else None, bf16=False, dropout=0.0, max_length=2048)
+    config = DPOTrainingConfig(batch_size=len(rows), lora=LoRAConfig() if mode == "lora" else None, bf16=False, dropout=0.0, max_length=2048)
     run_step(TrainDPO("dpo", ModelConfig(name_or_path=model, device="cpu"), config, resolve_model(model), None, pairs_file, workdir / "dpo", workdir / "model", 0))
     peaks["with_save"] = peak_rss_mb()
     return peaks

@@ -35,7 +35,7 @@ from selfreward.logprobs import score_with_model
 from selfreward.models import resolve_model
 from selfreward.overlap import disjoint_training_data
 from selfreward.records import read_json, read_jsonl, write_json
-from selfreward.seed import load_ift, load_ranked
+from selfreward.seed_data import load_ift, load_ranked
 from selfreward.stages.sft import TrainSFT
 from selfreward.steps import run_step
 

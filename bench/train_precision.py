@@ -15,7 +15,7 @@ from pathlib import Path
 
 from selfreward.config import load_config
 from selfreward.models import resolve_model
-from selfreward.seed import load_ift
+from selfreward.seed_data import load_ift
 from selfreward.stages.dpo import TrainDPO
 from selfreward.stages.sft import TrainSFT
 from selfreward.steps import run_step

@@ -404,7 +404,7 @@ def config_(
 @friendly
 def data(sources: Annotated[list[str], typer.Argument(help="Data files, hub names or `demo`.")], ranked: Annotated[bool, typer.Option(help="Load ranked groups instead of IFT examples.")] = False, lang: str = "en") -> None:
     """Check seed data: rows read, usable, skipped (with the first bad row)."""
-    from selfreward.seed import load_ift, load_ranked
+    from selfreward.seed_data import load_ift, load_ranked
 
     items, reports = (load_ranked if ranked else load_ift)(sources, lang)
     for report in reports:

@@ -254,7 +254,7 @@ TRLLossType = Literal[
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 ]
-"""TRL's DPO loss types (trl 1.16 DPOConfig.loss_type; TRL offers no list to import, and importing
+"""TRL's DPO loss types (trl 1.16 DPOTrainingConfig.loss_type; TRL offers no list to import, and importing
 TRL would slow every config load: tests/test_dpo_options.py checks this list against TRL's)."""
 
 
@@ -297,7 +297,7 @@ class LoRAConfig(Section):
     (every linear layer but the output head, as in QLoRA)."""
 
 
-class TrainConfig(Section):
+class TrainingConfig(Section):
     learning_rate: float = Field(gt=0)
     """Peak learning rate, reached at the first step (no warm-up)."""
     final_learning_rate: float = Field(ge=0)
@@ -344,7 +344,7 @@ class TrainConfig(Section):
     num_processes, or one per visible GPU."""
 
     @model_validator(mode="after")
-    def _decays(self) -> TrainConfig:
+    def _decays(self) -> TrainingConfig:
         if self.final_learning_rate >= self.learning_rate:
             raise ValueError(f"final_learning_rate ({self.final_learning_rate:g}) must be below learning_rate ({self.learning_rate:g}): the rate decays to it")
         return self
@@ -381,7 +381,7 @@ class TrainConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _check_batch(self) -> TrainConfig:
+    def _check_batch(self) -> TrainingConfig:
         processes = self.num_processes or 1
         if self.batch_size % (self.micro_batch_size * processes):
             raise ValueError(f"batch_size must be a multiple of micro_batch_size x num_processes ({self.micro_batch_size} x {processes})")
@@ -416,7 +416,7 @@ def accelerate_distributed_type(name_or_path: str) -> str:
     return str(settings["distributed_type"])
 
 
-class SFTConfig(TrainConfig):
+class SFTTrainingConfig(TrainingConfig):
     learning_rate: float = Field(5.5e-6, gt=0)
     """Peak learning rate (the paper: 5.5e-6)."""
     final_learning_rate: float = Field(1.1e-6, ge=0)
@@ -425,7 +425,7 @@ class SFTConfig(TrainConfig):
     """Also train the SFT baseline (IFT only), for comparison and as the default EFT judge."""
 
 
-class DPOConfig(TrainConfig):
+class DPOTrainingConfig(TrainingConfig):
     learning_rate: float = Field(1e-6, gt=0)
     """Peak learning rate (the paper: 1e-6)."""
     final_learning_rate: float = Field(1e-7, ge=0)
@@ -569,7 +569,7 @@ class EFTConfig(Section):
     teacher: another model or server writes judgments, filtered like `self`."""
     judge: str = "baseline"
     """Model writing judgments (self) or justifications (rationalize): `baseline` (the SFT
-    baseline, as in the paper), `seed` (M0) or a model path/id."""
+    baseline, as in the paper), `m0` (the seed model) or a model path/id."""
     samples: int = Field(1, gt=0)
     """self/teacher: judgments per response; a group is kept when some choice of one sample per
     response agrees with the ranking."""
@@ -667,9 +667,9 @@ class Config(Section):
     """The meta-judge of Meta-Rewarding: the model also learns to judge."""
     eft: EFTConfig = EFTConfig()
     """Evaluation fine-tuning data: the judge task learned from human-ranked groups."""
-    sft: SFTConfig = SFTConfig()
+    sft: SFTTrainingConfig = SFTTrainingConfig()
     """Supervised fine-tuning of the SFT baseline (IFT) and of M1 (IFT + EFT)."""
-    dpo: DPOConfig = DPOConfig()
+    dpo: DPOTrainingConfig = DPOTrainingConfig()
     """DPO of M_{t+1} from M_t on AIFT(M_t)."""
     loop: LoopConfig = LoopConfig()
     """How many self-rewarding iterations, and what an iteration without pairs does."""

@@ -27,7 +27,7 @@ from selfreward.batches import derive_seed
 from selfreward.config import Config, DecontaminateConfig
 from selfreward.errors import SelfRewardError
 from selfreward.records import read_jsonl
-from selfreward.seed import DEMO_FILES, IFTExample, RankedGroup, load_groups, load_ift
+from selfreward.seed_data import DEMO_FILES, IFTExample, RankedGroup, load_groups, load_ift
 
 
 def normalise_prompt(text: str) -> str:

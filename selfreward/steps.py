@@ -23,7 +23,7 @@ from selfreward.batches import derive_seed
 from selfreward.config import Config
 from selfreward.engines import Engine, make_engine
 from selfreward.records import read_json
-from selfreward.seed import IFTExample
+from selfreward.seed_data import IFTExample
 
 
 class Step(Protocol):

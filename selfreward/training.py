@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from pydantic import BaseModel
 
-from selfreward.config import ModelConfig, TrainConfig, accelerate_config_path, accelerate_distributed_type
+from selfreward.config import ModelConfig, TrainingConfig, accelerate_config_path, accelerate_distributed_type
 from selfreward.errors import SelfRewardError
 from selfreward.models import cpu_supports_bf16, load_model, load_tokenizer, resolve_model
 from selfreward.records import read_json, write_json
@@ -34,7 +34,7 @@ def use_bf16(setting: bool | str, device: str) -> bool:
     return cpu_supports_bf16()
 
 
-def weights_dtype(train: TrainConfig, device: str) -> torch.dtype:
+def weights_dtype(train: TrainingConfig, device: str) -> torch.dtype:
     """`train.weights_dtype`; auto: bf16 on a bf16 GPU when the trained weights keep fp32 elsewhere
     (LoRA adapters, DeepSpeed's master copy), fp32 otherwise (mixed precision comes from the Trainer).
     With `quantize` always bf16: the unquantized layers, the 4-bit layers' compute, the merged model."""
@@ -46,7 +46,7 @@ def weights_dtype(train: TrainConfig, device: str) -> torch.dtype:
     return torch.bfloat16 if device == "cuda" and use_bf16(train.bf16, device) and fp32_elsewhere else torch.float32
 
 
-def load_for_training(model_config: ModelConfig, name_or_path: str, train: TrainConfig, device: str, section: str) -> tuple[Any, Any]:
+def load_for_training(model_config: ModelConfig, name_or_path: str, train: TrainingConfig, device: str, section: str) -> tuple[Any, Any]:
     """The model (in `weights_dtype`, or 4-bit with `quantize`) with the configured dropout, and its
     tokenizer. It stays where it loaded: the Trainer (or DeepSpeed, which may shard it while loading) places it."""
     path = resolve_model(name_or_path)
@@ -64,7 +64,7 @@ def load_for_training(model_config: ModelConfig, name_or_path: str, train: Train
     return model, tokenizer
 
 
-def lora_config(train: TrainConfig) -> Any:
+def lora_config(train: TrainingConfig) -> Any:
     """PEFT's LoraConfig from `train.lora` (None: full fine-tuning), for the trainers' `peft_config`."""
     if train.lora is None:
         return None
@@ -74,7 +74,7 @@ def lora_config(train: TrainConfig) -> Any:
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
 
 
-def merge_base(model_config: ModelConfig, name_or_path: str, train: TrainConfig, device: str) -> Callable[[], Any] | None:
+def merge_base(model_config: ModelConfig, name_or_path: str, train: TrainingConfig, device: str) -> Callable[[], Any] | None:
     """With LoRA, a loader of the unquantized base weights (in `weights_dtype`) on CPU that the
     adapter is merged into; None for full fine-tuning."""
     if train.lora is None:
@@ -106,8 +106,8 @@ def fits_length(tokenizer: Any, prompt: str, completions: list[str], max_length:
     return all(conversation_tokens(tokenizer, prompt, c) <= max_length for c in completions)
 
 
-def trainer_arguments(train: TrainConfig, output_dir: Path, seed: int, device: str) -> dict[str, Any]:
-    """Keyword arguments shared by TRL's SFTConfig and DPOConfig."""
+def trainer_arguments(train: TrainingConfig, output_dir: Path, seed: int, device: str) -> dict[str, Any]:
+    """Keyword arguments shared by TRL's SFTTrainingConfig and DPOTrainingConfig."""
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # set in `accelerate launch` workers
     if processes == 1 and device == "cuda":  # one process, several GPUs: the Trainer's DataParallel
         processes = max(1, torch.cuda.device_count())
@@ -267,7 +267,7 @@ class TrainingStep(Protocol):
     def child(self) -> bool: ...
 
     @property
-    def config(self) -> TrainConfig: ...
+    def config(self) -> TrainingConfig: ...
 
     @property
     def stats_file(self) -> Path: ...
@@ -275,7 +275,7 @@ class TrainingStep(Protocol):
     def train_here(self) -> dict[str, Any]: ...
 
 
-def child_process(train: TrainConfig, engine_kind: str) -> bool:
+def child_process(train: TrainingConfig, engine_kind: str) -> bool:
     """`train.child_process`: auto trains in a child process when generation runs on vLLM, which
     needs the GPU memory that training held back when it starts (a process returns all of it at exit)."""
     return train.child_process is True or (train.child_process == "auto" and engine_kind == "vllm")
@@ -310,7 +310,7 @@ def decode(cls: Any, fields: dict[str, Any]) -> Any:
     return cls(**{f.name: value(hints[f.name], fields[f.name]) for f in dataclasses.fields(cls)})
 
 
-def accelerate_launcher(train: TrainConfig, device: str) -> list[str]:
+def accelerate_launcher(train: TrainingConfig, device: str) -> list[str]:
     """`-m accelerate.commands.launch ...` with `accelerate_config`; nothing for a plain child process."""
     if train.accelerate_config is None:
         return []

@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import invoke
 
-from selfreward.config import ModelConfig, SFTConfig, load_config
+from selfreward.config import ModelConfig, SFTTrainingConfig, load_config
 from selfreward.errors import SelfRewardError
 from selfreward.stages.sft import TrainSFT
 from selfreward.steps import run_step
@@ -52,7 +52,7 @@ def test_two_worker_checkpoints_load_and_generate(ddp_run):
 
 
 def test_a_worker_error_is_one_line_naming_the_log(tiny_model, tmp_path):
-    config = SFTConfig(accelerate_config="ddp", num_processes=2, batch_size=2, max_length=17)
+    config = SFTTrainingConfig(accelerate_config="ddp", num_processes=2, batch_size=2, max_length=17)
     with pytest.raises(SelfRewardError) as caught:
         run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), [("Explain tides.", "The moon pulls the sea.")], tmp_path / "sft", tmp_path / "model", 0))
     message = str(caught.value)
@@ -72,7 +72,7 @@ def test_accelerate_config_errors_name_the_key(loop_config, overrides, error):
 
 def test_deepspeed_without_deepspeed_stops_before_launching(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr("selfreward.training.find_spec", lambda name: None)
-    config = SFTConfig(accelerate_config="deepspeed_zero3")  # valid as a config: presets validate on machines without DeepSpeed
+    config = SFTTrainingConfig(accelerate_config="deepspeed_zero3")  # valid as a config: presets validate on machines without DeepSpeed
     with pytest.raises(SelfRewardError, match=r"^sft\.accelerate_config=deepspeed_zero3 needs DeepSpeed: pip install deepspeed$"):
         run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), [("Explain tides.", "The moon.")], tmp_path / "sft", tmp_path / "model", 0))
     assert not (tmp_path / "sft" / "launch.log").exists()

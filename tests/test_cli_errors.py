@@ -54,7 +54,7 @@ def test_an_unexpected_error_is_one_line_unless_debug_asks_for_the_traceback(tmp
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero\nsecond line")
 
-    monkeypatch.setattr("selfreward.seed.load_ift", broken)
+    monkeypatch.setattr("selfreward.seed_data.load_ift", broken)
     result = run("data", str(tmp_path / "seed.jsonl"))
     assert result.exit_code == 1 and "Traceback" not in result.output
     hint = "run with --debug for the traceback (selfreward --debug COMMAND ...)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfreward.config import DPOConfig, ModelConfig, load_config
+from selfreward.config import DPOTrainingConfig, ModelConfig, load_config
 from selfreward.errors import SelfRewardError
 from selfreward.logprobs import answer_logprobs, implicit_rewards
 from selfreward.models import load_model, load_tokenizer
@@ -28,7 +28,7 @@ PAIRS = [
 
 def dpo_config(**keys):
     defaults = {"batch_size": 1, "learning_rate": 1e-3, "final_learning_rate": 1e-4, "max_length": 256, "eval_fraction": 0.0, "epochs": 1.0}
-    return DPOConfig(**(defaults | keys))
+    return DPOTrainingConfig(**(defaults | keys))
 
 
 def train(tiny_model, tmp_path, pairs, name="dpo", reference=None, **keys):
@@ -111,9 +111,9 @@ def test_conservative_dpo_from_trls_losses_is_the_cream_loss(tmp_path):
 
 
 def test_label_smoothing_is_checked_at_config_load():
-    assert loss_arguments(DPOConfig(label_smoothing=0.1)) == conservative_losses(0.1)
-    assert loss_arguments(DPOConfig(label_smoothing=0.1, rpo_alpha=1.0))["loss_weights"] == [1.2, -0.2, 1.0]
-    assert loss_arguments(DPOConfig(label_smoothing="cream")) == {"loss_type": ["sigmoid"], "loss_weights": None}
+    assert loss_arguments(DPOTrainingConfig(label_smoothing=0.1)) == conservative_losses(0.1)
+    assert loss_arguments(DPOTrainingConfig(label_smoothing=0.1, rpo_alpha=1.0))["loss_weights"] == [1.2, -0.2, 1.0]
+    assert loss_arguments(DPOTrainingConfig(label_smoothing="cream")) == {"loss_type": ["sigmoid"], "loss_weights": None}
     for bad, message in (("0.5", "below 0.5"), ("creamy", "label_smoothing")):
         with pytest.raises(SelfRewardError, match=message):
             load_config("demo", [f"dpo.label_smoothing={bad}"])

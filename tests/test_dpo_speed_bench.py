@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from selfreward.config import DPOConfig, ModelConfig
+from selfreward.config import DPOTrainingConfig, ModelConfig
 from selfreward.stages.dpo import TrainDPO, dpo_arguments
 
 WORDS = "the a of to and is in for with on how what why explain write list describe answer response".split()
@@ -26,9 +26,9 @@ def write_pairs(path: Path, count: int) -> Path:
 
 
 def test_speed_keys_reach_trls_dpo_config(tmp_path):
-    args = dpo_arguments(DPOConfig(precompute_ref_log_probs=True, micro_batch_size=4, batch_size=16), tmp_path, 0, "cpu")
+    args = dpo_arguments(DPOTrainingConfig(precompute_ref_log_probs=True, micro_batch_size=4, batch_size=16), tmp_path, 0, "cpu")
     assert (args.precompute_ref_log_probs, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (True, 4, 4)
-    default = dpo_arguments(DPOConfig(), tmp_path, 0, "cpu")
+    default = dpo_arguments(DPOTrainingConfig(), tmp_path, 0, "cpu")
     assert (default.precompute_ref_log_probs, default.per_device_train_batch_size, default.gradient_accumulation_steps) == (False, 1, 16)
 
 
@@ -40,7 +40,7 @@ def test_precomputed_reference_and_micro_batches_keep_the_losses(tiny_model, tmp
     model_config = ModelConfig(name_or_path=str(tiny_model), device="cpu")
     losses = {}
     for name, keys in (("plain", {}), ("changed", change)):
-        config = DPOConfig(batch_size=2, dropout=0.0, learning_rate=1e-3, final_learning_rate=1e-4, max_length=256, **keys)
+        config = DPOTrainingConfig(batch_size=2, dropout=0.0, learning_rate=1e-3, final_learning_rate=1e-4, max_length=256, **keys)
         stats = TrainDPO("dpo", model_config, config, str(tiny_model), None, pairs, tmp_path / name, tmp_path / f"model-{name}", 0).train_here()
         losses[name] = (stats["loss_first"], stats["loss_last"])
     assert losses["plain"][0] == pytest.approx(math.log(2), abs=1e-4)

@@ -7,7 +7,7 @@ import pytest
 from selfreward.config import EFTConfig, JudgeConfig
 from selfreward.engines.base import Completion, Engine
 from selfreward.records import read_jsonl
-from selfreward.seed import RankedGroup, RankedResponse
+from selfreward.seed_data import RankedGroup, RankedResponse
 from selfreward.stages.eft import (
     HINT,
     agreeing_choice,

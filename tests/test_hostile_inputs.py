@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from selfreward.config import ModelConfig, SFTConfig, config_to_dict, load_config, parse_overrides
+from selfreward.config import ModelConfig, SFTTrainingConfig, config_to_dict, load_config, parse_overrides
 from selfreward.errors import SelfRewardError
 from selfreward.judging.additive_5pt import ADDITIVE_5PT
 from selfreward.models import load_model
-from selfreward.seed import load_groups, load_ift, load_ranked
+from selfreward.seed_data import load_groups, load_ift, load_ranked
 
 parse_score = ADDITIVE_5PT.parse
 
@@ -71,10 +71,10 @@ def test_allow_pickle_loads_the_same_weights(tiny_model, pickle_model):
     loaded = load_model(str(pickle_model), torch.float32, "cpu", allow_pickle=True)
     reference = load_model(str(tiny_model), torch.float32, "cpu")
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True))
-    model, _ = load_for_training(ModelConfig(name_or_path=str(pickle_model), allow_pickle=True), str(pickle_model), SFTConfig(), "cpu", "sft")
+    model, _ = load_for_training(ModelConfig(name_or_path=str(pickle_model), allow_pickle=True), str(pickle_model), SFTTrainingConfig(), "cpu", "sft")
     assert torch.equal(model.lm_head.weight, reference.lm_head.weight)
     with pytest.raises(SelfRewardError, match="allow_pickle"):
-        load_for_training(ModelConfig(name_or_path=str(pickle_model)), str(pickle_model), SFTConfig(), "cpu", "sft")
+        load_for_training(ModelConfig(name_or_path=str(pickle_model)), str(pickle_model), SFTTrainingConfig(), "cpu", "sft")
 
 
 def test_cli_refuses_a_pickle_model_in_one_line_and_accepts_it_when_allowed(pickle_model, tmp_path):

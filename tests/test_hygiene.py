@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from selfreward.config import ModelConfig, SFTConfig
+from selfreward.config import ModelConfig, SFTTrainingConfig
 from selfreward.engines.base import Engine, Request
 from selfreward.engines.hf import HFEngine
 from selfreward.judging.prompt import SHORTENED_MARKER, fitted_request
@@ -84,7 +84,7 @@ def test_over_long_training_examples_are_detected(tiny_model):
 
 
 def test_training_dropout_is_not_written_into_checkpoints(tiny_model, finished_run):
-    model, _ = load_for_training(ModelConfig(name_or_path=str(tiny_model)), str(tiny_model), SFTConfig(dropout=0.1), "cpu", "sft")
+    model, _ = load_for_training(ModelConfig(name_or_path=str(tiny_model)), str(tiny_model), SFTTrainingConfig(dropout=0.1), "cpu", "sft")
     rates = {m.attention_dropout for m in model.modules() if isinstance(getattr(m, "attention_dropout", None), float)}
     assert rates == {0.1} and model.config.attention_dropout == 0.0
     base = json.loads((tiny_model / "config.json").read_text())["attention_dropout"]
@@ -97,7 +97,7 @@ def test_sft_drops_and_counts_examples_longer_than_max_length(tiny_model, tmp_pa
     from selfreward.steps import run_step
 
     examples = [("Explain tides.", "The moon pulls.\nScore: 4"), ("Why is the sky blue?", "Scattering."), ("Judge this: " + "word " * 200, "Score: 3")]
-    config = SFTConfig(max_length=64, batch_size=2, learning_rate=1e-4, final_learning_rate=1e-5)
+    config = SFTTrainingConfig(max_length=64, batch_size=2, learning_rate=1e-4, final_learning_rate=1e-5)
     stats = run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), examples, tmp_path / "sft", tmp_path / "M", 0))
     assert (stats["examples"], stats["dropped_too_long"]) == (2, 1)
     assert (tmp_path / "M" / "model.safetensors").exists()

@@ -17,7 +17,7 @@ RHO = 0.3
 def test_length_control_and_rpo_alpha_in_the_loop(loop_config, tmp_path):
     run_dir = tmp_path / "run"
     result = invoke(
-        "run", loop_config, "--out", run_dir, "--set", "loop.iterations=1", "--set", "sft.baseline=false", "--set", "eft.judge=seed",
+        "run", loop_config, "--out", run_dir, "--set", "loop.iterations=1", "--set", "sft.baseline=false", "--set", "eft.judge=m0",
         "--set", "pairs.policy=length_control", "--set", f"pairs.rho={RHO}", "--set", "dpo.rpo_alpha=0.5", "--set", "dpo.reference=initial",
     )
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import invoke
 
-from selfreward.config import DPOConfig, LoRAConfig, ModelConfig, SFTConfig, load_config
+from selfreward.config import DPOTrainingConfig, LoRAConfig, ModelConfig, SFTTrainingConfig, load_config
 from selfreward.errors import SelfRewardError
 from selfreward.stages.sft import TrainSFT
 from selfreward.steps import run_step
@@ -33,7 +33,7 @@ def lora_run(loop_config, tmp_path_factory):
     """One iteration with LoRA for SFT and DPO; DPO without dropout so its first step compares the
     policy with its reference exactly, and at LoRA's usual learning rate."""
     run_dir = tmp_path_factory.mktemp("lora") / "run"
-    sets = [f"sft.lora={LORA}", f"dpo.lora={LORA}", "dpo.learning_rate=1e-3", "dpo.dropout=0", "loop.iterations=1", "sft.baseline=false", "eft.judge=seed"]
+    sets = [f"sft.lora={LORA}", f"dpo.lora={LORA}", "dpo.learning_rate=1e-3", "dpo.dropout=0", "loop.iterations=1", "sft.baseline=false", "eft.judge=m0"]
     result = invoke("run", loop_config, "--out", run_dir, *[arg for s in sets for arg in ("--set", s)])
     assert result.exit_code == 0, result.output
     return run_dir
@@ -67,7 +67,7 @@ def test_lora_dpo_reference_is_the_policy_with_its_adapter_off(tiny_model, tmp_p
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(pairs, [{"prompt": p, "chosen": a, "rejected": "No."} for p, a in EXAMPLES])
     lora = LoRAConfig(r=4, alpha=8, dropout=0.0)
-    config = DPOConfig(lora=lora, dropout=0, learning_rate=1e-2, final_learning_rate=1e-3, batch_size=2, epochs=2)
+    config = DPOTrainingConfig(lora=lora, dropout=0, learning_rate=1e-2, final_learning_rate=1e-3, batch_size=2, epochs=2)
     model_config = ModelConfig(name_or_path=str(tiny_model))
     stats = dpo.train_dpo_here(model_config, config, str(tiny_model), None, pairs, tmp_path / "dpo", tmp_path / "M2", 0)
     (trainer,) = trainers
@@ -89,7 +89,7 @@ def test_no_last_step_checkpoint_and_a_kill_before_the_final_save_resumes_from_t
     """A checkpoint each step, 2 steps: only checkpoint-1 is written (the final model is step 2's). A
     stage killed between its last step and the final save resumes from checkpoint-1 and merges the
     same adapter as an uninterrupted stage."""
-    config = SFTConfig(lora=LoRAConfig(r=4, alpha=8), batch_size=2, save_steps=1, learning_rate=1e-3, final_learning_rate=1e-4, max_length=4096)
+    config = SFTTrainingConfig(lora=LoRAConfig(r=4, alpha=8), batch_size=2, save_steps=1, learning_rate=1e-3, final_learning_rate=1e-4, max_length=4096)
     model_config = ModelConfig(name_or_path=str(tiny_model))
 
     def checkpoints(stage_dir):
@@ -125,7 +125,7 @@ def test_training_weights_dtype(settings, device, deepspeed, expected, monkeypat
         monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     else:
         monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
-    assert weights_dtype(DPOConfig(**settings), device) == expected
+    assert weights_dtype(DPOTrainingConfig(**settings), device) == expected
 
 
 def test_quantize_errors_name_the_key(loop_config, tiny_model, monkeypatch):

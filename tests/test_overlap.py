@@ -18,7 +18,7 @@ from selfreward.engines.base import Completion, Engine
 from selfreward.errors import SelfRewardError
 from selfreward.overlap import EvaluationPrompts, RougePool, disjoint_training_data, normalise_prompt, rouge_tokens
 from selfreward.records import read_json, read_jsonl, write_json
-from selfreward.seed import load_ift, load_ranked
+from selfreward.seed_data import load_ift, load_ranked
 from selfreward.stages.eft import build_eft
 from selfreward.stages.prompts import PromptFilter, generate_prompts
 

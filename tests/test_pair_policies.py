@@ -10,7 +10,7 @@ from selfreward.config import PairsConfig, load_config
 from selfreward.errors import SelfRewardError
 from selfreward.pair_policies import POLICIES, PromptCandidates, Scored, anchored, length_control, max_min, spin
 from selfreward.records import read_jsonl, write_jsonl
-from selfreward.seed import IFTExample
+from selfreward.seed_data import IFTExample
 from selfreward.stages.pairs import make_pairs
 from selfreward.stages.prompts import spin_prompts
 

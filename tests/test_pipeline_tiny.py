@@ -109,7 +109,7 @@ def test_resume_errors(finished_run, tmp_path):
 @pytest.mark.parametrize("policy", ["stop", "skip"])
 def test_zero_pairs_stops_or_skips_cleanly(loop_config, tmp_path, policy):
     run_dir = tmp_path / policy
-    result = invoke("run", loop_config, "--out", run_dir, "--set", "judge.fallback=off", "--set", f"loop.on_no_pairs={policy}", "--set", "sft.baseline=false", "--set", "eft.judge=seed")
+    result = invoke("run", loop_config, "--out", run_dir, "--set", "judge.fallback=off", "--set", f"loop.on_no_pairs={policy}", "--set", "sft.baseline=false", "--set", "eft.judge=m0")
     assert result.exit_code == 0, result.output
     assert "produced 0 pairs" in result.output
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -90,7 +90,7 @@ def test_meta_judge_with_spin_is_refused_at_config_load(tiny_model, ift_file):
         config_for(tiny_model, ift_file, "spin", "meta.enabled=true")
 
 
-LEAN_RUN = ["sft.baseline=false", "eft.judge=seed"]
+LEAN_RUN = ["sft.baseline=false", "eft.judge=m0"]
 
 
 def run_with(loop_config, run_dir, *overrides):
@@ -102,7 +102,7 @@ def run_with(loop_config, run_dir, *overrides):
 
 
 def test_spin_runs_end_to_end_in_the_loop(loop_config, tmp_path):
-    from selfreward.seed import load_ift
+    from selfreward.seed_data import load_ift
 
     run_dir = tmp_path / "spin"
     summary = run_with(loop_config, run_dir, "pairs.policy=spin", "loop.iterations=1")

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from selfreward.errors import SelfRewardError
-from selfreward.seed import DEMO_FILES, load_ift, load_ranked
+from selfreward.seed_data import DEMO_FILES, load_ift, load_ranked
 
 
 def _jsonl(path, rows):

@@ -16,7 +16,7 @@ from selfreward.records import read_json, read_jsonl
 from selfreward.stages import select
 from selfreward.training import complete_checkpoints
 
-SELECT_RUN = ["select.enabled=true", "select.max_prompts=4", "dpo.save_steps=1", "dpo.epochs=3", "loop.iterations=1", "sft.baseline=false", "eft.judge=seed"]
+SELECT_RUN = ["select.enabled=true", "select.max_prompts=4", "dpo.save_steps=1", "dpo.epochs=3", "loop.iterations=1", "sft.baseline=false", "eft.judge=m0"]
 
 
 def weights(model_dir):

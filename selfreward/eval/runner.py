@@ -21,7 +21,7 @@ from selfreward.judging.pairwise import compare_answers
 from selfreward.models import resolve_model
 from selfreward.overlap import group_rows, test_prompts
 from selfreward.records import StageFiles, read_json, read_jsonl, write_json
-from selfreward.seed import load_ranked
+from selfreward.seed_data import load_ranked
 
 
 def model_order(name: str) -> tuple[int, int]:

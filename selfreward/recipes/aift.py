@@ -19,7 +19,7 @@ from selfreward.config import Config
 from selfreward.models import resolve_model
 from selfreward.overlap import disjoint_training_data
 from selfreward.records import read_json
-from selfreward.seed import IFTExample, load_ift, load_ranked
+from selfreward.seed_data import IFTExample, load_ift, load_ranked
 from selfreward.stages.anchor import Anchor
 from selfreward.stages.candidates import Candidates
 from selfreward.stages.consistency import Consistency

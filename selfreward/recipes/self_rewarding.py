@@ -21,14 +21,14 @@ from typing import Any
 from rich.console import Console
 
 from selfreward.batches import derive_seed
-from selfreward.config import Config, DPOConfig
+from selfreward.config import Config, DPOTrainingConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
 from selfreward.overlap import TrainingData, disjoint_training_data
 from selfreward.recipes.aift import aift, enabled_steps, iteration
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.rundir import Run, bind_config
-from selfreward.seed import RankedGroup, load_ift, load_ranked
+from selfreward.seed_data import RankedGroup, load_ift, load_ranked
 from selfreward.stages.dpo import TrainDPO, dpo_reference
 from selfreward.stages.dpo_validation import ValidateDPO
 from selfreward.stages.eft import BuildEFT
@@ -103,7 +103,7 @@ def sft(config: Config, run: Run, name: str, base: str, examples: list[tuple[str
 
 def eft(config: Config, run: Run, data: TrainingData, ranked: list[RankedGroup], m0: str) -> BuildEFT:
     """EFT data written by the SFT baseline (`eft.judge: baseline`, the paper), M0 (`seed`) or a model."""
-    writer = {"baseline": str(run.model("sft_baseline")), "seed": m0}.get(config.eft.judge) or resolve_model(config.eft.judge)
+    writer = {"baseline": str(run.model("sft_baseline")), "m0": m0}.get(config.eft.judge) or resolve_model(config.eft.judge)
     return BuildEFT("eft", config.eft, config.judge, writer, ranked, data.eft_excluded, run.dir / "eft", derive_seed(config.seed, "eft"), config.engine.batch_size)
 
 
@@ -127,7 +127,7 @@ def no_pairs(config: Config, run: Run, t: int) -> Note:
     return Note(f"dpo{t}", "skipped: no pairs", f"[dpo{t}] iteration {t} produced 0 pairs; skipped: M{t + 1} = M{t}")
 
 
-def iteration_dpo_config(config: Config, iter_dir: Path) -> DPOConfig:
+def iteration_dpo_config(config: Config, iter_dir: Path) -> DPOTrainingConfig:
     """`dpo` as this iteration trains: with `label_smoothing: cream`, the smoothing its consistency step measured."""
     if config.dpo.label_smoothing != "cream":
         return config.dpo

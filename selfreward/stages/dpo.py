@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from selfreward.batches import derive_seed
-from selfreward.config import DPOConfig, ModelConfig
+from selfreward.config import DPOTrainingConfig, ModelConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device, resolve_model
 from selfreward.records import read_jsonl, write_jsonl
@@ -51,8 +51,8 @@ def conservative_losses(epsilon: float) -> dict[str, Any]:
     return {"loss_type": ["sigmoid", "robust"], "loss_weights": [1 + 2 * epsilon, -2 * epsilon], "label_smoothing": ROBUST_SMOOTHING}
 
 
-def loss_arguments(config: DPOConfig) -> dict[str, Any]:
-    """TRL DPOConfig's loss_type and loss_weights (and label_smoothing): `label_smoothing` above 0
+def loss_arguments(config: DPOTrainingConfig) -> dict[str, Any]:
+    """TRL DPOTrainingConfig's loss_type and loss_weights (and label_smoothing): `label_smoothing` above 0
     turns DPO's sigmoid loss into the conservative one; rpo_alpha adds TRL's `sft` loss (NLL of chosen)."""
     smoothing = config.label_smoothing if isinstance(config.label_smoothing, float) else 0.0
     if smoothing > 0:
@@ -65,11 +65,11 @@ def loss_arguments(config: DPOConfig) -> dict[str, Any]:
     return arguments | {"loss_type": [*arguments["loss_type"], "sft"], "loss_weights": [*weights, config.rpo_alpha]}
 
 
-def dpo_arguments(config: DPOConfig, output_dir: Path, seed: int, device: str) -> Any:
-    """TRL's DPOConfig from ours."""
-    from trl import DPOConfig as TRLDPOConfig
+def dpo_arguments(config: DPOTrainingConfig, output_dir: Path, seed: int, device: str) -> Any:
+    """TRL's DPOTrainingConfig from ours."""
+    from trl import DPOConfig
 
-    return TRLDPOConfig(
+    return DPOConfig(
         **trainer_arguments(config, output_dir, seed, device),
         beta=config.beta,
         **loss_arguments(config),
@@ -82,14 +82,14 @@ TRAIN_PAIRS, VALIDATION_PAIRS = "train_pairs.jsonl", "validation_pairs.jsonl"
 """Files in the DPO stage directory: the pairs it trains on, and the held-out ones it is validated on."""
 
 
-def validation_count(pairs: int, config: DPOConfig) -> int:
+def validation_count(pairs: int, config: DPOTrainingConfig) -> int:
     """Pairs held out for validation: `eval_fraction` of them, at least `min_eval_pairs`, never more than half."""
     if config.eval_fraction == 0:
         return 0
     return min(pairs // 2, max(config.min_eval_pairs, round(config.eval_fraction * pairs)))
 
 
-def split_pairs(pairs: list[dict[str, Any]], config: DPOConfig, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_pairs(pairs: list[dict[str, Any]], config: DPOTrainingConfig, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, validation): the validation pairs are drawn by a seeded hash of their ids, so a resumed
     or repeated stage holds out the same ones; both keep the file's order."""
     held = set(sorted(range(len(pairs)), key=lambda i: (derive_seed(seed, f"dpo-validation:{pairs[i].get('id', i)}"), i))[: validation_count(len(pairs), config)])
@@ -105,7 +105,7 @@ class TrainDPO:
 
     name: str
     model_config: ModelConfig
-    config: DPOConfig
+    config: DPOTrainingConfig
     policy: str
     reference: str | None
     pairs_file: Path

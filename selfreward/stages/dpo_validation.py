@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from selfreward.config import DPOConfig, ModelConfig
+from selfreward.config import DPOTrainingConfig, ModelConfig
 from selfreward.intervals import mean_ci, paired_difference_ci, verdict
 from selfreward.logprobs import implicit_rewards, score_with_model
 from selfreward.models import load_tokenizer, resolve_model
@@ -30,7 +30,7 @@ def pair_outcomes(rewards: list[float]) -> tuple[list[float], list[float]]:
     return [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins], margins
 
 
-def validate_dpo(model_config: ModelConfig, config: DPOConfig, before: str, after: str, reference: str | None, pairs_file: Path, out_dir: Path, seed: int) -> dict[str, Any]:
+def validate_dpo(model_config: ModelConfig, config: DPOTrainingConfig, before: str, after: str, reference: str | None, pairs_file: Path, out_dir: Path, seed: int) -> dict[str, Any]:
     """Validation figures of M_t (`before`) and M_{t+1} (`after`) against `reference` (None: M_t) on the
     held-out pairs -> OUT/validation.jsonl (per pair) and OUT/validation.stats.json."""
     tokenizer = load_tokenizer(resolve_model(before), config.max_length, model_config.trust_remote_code)
@@ -64,7 +64,7 @@ class ValidateDPO:
 
     name: str
     model_config: ModelConfig
-    config: DPOConfig
+    config: DPOTrainingConfig
     before: str
     after: str
     reference: str | None

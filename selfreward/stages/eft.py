@@ -39,7 +39,7 @@ from selfreward.judging.scale import Scale
 from selfreward.models import resolve_model
 from selfreward.overlap import group_rows, normalise_prompt, split_groups
 from selfreward.records import StageFiles, write_json, write_jsonl
-from selfreward.seed import RankedGroup
+from selfreward.seed_data import RankedGroup
 from selfreward.steps import Tools
 
 HINT = (

@@ -25,7 +25,7 @@ from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.overlap import EvaluationPrompts, RougePool, rouge_tokens
 from selfreward.prompts import fill, load_template
 from selfreward.records import StageFiles, read_jsonl, write_jsonl
-from selfreward.seed import IFTExample
+from selfreward.seed_data import IFTExample
 from selfreward.steps import AIFTStep, Column, Iteration, Step, Tools
 
 TASK_MARKER = re.compile(r"(?:^|\n)\s*[*#]*\s*(?:Task|Instruction|Prompt|Question)?\s*#?\s*\d{1,3}\s*[:.)]\**\s*", re.IGNORECASE)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from selfreward.config import ModelConfig, SFTConfig
+from selfreward.config import ModelConfig, SFTTrainingConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device
 from selfreward.steps import Tools
@@ -27,7 +27,7 @@ class TrainSFT:
 
     name: str
     model_config: ModelConfig
-    config: SFTConfig
+    config: SFTTrainingConfig
     base_model: str
     examples: list[tuple[str, str]]
     stage_dir: Path
@@ -54,12 +54,11 @@ class TrainSFT:
         """Train in this process (one worker, or the run itself). Examples longer than `max_length`
         are dropped and counted (truncation would cut the target)."""
         from datasets import Dataset
-        from trl import SFTConfig as TRLSFTConfig
-        from trl import SFTTrainer
+        from trl import SFTConfig, SFTTrainer
 
         device = pick_device(self.model_config.device)
         # The arguments come before the model: under DeepSpeed ZeRO-3 they make loading shard the weights.
-        args = TRLSFTConfig(**trainer_arguments(self.config, self.stage_dir / "trainer", self.seed, device), completion_only_loss=True, packing=False)
+        args = SFTConfig(**trainer_arguments(self.config, self.stage_dir / "trainer", self.seed, device), completion_only_loss=True, packing=False)
         model, tokenizer = load_for_training(self.model_config, self.base_model, self.config, device, "sft")
         fitting = [(p, c) for p, c in self.examples if fits_length(tokenizer, p, [c], self.config.max_length)]
         if not fitting:
