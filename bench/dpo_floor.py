@@ -35,11 +35,18 @@ def tokenized(tokenizer: Any, pair: dict[str, str]) -> tuple[list[int], list[lis
     """The prompt's tokens with the generation prompt, and each answer's tokens as the template ends it."""
 
     def tokens(messages: list[dict[str, str]], **options: Any) -> list[int]:
-        return list(tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, **options), add_special_tokens=False)["input_ids"])
+        return list(
+            tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, **options), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
 
     question = [{"role": "user", "content": pair["prompt"]}]
     prompt = tokens(question, add_generation_prompt=True)
-    return prompt, [tokens([*question, {"role": "assistant", "content": pair[key]}])[len(prompt) :] for key in ("chosen", "rejected")]
+    return prompt, [
+        tokens([*question, {"role": "assistant", "content": pair[key]}])[len(prompt) :]
+        for key in ("chosen", "rejected")
+    ]
 
 
 def answer_logps(model: Any, prompt: list[int], answers: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -81,8 +88,12 @@ def seconds_per_pair(model: Any, pairs: list[tuple[list[int], list[list[int]]]],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model id, directory or the embedded smollm2-135m-instruct")
-    parser.add_argument("--pairs", help="a pairs.jsonl (prompt, chosen, rejected); default: oasst1 groups in ../shared/data")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="model id, directory or the embedded smollm2-135m-instruct"
+    )
+    parser.add_argument(
+        "--pairs", help="a pairs.jsonl (prompt, chosen, rejected); default: oasst1 groups in ../shared/data"
+    )
     parser.add_argument("--count", type=int, default=24, help="pairs to time")
     parser.add_argument("--max-length", type=int, default=1024, help="tokens per prompt + answer (dpo.max_length)")
     args = parser.parse_args()
@@ -97,7 +108,9 @@ def main() -> None:
     model.train()
     set_dropout(model, 0.0)
     tokens = sum(2 * len(prompt) + sum(len(a) for a in answers) for prompt, answers in pairs)
-    print(f"DPO passes on {args.model}: {len(pairs)} pairs, {tokens / len(pairs):.0f} tokens per pair unpadded, {torch.get_num_threads()} torch threads")
+    print(
+        f"DPO passes on {args.model}: {len(pairs)} pairs, {tokens / len(pairs):.0f} tokens per pair unpadded, {torch.get_num_threads()} torch threads"
+    )
     first = 0.0
     for mode in MODES:
         seconds = seconds_per_pair(model, pairs, tokenizer.pad_token_id, mode)

@@ -104,13 +104,34 @@ def train_one(model: str, config_json: str, pairs_file: Path, seed: int, workdir
 
     trl.DPOTrainer = TimedDPOTrainer  # type: ignore[misc]  # train_here imports it from trl at call time
     config = DPOTrainingConfig.model_validate_json(config_json)
-    stats = TrainDPO("dpo", ModelConfig(name_or_path=model, device="cpu"), config, model, None, pairs_file, workdir / "dpo", workdir / "model", seed).train_here()
+    stats = TrainDPO(
+        "dpo",
+        ModelConfig(name_or_path=model, device="cpu"),
+        config,
+        model,
+        None,
+        pairs_file,
+        workdir / "dpo",
+        workdir / "model",
+        seed,
+    ).train_here()
     return {**figures, "pairs": stats["pairs"], "bf16": stats["bf16"], "peak_rss_mb": peak_rss_mb()}
 
 
 def run_setup(name: str, model: str, config: dict[str, Any], pairs_file: Path, seed: int) -> dict[str, Any]:
     """`train_one` for setup `name` in a fresh Python process."""
-    command = [sys.executable, __file__, "--child", json.dumps(config), "--model", model, "--pairs", str(pairs_file), "--seed", str(seed)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        json.dumps(config),
+        "--model",
+        model,
+        "--pairs",
+        str(pairs_file),
+        "--seed",
+        str(seed),
+    ]
     child = subprocess.run(command, capture_output=True, text=True, check=False)
     if child.returncode != 0:
         sys.exit(f"setup {name} failed:\n{child.stderr[-3000:]}")
@@ -118,7 +139,9 @@ def run_setup(name: str, model: str, config: dict[str, Any], pairs_file: Path, s
 
 
 def loss_text(losses: list[float]) -> str:
-    return " ".join(f"{v:.5f}" for v in losses[:2]) + (f" ... mean {sum(losses) / len(losses):.5f}" if len(losses) > 2 else "")
+    return " ".join(f"{v:.5f}" for v in losses[:2]) + (
+        f" ... mean {sum(losses) / len(losses):.5f}" if len(losses) > 2 else ""
+    )
 
 
 def per_pair(result: dict[str, Any]) -> float:
@@ -139,15 +162,28 @@ def print_row(name: str, result: dict[str, Any], today: dict[str, Any]) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model id, directory or the embedded smollm2-135m-instruct")
-    parser.add_argument("--pairs", type=Path, help="a pairs.jsonl (prompt, chosen, rejected); default: oasst1 groups in ../shared/data")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="model id, directory or the embedded smollm2-135m-instruct"
+    )
+    parser.add_argument(
+        "--pairs", type=Path, help="a pairs.jsonl (prompt, chosen, rejected); default: oasst1 groups in ../shared/data"
+    )
     parser.add_argument("--count", type=int, default=32, help="pairs to train on")
-    parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, from: {', '.join(SETUPS)} (today always runs)")
+    parser.add_argument(
+        "--setups", default=",".join(SETUPS), help=f"comma-separated, from: {', '.join(SETUPS)} (today always runs)"
+    )
     parser.add_argument("--batch-size", type=int, help="effective batch (default: the demo's dpo.batch_size)")
-    parser.add_argument("--max-length", type=int, help="tokens per prompt + answer (default: the demo's dpo.max_length)")
+    parser.add_argument(
+        "--max-length", type=int, help="tokens per prompt + answer (default: the demo's dpo.max_length)"
+    )
     parser.add_argument("--dropout", type=float, default=0.0, help="training dropout in every setup")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tolerance", type=float, default=1e-3, help="largest step-loss difference from today's that counts as the same")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="largest step-loss difference from today's that counts as the same",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -169,8 +205,13 @@ def main() -> None:
     if not pairs:
         sys.exit(f"no pair fits max_length={base['max_length']} tokens")
     names = ["today", *[n for n in SETUPS if n in args.setups.split(",") and n != "today"]]
-    print(f"DPO on {args.model}: {len(pairs)} pairs, batch {base['batch_size']}, dropout {base['dropout']}, seed {args.seed}")
-    print(f"{'setup':<22}{'s/pair':>8}{'x today':>9}{'init s':>8}{'train s':>9}{'RSS MB':>8}  {'max |dloss|':>11}  step losses", flush=True)
+    print(
+        f"DPO on {args.model}: {len(pairs)} pairs, batch {base['batch_size']}, dropout {base['dropout']}, seed {args.seed}"
+    )
+    print(
+        f"{'setup':<22}{'s/pair':>8}{'x today':>9}{'init s':>8}{'train s':>9}{'RSS MB':>8}  {'max |dloss|':>11}  step losses",
+        flush=True,
+    )
     correct: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = Path(tmp) / "pairs.jsonl"
@@ -179,14 +220,18 @@ def main() -> None:
         for name in names:
             config = {**base, **SETUPS[name]}
             if base["batch_size"] % config["micro_batch_size"]:
-                print(f"{name}: skipped, micro batch {config['micro_batch_size']} does not divide batch {base['batch_size']}")
+                print(
+                    f"{name}: skipped, micro batch {config['micro_batch_size']} does not divide batch {base['batch_size']}"
+                )
                 continue
             result = run_setup(name, model, config, pairs_file, args.seed)
             today = today or result
             if print_row(name, result, today) <= args.tolerance:
                 correct[name] = per_pair(result)
     best = min(correct, key=correct.__getitem__)
-    print(f"{today['threads']} torch threads; correct: max |loss - today's| <= {args.tolerance:g} at every step; best correct setup: {best}")
+    print(
+        f"{today['threads']} torch threads; correct: max |loss - today's| <= {args.tolerance:g} at every step; best correct setup: {best}"
+    )
     print(f"dpo s/pair: {per_pair(today):.2f} -> {correct[best]:.2f}")
 
 

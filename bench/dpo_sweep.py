@@ -33,20 +33,43 @@ def setting_name(lr: float, epochs: float, pairs: int) -> str:
     return f"lr{lr:g}-ep{epochs:g}-n{pairs}"
 
 
-def run_setting(args: argparse.Namespace, lr: float, epochs: float, count: int, pool: list[dict[str, Any]], validation: Path) -> dict[str, Any]:
-    config = load_config("demo", [*args.overrides, f"dpo.learning_rate={lr}", f"dpo.final_learning_rate={lr / 10}", f"dpo.epochs={epochs}", "dpo.eval_fraction=0"])
+def run_setting(
+    args: argparse.Namespace, lr: float, epochs: float, count: int, pool: list[dict[str, Any]], validation: Path
+) -> dict[str, Any]:
+    config = load_config(
+        "demo",
+        [
+            *args.overrides,
+            f"dpo.learning_rate={lr}",
+            f"dpo.final_learning_rate={lr / 10}",
+            f"dpo.epochs={epochs}",
+            "dpo.eval_fraction=0",
+        ],
+    )
     name = setting_name(lr, epochs, count)
     stage = args.out / name
     write_jsonl(stage / "pairs.jsonl", pool[:count])
     model = resolve_model(args.model)
     started = time.perf_counter()
-    trained = run_step(TrainDPO("dpo", config.model, config.dpo, model, None, stage / "pairs.jsonl", stage / "dpo", stage / "model", 0))
+    trained = run_step(
+        TrainDPO("dpo", config.model, config.dpo, model, None, stage / "pairs.jsonl", stage / "dpo", stage / "model", 0)
+    )
     seconds = time.perf_counter() - started
     checked = validate_dpo(config.model, config.dpo, model, str(stage / "model"), None, validation, stage, seed=0)
     return {
-        "name": name, "lr": lr, "epochs": epochs, "train_pairs": trained["pairs"], "steps": trained["steps"], "train_seconds": round(seconds, 1),
-        "train_loss": trained.get("train_loss"), "train_reward_accuracy": trained.get("reward_accuracies_mean"),
-        "validation_pairs": checked["pairs"], "before": checked["before"], "after": checked["after"], "change": checked["change"], "verdict": checked["verdict"],
+        "name": name,
+        "lr": lr,
+        "epochs": epochs,
+        "train_pairs": trained["pairs"],
+        "steps": trained["steps"],
+        "train_seconds": round(seconds, 1),
+        "train_loss": trained.get("train_loss"),
+        "train_reward_accuracy": trained.get("reward_accuracies_mean"),
+        "validation_pairs": checked["pairs"],
+        "before": checked["before"],
+        "after": checked["after"],
+        "change": checked["change"],
+        "verdict": checked["verdict"],
     }
 
 
@@ -77,7 +100,9 @@ def main() -> None:
                 rows.append(run_setting(args, lr, epochs, count, pool, args.out / "validation_pairs.jsonl"))
                 results.write_text("".join(json.dumps(r) + "\n" for r in rows))
                 print_row(rows[-1], flush=True)
-    print("\n| setting | train pairs | steps | train s | train reward acc | val acc before % | val acc after % | change (points) | val margin after | verdict |")
+    print(
+        "\n| setting | train pairs | steps | train s | train reward acc | val acc before % | val acc after % | change (points) | val margin after | verdict |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print_row(row)

@@ -34,7 +34,9 @@ from selfreward.seed_data import load_ranked
 Generate = Callable[[list[Request], int, Sampling, list[int]], list[list[Completion]]]
 
 
-def timed(generate: Generate, requests: list[Request], n: int, sampling: Sampling) -> tuple[list[list[Completion]], float]:
+def timed(
+    generate: Generate, requests: list[Request], n: int, sampling: Sampling
+) -> tuple[list[list[Completion]], float]:
     seeds = [derive_seed(0, f"bench-{i}") for i in range(len(requests))]
     started = time.perf_counter()
     groups = generate(requests, n, sampling, seeds)
@@ -46,21 +48,34 @@ def judge_summary(completions: list[Completion]) -> str:
     strict = sum(1 for s in scores if s and s.method == "text" and s.value is not None)
     valid = [s.value for s in scores if s and s.value is not None]
     histogram = Counter(round(v) for v in valid)
-    return f"parse rate {len(valid) / len(completions):.1%} (strict {strict / len(completions):.1%}), histogram 0-5 " + "/".join(str(histogram.get(d, 0)) for d in range(6))
+    return (
+        f"parse rate {len(valid) / len(completions):.1%} (strict {strict / len(completions):.1%}), histogram 0-5 "
+        + "/".join(str(histogram.get(d, 0)) for d in range(6))
+    )
 
 
-def compare(label: str, engine: HFEngine, requests: list[Request], n: int, plain: Sampling, shared: Sampling) -> tuple[float, list[list[Completion]]]:
+def compare(
+    label: str, engine: HFEngine, requests: list[Request], n: int, plain: Sampling, shared: Sampling
+) -> tuple[float, list[list[Completion]]]:
     """Run both paths on the same requests and print sequences/s and tokens/s; return the
     speed ratio and the shared path's completions."""
     rates: list[float] = []
     groups: list[list[Completion]] = []
-    for name, generate, sampling in (("plain", lambda *a: Engine.generate_n(engine, *a), plain), ("shared", engine.generate_n, shared)):
+    for name, generate, sampling in (
+        ("plain", lambda *a: Engine.generate_n(engine, *a), plain),
+        ("shared", engine.generate_n, shared),
+    ):
         groups, seconds = timed(generate, requests, n, sampling)
         completions = [c for group in groups for c in group]
         tokens = sum(c.num_tokens for c in completions)
         rates.append(len(completions) / seconds)
-        extra = judge_summary(completions) if label == "judge" else f"unfinished {sum(not c.finished for c in completions)}"
-        print(f"{label} {name}: {len(completions)} in {seconds:.1f} s = {rates[-1]:.2f}/s, {tokens / seconds:.1f} generated tok/s, mean {tokens / len(completions):.1f} tokens; {extra}", flush=True)
+        extra = (
+            judge_summary(completions) if label == "judge" else f"unfinished {sum(not c.finished for c in completions)}"
+        )
+        print(
+            f"{label} {name}: {len(completions)} in {seconds:.1f} s = {rates[-1]:.2f}/s, {tokens / seconds:.1f} generated tok/s, mean {tokens / len(completions):.1f} tokens; {extra}",
+            flush=True,
+        )
     return rates[1] / rates[0], groups
 
 
@@ -73,12 +88,17 @@ def anchors(engine: HFEngine, prompts: list[str], max_new_tokens: int) -> None:
         started = time.perf_counter()
         completions = engine.generate(requests, sampling, 0)
         seconds = time.perf_counter() - started
-        print(f"anchor: plain generate at batch {batch}: {sum(c.num_tokens for c in completions) / seconds:.1f} tok/s", flush=True)
+        print(
+            f"anchor: plain generate at batch {batch}: {sum(c.num_tokens for c in completions) / seconds:.1f} tok/s",
+            flush=True,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="judge and answer model (a trained M1 judges like the loop's)")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="judge and answer model (a trained M1 judges like the loop's)"
+    )
     parser.add_argument("--ranked", default=str(OASST1_VALIDATION_GROUPS))
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--k", type=int, default=3)
@@ -87,7 +107,9 @@ def main() -> None:
     parser.add_argument("--judge-max-new-tokens", type=int, default=96)
     parser.add_argument("--candidate-max-new-tokens", type=int, default=320)
     parser.add_argument("--anchors", action="store_true", help="also print plain generate tok/s at batch 1 and 32")
-    parser.add_argument("--judge-only", action="store_true", help="answers from the shared path alone, untimed; compare the judge only")
+    parser.add_argument(
+        "--judge-only", action="store_true", help="answers from the shared path alone, untimed; compare the judge only"
+    )
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {args.model}", flush=True)
@@ -97,16 +119,31 @@ def main() -> None:
         anchors(engine, prompts, 64)
         engine.batch_size = args.batch_size
     answer = Sampling(0.7, 0.9, args.candidate_max_new_tokens)
-    print(f"candidates: {len(prompts)} prompts x N={args.n}, max {args.candidate_max_new_tokens} new tokens", flush=True)
+    print(
+        f"candidates: {len(prompts)} prompts x N={args.n}, max {args.candidate_max_new_tokens} new tokens", flush=True
+    )
     if args.judge_only:
-        candidate_ratio, answers = float("nan"), engine.generate_n([Request.user(p) for p in prompts], args.n, answer, list(range(len(prompts))))
+        candidate_ratio, answers = (
+            float("nan"),
+            engine.generate_n([Request.user(p) for p in prompts], args.n, answer, list(range(len(prompts)))),
+        )
     else:
-        candidate_ratio, answers = compare("candidates", engine, [Request.user(p) for p in prompts], args.n, answer, answer)
-    answered = [JudgeItem(str(i), {"instruction": p, "response": c.text}, {}) for i, (p, group) in enumerate(zip(prompts, answers)) for c in group]
-    requests = [w.request for w in judge_requests(engine, PointJudgment.of(ADDITIVE_5PT), answered, args.judge_max_new_tokens)]
+        candidate_ratio, answers = compare(
+            "candidates", engine, [Request.user(p) for p in prompts], args.n, answer, answer
+        )
+    answered = [
+        JudgeItem(str(i), {"instruction": p, "response": c.text}, {})
+        for i, (p, group) in enumerate(zip(prompts, answers))
+        for c in group
+    ]
+    requests = [
+        w.request for w in judge_requests(engine, PointJudgment.of(ADDITIVE_5PT), answered, args.judge_max_new_tokens)
+    ]
     print(f"judge: {len(requests)} answers x K={args.k}, max {args.judge_max_new_tokens} new tokens", flush=True)
     plain = Sampling(0.7, 0.9, args.judge_max_new_tokens)
-    judge_ratio, _ = compare("judge", engine, requests, args.k, plain, Sampling(0.7, 0.9, args.judge_max_new_tokens, stop=ADDITIVE_5PT.stop))
+    judge_ratio, _ = compare(
+        "judge", engine, requests, args.k, plain, Sampling(0.7, 0.9, args.judge_max_new_tokens, stop=ADDITIVE_5PT.stop)
+    )
     print(f"candidates speedup: {candidate_ratio:.2f}x")
     print(f"judge speedup: {judge_ratio:.2f}x")
 

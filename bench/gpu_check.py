@@ -33,22 +33,33 @@ from selfreward.seed_data import load_ranked
 def judge(model: str, engines: list[str], groups: int) -> str:
     config = load_config("demo", [f"model.name_or_path={model}"])
     judgment = point_judgment(config.judge)
-    items = [JudgeItem(str(i), {"instruction": g.prompt, "response": r.text}, {}) for i, (g, r) in enumerate((g, r) for g in load_ranked(["demo"])[0][:groups] for r in g.responses)]
+    items = [
+        JudgeItem(str(i), {"instruction": g.prompt, "response": r.text}, {})
+        for i, (g, r) in enumerate((g, r) for g in load_ranked(["demo"])[0][:groups] for r in g.responses)
+    ]
     sampling = Sampling(config.judge.temperature, config.judge.top_p, config.judge.max_new_tokens)
     rates = {}
     for kind in engines:
-        engine = make_engine(config.model_copy(update={"engine": config.engine.model_copy(update={"kind": kind})}), model)
+        engine = make_engine(
+            config.model_copy(update={"engine": config.engine.model_copy(update={"kind": kind})}), model
+        )
         requests = [w.request for w in judge_requests(engine, judgment, items, config.judge.max_new_tokens)]
         try:
             started = time.perf_counter()
-            judgments = [c for group in engine.generate_n(requests, config.judge.k, sampling, list(range(len(requests)))) for c in group]
+            judgments = [
+                c
+                for group in engine.generate_n(requests, config.judge.k, sampling, list(range(len(requests))))
+                for c in group
+            ]
             rates[kind] = len(judgments) / (time.perf_counter() - started)
             parsed = sum(judgment.scale.parse(c.text) is not None for c in judgments)
         finally:
             engine.close()
         torch.cuda.empty_cache()
         rates[f"{kind}_parsed"] = parsed / len(judgments)
-    figures = ", ".join(f"{kind} {rates[kind]:.1f} judgments/s (parsed {rates[f'{kind}_parsed']:.0%})" for kind in engines)
+    figures = ", ".join(
+        f"{kind} {rates[kind]:.1f} judgments/s (parsed {rates[f'{kind}_parsed']:.0%})" for kind in engines
+    )
     ratio = f", vllm/hf {rates['vllm'] / rates['hf']:.1f}x" if {"hf", "vllm"} <= rates.keys() else ""
     return f"judge: {len(requests)} requests x K={config.judge.k}: {figures}{ratio}"
 
@@ -60,12 +71,29 @@ def lora_dpo(model: str) -> str:
     from selfreward.stages.dpo import TrainDPO
     from selfreward.steps import run_step
 
-    rows = [{"prompt": g.prompt, "chosen": g.responses[0].text, "rejected": g.responses[-1].text} for g in load_ranked(["demo"])[0][:8]]
+    rows = [
+        {"prompt": g.prompt, "chosen": g.responses[0].text, "rejected": g.responses[-1].text}
+        for g in load_ranked(["demo"])[0][:8]
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         pairs = Path(tmp) / "pairs.jsonl"
         pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        config = DPOTrainingConfig(lora=LoRAConfig(), bf16=True, batch_size=8, micro_batch_size=4, learning_rate=5e-6, final_learning_rate=5e-7)
-        stats = run_step(TrainDPO("dpo", ModelConfig(name_or_path=model), config, model, None, pairs, Path(tmp) / "dpo", Path(tmp) / "merged", 0))
+        config = DPOTrainingConfig(
+            lora=LoRAConfig(), bf16=True, batch_size=8, micro_batch_size=4, learning_rate=5e-6, final_learning_rate=5e-7
+        )
+        stats = run_step(
+            TrainDPO(
+                "dpo",
+                ModelConfig(name_or_path=model),
+                config,
+                model,
+                None,
+                pairs,
+                Path(tmp) / "dpo",
+                Path(tmp) / "merged",
+                0,
+            )
+        )
         with safe_open(str(Path(tmp) / "merged" / "model.safetensors"), "pt") as weights:
             dtype = weights.get_tensor(next(iter(weights.keys()))).dtype
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
@@ -79,7 +107,21 @@ def run(model: str, out: str) -> str:
     config.write_text(tiny_loop_yaml(Path(model)), encoding="utf-8")
     started = time.perf_counter()
     sets = ["engine.kind=vllm", "loop.iterations=1", "dpo.bf16=true"]
-    done = subprocess.run([sys.executable, "-m", "selfreward", "run", str(config), "--out", out, *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfreward",
+            "run",
+            str(config),
+            "--out",
+            out,
+            *[a for s in sets for a in ("--set", s)],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         return f"run (vllm): FAILED exit {done.returncode} after {seconds:.0f} s: {(done.stderr.strip().splitlines() or ['no output'])[-1]}"

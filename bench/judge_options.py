@@ -35,7 +35,9 @@ from selfreward.seed_data import load_ranked
 Table = list[tuple[list[float], list[float | None]]]
 
 
-def written_scores(config: Config, judge: str, groups: list[dict[str, Any]], out: Path) -> dict[str, list[list[float | None]]]:
+def written_scores(
+    config: Config, judge: str, groups: list[dict[str, Any]], out: Path
+) -> dict[str, list[list[float | None]]]:
     """`text` and `expected` scores of one judgment per response by the `judge` model."""
     files = StageFiles(out, "judgments")
     if files.done():
@@ -92,17 +94,27 @@ def main() -> None:
         options[label] = per_group(groups, implicit_rewards(p, r, config.judge.beta))
         options[f"{label} per token"] = per_group(groups, implicit_rewards(p, r, config.judge.beta, per_token=True))
     ranks = [[resp["rank"] for resp in g["responses"]] for g in groups]
-    print(f"\n{len(groups)} groups, {sum(len(r) for r in ranks)} responses of {Path(args.ranked).name}; judge {args.judge}\n")
-    print("| judge option | pairwise acc % [95% CI] | tie rate | Spearman [95% CI] | Kendall tau | vs text (points) [95% CI] |")
+    print(
+        f"\n{len(groups)} groups, {sum(len(r) for r in ranks)} responses of {Path(args.ranked).name}; judge {args.judge}\n"
+    )
+    print(
+        "| judge option | pairwise acc % [95% CI] | tie rate | Spearman [95% CI] | Kendall tau | vs text (points) [95% CI] |"
+    )
     print("|---|---|---|---|---|---|")
     base = None
     for name, scores in options.items():
         metrics = rm_metrics(list(zip(ranks, scores)))
         agreement = metrics["group_agreement"]
         base = base or agreement
-        change = paired_difference_ci([a for a, _ in agreement], [a for a, _ in base], [n for _, n in agreement]) if agreement is not base else None
-        print(f"| {name} | {describe(metrics['pairwise_accuracy_ci'])} | {metrics['tie_rate']:.1%} | {describe(metrics['spearman_ci'], scale=1.0, digits=3)} | "
-              f"{metrics['kendall_tau']:.3f} | {describe(change, signed=True) if change else '-'} |")
+        change = (
+            paired_difference_ci([a for a, _ in agreement], [a for a, _ in base], [n for _, n in agreement])
+            if agreement is not base
+            else None
+        )
+        print(
+            f"| {name} | {describe(metrics['pairwise_accuracy_ci'])} | {metrics['tie_rate']:.1%} | {describe(metrics['spearman_ci'], scale=1.0, digits=3)} | "
+            f"{metrics['kendall_tau']:.3f} | {describe(change, signed=True) if change else '-'} |"
+        )
 
 
 if __name__ == "__main__":

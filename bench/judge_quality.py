@@ -42,16 +42,20 @@ def main() -> None:
     for model in ["M0", *args.models]:
         sets = summary["rm"][model]
         m = sets[set_name]
-        print(f"| {model} | {m['groups']} | {m['judge_parse_rate']:.1%} | {m['pairwise_accuracy']:.1%} | {m['spearman']:.3f} | {m['kendall_tau']:.3f} | {m['exact_match']:.1%} |")
+        print(
+            f"| {model} | {m['groups']} | {m['judge_parse_rate']:.1%} | {m['pairwise_accuracy']:.1%} | {m['spearman']:.3f} | {m['kendall_tau']:.3f} | {m['exact_match']:.1%} |"
+        )
     pairs_stats = args.run_dir / "iter1" / "pairs.stats.json"
     if pairs_stats.exists():
         pairs = json.loads(pairs_stats.read_text())
         judged = json.loads((args.run_dir / "iter1" / "judgments.stats.json").read_text())
         hist = judged["score_histogram"]
         top = max(hist.values()) / max(1, sum(hist.values()))
-        print(f"\nAIFT(M1): {pairs['pairs']} pairs from {pairs['prompts']} prompts (yield {pairs['pair_yield']:.0%}); "
-              f"judge parse rate {judged['parse_rate_text']:.0%} (score source {judged['score_source']}); "
-              f"score histogram 0-5 {list(hist.values())}, top score share {top:.0%}")
+        print(
+            f"\nAIFT(M1): {pairs['pairs']} pairs from {pairs['prompts']} prompts (yield {pairs['pair_yield']:.0%}); "
+            f"judge parse rate {judged['parse_rate_text']:.0%} (score source {judged['score_source']}); "
+            f"score histogram 0-5 {list(hist.values())}, top score share {top:.0%}"
+        )
 
 
 if __name__ == "__main__":

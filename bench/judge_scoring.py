@@ -51,7 +51,9 @@ SCORINGS: dict[str, Score] = {
 }
 
 
-def group_tables(groups: list[dict[str, Any]], records: list[dict[str, Any]], score: Score) -> list[tuple[list[float], list[float | None]]]:
+def group_tables(
+    groups: list[dict[str, Any]], records: list[dict[str, Any]], score: Score
+) -> list[tuple[list[float], list[float | None]]]:
     judged: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in sorted(records, key=lambda r: r["sample"]):
         judged[(record["group_id"], record["response_index"])].append(record)
@@ -78,12 +80,20 @@ def pair_counts(table: list[tuple[list[float], list[float | None]]]) -> np.ndarr
 
 def accuracy_interval(counts: np.ndarray, baseline: np.ndarray | None = None) -> tuple[float, float]:
     """95% percentile-bootstrap interval over groups of pairwise accuracy (or of its difference to `baseline`)."""
+
     def statistic(index: np.ndarray) -> float:
         index = index.astype(int)
         value = counts[index, 0].sum() / counts[index, 1].sum()
         return value - (baseline[index, 0].sum() / baseline[index, 1].sum() if baseline is not None else 0.0)
 
-    result = sps.bootstrap((np.arange(len(counts)),), statistic, vectorized=False, n_resamples=2000, method="percentile", rng=np.random.default_rng(0))
+    result = sps.bootstrap(
+        (np.arange(len(counts)),),
+        statistic,
+        vectorized=False,
+        n_resamples=2000,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
     return result.confidence_interval.low, result.confidence_interval.high
 
 
@@ -95,7 +105,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--max-groups", type=int, default=None)
     args = parser.parse_args()
-    config = load_config(str(args.run_dir / "config.yaml"), ["judge.fallback=always", f"eval.rm_samples={args.samples}"])
+    config = load_config(
+        str(args.run_dir / "config.yaml"), ["judge.fallback=always", f"eval.rm_samples={args.samples}"]
+    )
     groups = group_rows(load_ranked([args.ranked], config.data.lang)[0])[: args.max_groups]
     files = StageFiles(args.run_dir / "bench" / "judge_scoring", f"{args.model}.judgments")
     if files.done():
@@ -103,12 +115,16 @@ def main() -> None:
     else:
         engine = make_engine(config, str(args.run_dir / "models" / args.model))
         try:
-            records = judge_groups(config, engine, groups, files, args.model, derive_seed(config.seed, f"bench-judge-scoring-{args.model}"))
+            records = judge_groups(
+                config, engine, groups, files, args.model, derive_seed(config.seed, f"bench-judge-scoring-{args.model}")
+            )
         finally:
             engine.close()
     responses = sum(len(g["responses"]) for g in groups)
     parsed = sum(1 for r in records if r["text_score"] is not None) / len(records)
-    print(f"\n{args.model} on {Path(args.ranked).stem}: {len(groups)} groups, {responses} responses, {args.samples} judgments each; text parse rate {parsed:.1%}\n")
+    print(
+        f"\n{args.model} on {Path(args.ranked).stem}: {len(groups)} groups, {responses} responses, {args.samples} judgments each; text parse rate {parsed:.1%}\n"
+    )
     print("| score | pairwise acc [95% CI] | tie rate | Spearman | Kendall tau | vs text K=1 [95% CI] |")
     print("|---|---|---|---|---|---|")
     baseline = None
@@ -122,7 +138,9 @@ def main() -> None:
             gain = counts[:, 0].sum() / counts[:, 1].sum() - baseline[:, 0].sum() / baseline[:, 1].sum()
             diff = f"{gain:+.1%} [{d_low:+.1%}, {d_high:+.1%}]"
         baseline = counts if baseline is None else baseline
-        print(f"| {name} | {metrics['pairwise_accuracy']:.1%} [{low:.1%}, {high:.1%}] | {metrics['tie_rate']:.1%} | {metrics['spearman']:.3f} | {metrics['kendall_tau']:.3f} | {diff} |")
+        print(
+            f"| {name} | {metrics['pairwise_accuracy']:.1%} [{low:.1%}, {high:.1%}] | {metrics['tie_rate']:.1%} | {metrics['spearman']:.3f} | {metrics['kendall_tau']:.3f} | {diff} |"
+        )
 
 
 if __name__ == "__main__":

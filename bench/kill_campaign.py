@@ -102,6 +102,7 @@ def stage_of(step: str) -> tuple[str, str]:
 
 def progress_steps(run_dir: Path) -> set[str]:
     """The steps of progress a run directory shows now."""
+
     def rel(path: Path) -> str:
         return str(path.relative_to(run_dir))
 
@@ -146,7 +147,9 @@ def stage_hit(run_dir: Path, steps: list[Step], attempt: Attempt) -> tuple[str, 
     if missing is None:
         return "finishing", "finishing", "all records written, writing summaries"
     startup = "" if attempt.ready else "start-up, "
-    manifest = f"; manifest: {', '.join(running_stages(run_dir)) or 'no stage'} running" if attempt.phase == "run" else ""
+    manifest = (
+        f"; manifest: {', '.join(running_stages(run_dir)) or 'no stage'} running" if attempt.phase == "run" else ""
+    )
     return *stage_of(missing.name), f"{startup}{stage_progress(run_dir, missing)}{manifest}"
 
 
@@ -154,7 +157,9 @@ class Runner:
     """Runs the commands of a run directory as subprocesses, watching its progress and killing
     them at the scheduled moments of the reference (none for the reference itself)."""
 
-    def __init__(self, run_dir: Path, config: Path, env: dict[str, str], log_dir: Path, steps: list[Step], moments: list[float]):
+    def __init__(
+        self, run_dir: Path, config: Path, env: dict[str, str], log_dir: Path, steps: list[Step], moments: list[float]
+    ):
         self.run_dir, self.config, self.env, self.log_dir = run_dir, config, env, log_dir
         self.steps, self.moments = steps, list(moments)
         self.seen: dict[str, float] = {}
@@ -174,7 +179,14 @@ class Runner:
             return [*base, "eval", str(self.run_dir)]
         if (self.run_dir / "manifest.json").exists() and (self.run_dir / "config.yaml").exists():
             return [*base, "run", "--resume", str(self.run_dir)]
-        return [*base, "run", str(self.config), "--out", str(self.run_dir), *(a for o in OVERRIDES for a in ("--set", o))]
+        return [
+            *base,
+            "run",
+            str(self.config),
+            "--out",
+            str(self.run_dir),
+            *(a for o in OVERRIDES for a in ("--set", o)),
+        ]
 
     def manifest_attempts(self) -> int:
         path = self.run_dir / "manifest.json"
@@ -232,8 +244,11 @@ class Runner:
         moment = self.moments.pop(0)
         aimed = stage_of(self.steps[min(self.steps_before(moment), len(self.steps) - 1)].name)[0]
         self.kills.append({"stage": stage, "kind": kind, "phase": attempt.phase})
-        print(f"kill {len(self.kills):2d} at {now - self.started:6.1f} s ({attempt.phase} attempt {attempt.number}, {now - attempt.started:5.1f} s in): "
-              f"hit {stage} [{described}]; aimed at {moment:.1f} s of the reference ({aimed})", flush=True)
+        print(
+            f"kill {len(self.kills):2d} at {now - self.started:6.1f} s ({attempt.phase} attempt {attempt.number}, {now - attempt.started:5.1f} s in): "
+            f"hit {stage} [{described}]; aimed at {moment:.1f} s of the reference ({aimed})",
+            flush=True,
+        )
 
     def run(self) -> None:
         self.started = time.time()
@@ -297,14 +312,19 @@ def compare_file(reference: Path, campaign: Path) -> dict[str, int]:
 
 def compare_runs(reference: Path, campaign: Path) -> Counter[str]:
     """Every record file of both runs, by id; prints the files with a difference."""
-    names = sorted({str(p.relative_to(reference)) for p in reference.rglob("*.jsonl")} | {str(p.relative_to(campaign)) for p in campaign.rglob("*.jsonl")})
+    names = sorted(
+        {str(p.relative_to(reference)) for p in reference.rglob("*.jsonl")}
+        | {str(p.relative_to(campaign)) for p in campaign.rglob("*.jsonl")}
+    )
     totals: Counter[str] = Counter()
     for name in names:
         found = compare_file(reference / name, campaign / name)
         totals.update(found)
         if any(found[k] for k in ("lost", "duplicated", "differing", "extra")):
             print(f"  {name}: {found}")
-    print(f"compared {len(names)} record files, {totals['records']} reference records; extra in the campaign: {totals['extra']}")
+    print(
+        f"compared {len(names)} record files, {totals['records']} reference records; extra in the campaign: {totals['extra']}"
+    )
     leftovers = [str(p.relative_to(campaign)) for p in campaign.rglob("*.partial")]
     print(f"partial files left in the campaign: {leftovers or 'none'}")
     return totals
@@ -319,8 +339,15 @@ def weights_digest(model_dir: Path) -> str:
 
 def compare_models(reference: Path, campaign: Path) -> None:
     names = sorted(p.name for p in (reference / "models").iterdir())
-    same = [n for n in names if (campaign / "models" / n).is_dir() and weights_digest(reference / "models" / n) == weights_digest(campaign / "models" / n)]
-    print(f"model weights identical to the reference: {', '.join(same) or 'none'}; differing: {', '.join(n for n in names if n not in same) or 'none'}")
+    same = [
+        n
+        for n in names
+        if (campaign / "models" / n).is_dir()
+        and weights_digest(reference / "models" / n) == weights_digest(campaign / "models" / n)
+    ]
+    print(
+        f"model weights identical to the reference: {', '.join(same) or 'none'}; differing: {', '.join(n for n in names if n not in same) or 'none'}"
+    )
 
 
 def final_line(campaign: Runner, totals: Counter[str]) -> str:
@@ -334,8 +361,10 @@ def final_line(campaign: Runner, totals: Counter[str]) -> str:
 def summarize_kills(campaign: Runner, steps: list[Step]) -> None:
     hit = Counter(k["kind"] for k in campaign.kills)
     kinds = {stage_of(s.name)[1] for s in steps}
-    print(f"kills by phase: {dict(Counter(k['phase'] for k in campaign.kills))}; attempts: {dict(Counter(a.phase for a in campaign.attempts))}; "
-          f"campaign took {time.time() - campaign.started:.0f} s")
+    print(
+        f"kills by phase: {dict(Counter(k['phase'] for k in campaign.kills))}; attempts: {dict(Counter(a.phase for a in campaign.attempts))}; "
+        f"campaign took {time.time() - campaign.started:.0f} s"
+    )
     print(f"kills by stage kind: {dict(sorted(hit.items()))}; kinds never hit: {sorted(kinds - set(hit)) or 'none'}")
 
 
@@ -343,12 +372,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=None, help="Directory for the model, both runs and the logs (default: a new temporary one).")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="Directory for the model, both runs and the logs (default: a new temporary one).",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="kill-campaign-"))
     work.mkdir(parents=True, exist_ok=True)
     root = Path(selfreward.__file__).resolve().parents[1]
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
     config = work / "tiny.yaml"
     config.write_text(tiny_loop_yaml(build_tiny_model(work / "model")))
     print(f"work directory: {work}", flush=True)
@@ -357,7 +395,10 @@ def main() -> None:
     total = time.time() - reference.started
     steps = reference.progress()
     seconds = {kind: round(sum(e - s for s, e in spans), 1) for kind, spans in kind_spans(steps).items()}
-    print(f"reference: run + eval {total:.1f} s, {len(steps)} steps of progress; seconds per stage kind: {seconds}", flush=True)
+    print(
+        f"reference: run + eval {total:.1f} s, {len(steps)} steps of progress; seconds per stage kind: {seconds}",
+        flush=True,
+    )
     moments = kill_schedule(steps, total, args.kills, random.Random(args.seed))
     campaign = Runner(work / "campaign", config, env, work, steps, moments)
     campaign.run()

@@ -42,7 +42,10 @@ def one_step(mode: str, model: str, pairs: int, workdir: Path) -> dict[str, floa
     from selfreward.steps import run_step
 
     peaks = {"imports": peak_rss_mb()}
-    rows = [{"prompt": g.prompt, "chosen": g.responses[0].text, "rejected": g.responses[-1].text} for g in load_ranked(["demo"])[0][:pairs]]
+    rows = [
+        {"prompt": g.prompt, "chosen": g.responses[0].text, "rejected": g.responses[-1].text}
+        for g in load_ranked(["demo"])[0][:pairs]
+    ]
     pairs_file = workdir / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     save_final = training.save_final
@@ -52,15 +55,31 @@ def one_step(mode: str, model: str, pairs: int, workdir: Path) -> dict[str, floa
         save_final(trainer, tokenizer, target, base)
 
     training.save_final = measured_save  # train_and_save looks it up at call time
-    config = DPOTrainingConfig(batch_size=len(rows), lora=LoRAConfig() if mode == "lora" else None, bf16=False, dropout=0.0, max_length=2048)
-    run_step(TrainDPO("dpo", ModelConfig(name_or_path=model, device="cpu"), config, resolve_model(model), None, pairs_file, workdir / "dpo", workdir / "model", 0))
+    config = DPOTrainingConfig(
+        batch_size=len(rows), lora=LoRAConfig() if mode == "lora" else None, bf16=False, dropout=0.0, max_length=2048
+    )
+    run_step(
+        TrainDPO(
+            "dpo",
+            ModelConfig(name_or_path=model, device="cpu"),
+            config,
+            resolve_model(model),
+            None,
+            pairs_file,
+            workdir / "dpo",
+            workdir / "model",
+            0,
+        )
+    )
     peaks["with_save"] = peak_rss_mb()
     return peaks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model id, directory or the embedded smollm2-135m-instruct")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="model id, directory or the embedded smollm2-135m-instruct"
+    )
     parser.add_argument("--pairs", type=int, default=4, help="preference pairs in the one optimizer step")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -70,7 +89,12 @@ def main() -> None:
         return
     results = {}
     for mode in MODES:
-        child = subprocess.run([sys.executable, __file__, "--child", mode, "--model", args.model, "--pairs", str(args.pairs)], capture_output=True, text=True, check=False)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", mode, "--model", args.model, "--pairs", str(args.pairs)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if child.returncode != 0:
             sys.exit(f"the {mode} child failed:\n{child.stderr[-2000:]}")
         results[mode] = json.loads(child.stdout.strip().splitlines()[-1])

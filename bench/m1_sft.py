@@ -40,7 +40,9 @@ from selfreward.stages.sft import TrainSFT
 from selfreward.steps import run_step
 
 
-def training_examples(config: Config, run_dir: Path, with_ift: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def training_examples(
+    config: Config, run_dir: Path, with_ift: bool
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(M1's training examples as the pipeline builds them, the demo IFT examples it leaves out)."""
     ift, _ = load_ift(config.data.ift, config.data.lang)
     data = disjoint_training_data(config, ift, load_ranked(config.data.ranked, config.data.lang)[0])
@@ -60,37 +62,69 @@ def seed_answers(config: Config, run_dir: Path, prompts: list[str]) -> list[tupl
     engine = make_engine(config, resolve_model(config.model.name_or_path))
     try:
         rows = [{"id": f"h{i:03d}", "prompt": p} for i, p in enumerate(prompts)]
-        found = generate_answers(engine, rows, run_dir / "bench" / "m1", "M0-answers", Sampling(0.0, 1.0, 320), 0, config.engine.batch_size)
+        found = generate_answers(
+            engine, rows, run_dir / "bench" / "m1", "M0-answers", Sampling(0.0, 1.0, 320), 0, config.engine.batch_size
+        )
     finally:
         engine.close()
     return [(r["prompt"], found[r["id"]]["text"]) for r in rows]
 
 
 def judge_figures(config: Config, run_dir: Path, model: Path, name: str, max_groups: int) -> dict[str, Any]:
-    judged = config.model_copy(update={"judge": config.judge.model_copy(update={"fallback": "off"}), "eval": config.eval.model_copy(update={"rm_samples": 1, "ranked": [str(OASST1_VALIDATION_GROUPS)], "rm_max_groups": max_groups})})
+    judged = config.model_copy(
+        update={
+            "judge": config.judge.model_copy(update={"fallback": "off"}),
+            "eval": config.eval.model_copy(
+                update={"rm_samples": 1, "ranked": [str(OASST1_VALIDATION_GROUPS)], "rm_max_groups": max_groups}
+            ),
+        }
+    )
     sets = rm_sets(run_dir, judged)
     engine = make_engine(judged, str(model))
     try:
-        return {set_name: evaluate_rm(judged, engine, groups, run_dir / "bench" / "m1" / "rm" / set_name, name, derive_seed(0, f"m1-rm-{set_name}")) for set_name, groups in sets.items()}
+        return {
+            set_name: evaluate_rm(
+                judged,
+                engine,
+                groups,
+                run_dir / "bench" / "m1" / "rm" / set_name,
+                name,
+                derive_seed(0, f"m1-rm-{set_name}"),
+            )
+            for set_name, groups in sets.items()
+        }
     finally:
         engine.close()
 
 
-def measure(config: Config, run_dir: Path, name: str, model: Path, held_out: list[tuple[str, str]], max_groups: int) -> dict[str, Any]:
+def measure(
+    config: Config, run_dir: Path, name: str, model: Path, held_out: list[tuple[str, str]], max_groups: int
+) -> dict[str, Any]:
     retention_items = seed_answers(config, run_dir, [p for p, _ in held_out])
     judge = judge_figures(config, run_dir, model, name, max_groups)
     return {
         "ift_val_nll": per_token_nll(config, str(model), held_out),
         "m0_answer_nll": per_token_nll(config, str(model), retention_items),
-        "judge": {s: {"parse_rate": f["judge_parse_rate"], "pairwise_accuracy": f["pairwise_accuracy_ci"], "groups": f["groups"]} for s, f in judge.items()},
+        "judge": {
+            s: {
+                "parse_rate": f["judge_parse_rate"],
+                "pairwise_accuracy": f["pairwise_accuracy_ci"],
+                "groups": f["groups"],
+            }
+            for s, f in judge.items()
+        },
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--name", required=True, help="the setting's name (M0 measures the seed model, M1 the run's own M1)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="sft.key=value changes of the run's config")
+    parser.add_argument(
+        "--name", required=True, help="the setting's name (M0 measures the seed model, M1 the run's own M1)"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="sft.key=value changes of the run's config"
+    )
     parser.add_argument("--no-ift", action="store_true", help="train on the EFT examples only")
     parser.add_argument("--max-groups", type=int, default=40)
     args = parser.parse_args()
@@ -101,11 +135,31 @@ def main() -> None:
     if args.name == "M0":
         model, seconds = Path(resolve_model(config.model.name_or_path)), 0.0
     elif args.name == "M1":
-        model, seconds = args.run_dir / "models" / "M1", read_json(args.run_dir / "sft" / "sft.stats.json").get("seconds", 0.0)
+        model, seconds = (
+            args.run_dir / "models" / "M1",
+            read_json(args.run_dir / "sft" / "sft.stats.json").get("seconds", 0.0),
+        )
     else:
-        stats = run_step(TrainSFT("sft", config.model, config.sft, resolve_model(config.model.name_or_path), examples, out / "sft", out / "model", derive_seed(config.seed, "sft")))
+        stats = run_step(
+            TrainSFT(
+                "sft",
+                config.model,
+                config.sft,
+                resolve_model(config.model.name_or_path),
+                examples,
+                out / "sft",
+                out / "model",
+                derive_seed(config.seed, "sft"),
+            )
+        )
         model, seconds = out / "model", stats["seconds"]
-    row = {"name": args.name, "overrides": args.overrides, "ift": not args.no_ift, "examples": len(examples), "sft_seconds": seconds}
+    row = {
+        "name": args.name,
+        "overrides": args.overrides,
+        "ift": not args.no_ift,
+        "examples": len(examples),
+        "sft_seconds": seconds,
+    }
     row |= measure(config, args.run_dir, args.name, model, held_out, args.max_groups)
     row["seconds"] = round(time.perf_counter() - started, 1)
     results = args.run_dir / "bench" / "m1" / "results.jsonl"
@@ -117,11 +171,24 @@ def main() -> None:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     sets = sorted({s for r in rows for s in r["judge"]})
-    print("| setting | examples | SFT s | IFT val NLL | M0-answer NLL | " + " | ".join(f"parse {s} | pairwise acc {s}" for s in sets) + " |")
+    print(
+        "| setting | examples | SFT s | IFT val NLL | M0-answer NLL | "
+        + " | ".join(f"parse {s} | pairwise acc {s}" for s in sets)
+        + " |"
+    )
     print("|---|---|---|---|---|" + "---|---|" * len(sets))
     for r in rows:
-        cells = [f"{r['judge'][s]['parse_rate']:.1%} | {describe(r['judge'][s]['pairwise_accuracy'])}" if s in r["judge"] else "- | -" for s in sets]
-        print(f"| {r['name']} {' '.join(r['overrides'])}{'' if r['ift'] else ' (EFT only)'} | {r['examples']} | {r['sft_seconds']:.0f} | {r['ift_val_nll']:.3f} | {r['m0_answer_nll']:.3f} | " + " | ".join(cells) + " |")
+        cells = [
+            f"{r['judge'][s]['parse_rate']:.1%} | {describe(r['judge'][s]['pairwise_accuracy'])}"
+            if s in r["judge"]
+            else "- | -"
+            for s in sets
+        ]
+        print(
+            f"| {r['name']} {' '.join(r['overrides'])}{'' if r['ift'] else ' (EFT only)'} | {r['examples']} | {r['sft_seconds']:.0f} | {r['ift_val_nll']:.3f} | {r['m0_answer_nll']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

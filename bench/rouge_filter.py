@@ -60,7 +60,9 @@ def new_keeps(pool: RougePool, tokens: list[str], threshold: float) -> bool:
     return keep
 
 
-def timed_filter(keeps: Callable[[list[str], float], bool], prompts: list[list[str]], threshold: float) -> tuple[list[int], float]:
+def timed_filter(
+    keeps: Callable[[list[str], float], bool], prompts: list[list[str]], threshold: float
+) -> tuple[list[int], float]:
     """Indices of the kept prompts and the seconds the filtering took."""
     start = time.perf_counter()
     kept = [i for i, tokens in enumerate(prompts) if keeps(tokens, threshold)]
@@ -74,15 +76,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", type=Path, default=SELF_INSTRUCT_TASKS)
     args = parser.parse_args()
-    tasks = [json.loads(line)["instruction"] for line in args.tasks.read_text(encoding="utf-8").splitlines() if line.strip()]
+    tasks = [
+        json.loads(line)["instruction"] for line in args.tasks.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     seeds = [rouge_tokens(t) for t in tasks]
     prompts = [rouge_tokens(p) for p in variants(tasks, args.prompts, args.seed)]
     old_pool, new_pool = list(seeds), RougePool(seeds)
     old_kept, old_seconds = timed_filter(lambda tokens, t: old_keeps(old_pool, tokens, t), prompts, args.threshold)
     new_kept, new_seconds = timed_filter(lambda tokens, t: new_keeps(new_pool, tokens, t), prompts, args.threshold)
-    print(f"{len(prompts)} prompts from {len(tasks)} seed tasks, ROUGE-L threshold {args.threshold}: "
-          f"kept {len(old_kept)} (rouge_score) and {len(new_kept)} (rapidfuzz), same prompts: {old_kept == new_kept}")
-    print(f"rouge_score _score_lcs: {old_seconds:.2f} s; rapidfuzz Indel: {new_seconds:.2f} s; old/new time ratio: {old_seconds / new_seconds:.0f}x")
+    print(
+        f"{len(prompts)} prompts from {len(tasks)} seed tasks, ROUGE-L threshold {args.threshold}: "
+        f"kept {len(old_kept)} (rouge_score) and {len(new_kept)} (rapidfuzz), same prompts: {old_kept == new_kept}"
+    )
+    print(
+        f"rouge_score _score_lcs: {old_seconds:.2f} s; rapidfuzz Indel: {new_seconds:.2f} s; old/new time ratio: {old_seconds / new_seconds:.0f}x"
+    )
 
 
 if __name__ == "__main__":

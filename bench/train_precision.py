@@ -30,15 +30,27 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         pairs = Path(tmp) / "pairs.jsonl"
-        pairs.write_text("".join(json.dumps({"prompt": p, "chosen": r, "rejected": r.split(".")[0] + "."}) + "\n" for p, r in examples))
+        pairs.write_text(
+            "".join(
+                json.dumps({"prompt": p, "chosen": r, "rejected": r.split(".")[0] + "."}) + "\n" for p, r in examples
+            )
+        )
         for bf16 in (False, True):
             cfg = load_config("demo", [f"sft.bf16={str(bf16).lower()}", f"dpo.bf16={str(bf16).lower()}"])
             name = "bf16" if bf16 else "fp32"
             start = time.perf_counter()
-            run_step(TrainSFT("sft", cfg.model, cfg.sft, model, examples, Path(tmp) / f"sft-{name}", Path(tmp) / f"m-{name}", 0))
+            run_step(
+                TrainSFT(
+                    "sft", cfg.model, cfg.sft, model, examples, Path(tmp) / f"sft-{name}", Path(tmp) / f"m-{name}", 0
+                )
+            )
             results[f"sft_{name}"] = (time.perf_counter() - start) / len(examples)
             start = time.perf_counter()
-            run_step(TrainDPO("dpo", cfg.model, cfg.dpo, model, None, pairs, Path(tmp) / f"dpo-{name}", Path(tmp) / f"d-{name}", 0))
+            run_step(
+                TrainDPO(
+                    "dpo", cfg.model, cfg.dpo, model, None, pairs, Path(tmp) / f"dpo-{name}", Path(tmp) / f"d-{name}", 0
+                )
+            )
             results[f"dpo_{name}"] = (time.perf_counter() - start) / len(examples)
     for stage in ("sft", "dpo"):
         fp32, bf16 = results[f"{stage}_fp32"], results[f"{stage}_bf16"]

@@ -31,22 +31,37 @@ from selfreward.stages.pairs import Pairs
 from selfreward.steps import EngineCache, Tools
 from selfreward.testing import build_tiny_model
 
-WORDS = "the a of to and is in for with on how what why explain write list describe answer response user score task".split()
+WORDS = (
+    "the a of to and is in for with on how what why explain write list describe answer response user score task".split()
+)
 
 
 def config_for(model: Path, kind: str) -> Config:
-    return load_config("demo", [
-        f"model.name_or_path={model}", "model.dtype=float32", "model.max_length=1024", f"engine.kind={kind}", "engine.batch_size=8",
-        "engine.vllm.max_model_len=1024", "candidates.max_new_tokens=40", "judge.max_new_tokens=24", "judge.k=3", "judge.fallback=fallback",
-        "pairs.min_margin=0.0",
-    ])
+    return load_config(
+        "demo",
+        [
+            f"model.name_or_path={model}",
+            "model.dtype=float32",
+            "model.max_length=1024",
+            f"engine.kind={kind}",
+            "engine.batch_size=8",
+            "engine.vllm.max_model_len=1024",
+            "candidates.max_new_tokens=40",
+            "judge.max_new_tokens=24",
+            "judge.k=3",
+            "judge.fallback=fallback",
+            "pairs.min_margin=0.0",
+        ],
+    )
 
 
 def greedy(config: Config, prompts: list[str]) -> tuple[list[str], float]:
     engine = make_engine(config)
     try:
         started = time.perf_counter()
-        groups = engine.generate_n([Request.user(p) for p in prompts], 1, Sampling(0.0, 1.0, 32), list(range(len(prompts))))
+        groups = engine.generate_n(
+            [Request.user(p) for p in prompts], 1, Sampling(0.0, 1.0, 32), list(range(len(prompts)))
+        )
         return [g[0].text for g in groups], time.perf_counter() - started
     finally:
         engine.close()
@@ -57,7 +72,11 @@ def iteration(config: Config, out: Path, prompts: list[str]) -> dict[str, dict[s
     write_jsonl(out / "prompts.jsonl", [{"id": f"p{i:05d}", "prompt": p} for i, p in enumerate(prompts)])
     model = str(config.model.name_or_path)
     tools = Tools(Console(), EngineCache(config))
-    steps = [Candidates("candidates", config.candidates, out, model, 1, 8), Judge("judge", config.judge, out, model, 2, 8), Pairs("pairs", config.pairs, out, 1, (0, 5))]
+    steps = [
+        Candidates("candidates", config.candidates, out, model, 1, 8),
+        Judge("judge", config.judge, out, model, 2, 8),
+        Pairs("pairs", config.pairs, out, 1, (0, 5)),
+    ]
     try:
         return {step.stage: step.run(tools) for step in steps}
     finally:
@@ -82,14 +101,18 @@ def main() -> None:
     hf_text, hf_s = greedy(config_for(model, "hf"), prompts)
     vllm_text, vllm_s = greedy(config_for(model, "vllm"), prompts)
     same = sum(a == b for a, b in zip(hf_text, vllm_text))
-    print(f"greedy, {len(prompts)} prompts, 32 new tokens: identical answers {same}/{len(prompts)} (hf {hf_s:.1f} s, vllm {vllm_s:.1f} s)")
+    print(
+        f"greedy, {len(prompts)} prompts, 32 new tokens: identical answers {same}/{len(prompts)} (hf {hf_s:.1f} s, vllm {vllm_s:.1f} s)"
+    )
     for a, b in zip(hf_text, vllm_text):
         if a != b:
             print(f"  hf:   {a!r}\n  vllm: {b!r}")
     stats = {kind: iteration(config_for(model, kind), work / kind, prompts) for kind in ("hf", "vllm")}
     for stage, keys in FIGURES.items():
         for key in keys:
-            print(f"{stage:<11}{key:<18}hf {json.dumps(stats['hf'][stage].get(key))}   vllm {json.dumps(stats['vllm'][stage].get(key))}")
+            print(
+                f"{stage:<11}{key:<18}hf {json.dumps(stats['hf'][stage].get(key))}   vllm {json.dumps(stats['vllm'][stage].get(key))}"
+            )
 
 
 if __name__ == "__main__":

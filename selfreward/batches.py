@@ -59,7 +59,10 @@ def sample_records(item: WorkItem, n: int) -> list[WorkItem]:
 
 
 def default_rows(items: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
-    return [{"id": it.id, **it.payload, "text": c.text, "num_tokens": c.num_tokens, "finished": c.finished} for it, c in zip(items, completions)]
+    return [
+        {"id": it.id, **it.payload, "text": c.text, "num_tokens": c.num_tokens, "finished": c.finished}
+        for it, c in zip(items, completions)
+    ]
 
 
 class Batches:
@@ -109,7 +112,11 @@ class Batches:
 
     def result(self) -> BatchRun:
         """Every record, in item order, with this attempt's generated tokens and time."""
-        return BatchRun([self.done[r.id] for item in self.items for r in sample_records(item, self.n)], self.new_tokens, time.perf_counter() - self.started)
+        return BatchRun(
+            [self.done[r.id] for item in self.items for r in sample_records(item, self.n)],
+            self.new_tokens,
+            time.perf_counter() - self.started,
+        )
 
 
 def run_batches(

@@ -24,15 +24,23 @@ from selfreward.lock import hold_lock
 if TYPE_CHECKING:
     from selfreward.steps import AIFTStep
 
-app = typer.Typer(help="Self-Rewarding Language Models: self-instruct, LLM-as-a-Judge and iterative DPO.", no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Self-Rewarding Language Models: self-instruct, LLM-as-a-Judge and iterative DPO.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 # Logs and pipes get wide tables instead of rich's 80-column default.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)
 
 ConfigArg = Annotated[str | None, typer.Argument(help="Preset name (demo, paper, ...) or YAML file. Default: demo.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: section.key=value (repeatable).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a config key: section.key=value (repeatable).")
+]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Directory for the stage's artifacts.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="The model to use: a path or hub id (default: model.name_or_path).")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="The model to use: a path or hub id (default: model.name_or_path).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a directory made with a different config.")]
 
 
@@ -52,7 +60,9 @@ def print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-VersionOpt = Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")]
+VersionOpt = Annotated[
+    bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")
+]
 
 
 @app.callback()
@@ -100,7 +110,12 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-DISK_ERRORS = {errno.ENOSPC: "free space", errno.EDQUOT: "free space", errno.EROFS: "make it writable", errno.EACCES: "make it writable"}
+DISK_ERRORS = {
+    errno.ENOSPC: "free space",
+    errno.EDQUOT: "free space",
+    errno.EROFS: "make it writable",
+    errno.EACCES: "make it writable",
+}
 SAME_COMMAND = "run the same command again to resume"
 
 
@@ -115,7 +130,9 @@ def writing(directory: Path, resume: str = SAME_COMMAND) -> Iterator[None]:
         if exc.errno not in DISK_ERRORS:
             raise
         target = exc.filename or f"in {directory}"  # selfreward.records names the file it writes
-        raise SelfRewardError(f"{os.strerror(exc.errno).lower()} while writing {target}; {DISK_ERRORS[exc.errno]} and {resume}") from None
+        raise SelfRewardError(
+            f"{os.strerror(exc.errno).lower()} while writing {target}; {DISK_ERRORS[exc.errno]} and {resume}"
+        ) from None
 
 
 def stats_table(title: str, stats: dict[str, Any]) -> Table:
@@ -142,7 +159,13 @@ def _config(config: str | None, overrides: list[str] | None) -> Config:
 
 @app.command()
 @friendly
-def aift(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
+def aift(
+    config: ConfigArg = None,
+    out: OutOpt = Path("runs/aift"),
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    force: ForceOpt = False,
+) -> None:
     """Create AIFT data for one model: prompts -> candidates -> judgments -> pairs (resumable)."""
     from selfreward.recipes.aift import run_aift
 
@@ -155,7 +178,13 @@ def aift(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt
 def stage_command(step: type[AIFTStep]) -> Callable[..., None]:
     """`selfreward STAGE`: one AIFT step on its own, into --out (its inputs must be there)."""
 
-    def command(config: ConfigArg = None, out: OutOpt = Path("runs/aift"), set_: SetOpt = None, model: ModelOpt = None, force: ForceOpt = False) -> None:
+    def command(
+        config: ConfigArg = None,
+        out: OutOpt = Path("runs/aift"),
+        set_: SetOpt = None,
+        model: ModelOpt = None,
+        force: ForceOpt = False,
+    ) -> None:
         from selfreward.recipes.aift import run_aift
 
         with writing(out):
@@ -179,7 +208,9 @@ register_stage_commands()
 @friendly
 def run(
     config: ConfigArg = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<preset>-<time>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<preset>-<time>).")
+    ] = None,
     set_: SetOpt = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this directory.")] = None,
     force: ForceOpt = False,
@@ -191,16 +222,25 @@ def run(
     from selfreward.rundir import open_run
     from selfreward.summary import preamble_table, summary_table, write_summary
 
-    run_dir = resume or out or Path("runs") / f"{Path(config).stem if config else 'demo'}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = (
+        resume or out or Path("runs") / f"{Path(config).stem if config else 'demo'}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
     with writing(run_dir, f"resume with `selfreward run --resume {run_dir}`"):
         if resume is None:
             cfg = _config(config, set_)
             if (run_dir / "manifest.json").exists():
-                raise SelfRewardError(f"{run_dir} already holds a run; continue it with `selfreward run --resume {run_dir}`")
+                raise SelfRewardError(
+                    f"{run_dir} already holds a run; continue it with `selfreward run --resume {run_dir}`"
+                )
         else:
             given = config is not None or bool(set_)
             saved = run_dir / "config.yaml"  # overrides apply to the run's own config unless CONFIG is given
-            cfg = open_run(run_dir, _config(config or (str(saved) if saved.exists() else None), set_) if given else None, given, force)
+            cfg = open_run(
+                run_dir,
+                _config(config or (str(saved) if saved.exists() else None), set_) if given else None,
+                given,
+                force,
+            )
         console.print(f"run directory: {run_dir}")
         runner, data, ranked = start(cfg, run_dir, console, force)
         try:
@@ -235,7 +275,14 @@ def print_learned(run_dir: Path) -> None:
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `selfreward run`.")]
-ModelsOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="A model to use: a checkpoint of RUN_DIR (M1, sft_baseline; M0: the seed model), a path or a hub id (repeatable; default: all in RUN_DIR/models).")]
+ModelsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A model to use: a checkpoint of RUN_DIR (M1, sft_baseline; M0: the seed model), a path or a hub id (repeatable; default: all in RUN_DIR/models).",
+    ),
+]
 
 
 def writes_run_dir(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -265,14 +312,18 @@ def eval_(
     set_: SetOpt = None,
     models: ModelsOpt = None,
     no_h2h: Annotated[bool, typer.Option("--no-h2h", help="Skip head-to-head.")] = False,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Delete earlier results in RUN_DIR/eval and start over.")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Delete earlier results in RUN_DIR/eval and start over.")
+    ] = False,
     with_seed: Annotated[bool, typer.Option("--with-seed", help="Also evaluate the seed model M0.")] = False,
 ) -> None:
     """Reward-model metrics, test answers and head-to-head for every checkpoint of a run -> RUN_DIR/eval."""
     from selfreward.eval.runner import evaluate_run
     from selfreward.report import tables
 
-    evaluate_run(run_dir, _run_config(run_dir, set_), console, models, head_to_head=not no_h2h, fresh=fresh, with_seed=with_seed)
+    evaluate_run(
+        run_dir, _run_config(run_dir, set_), console, models, head_to_head=not no_h2h, fresh=fresh, with_seed=with_seed
+    )
     _print_tables(run_dir, ("Reward modelling", "Head-to-head", "Answer lengths"), tables)
 
 
@@ -294,11 +345,19 @@ def _print_tables(run_dir: Path, prefixes: tuple[str, ...], tables: Callable[[di
 @writes_run_dir
 def ifeval(
     run_dir: RunDirArg,
-    prompts_file: Annotated[str | None, typer.Option("--prompts", help="IFEval prompts (google's input_data.jsonl format). Default: eval.ifeval.prompts, else the google/IFEval dataset.")] = None,
+    prompts_file: Annotated[
+        str | None,
+        typer.Option(
+            "--prompts",
+            help="IFEval prompts (google's input_data.jsonl format). Default: eval.ifeval.prompts, else the google/IFEval dataset.",
+        ),
+    ] = None,
     set_: SetOpt = None,
     models: ModelsOpt = None,
     with_seed: Annotated[bool, typer.Option("--with-seed", help="Also evaluate the seed model M0.")] = False,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Delete earlier IFEval results in RUN_DIR/eval/ifeval and start over.")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Delete earlier IFEval results in RUN_DIR/eval/ifeval and start over.")
+    ] = False,
 ) -> None:
     """IFEval, no judge: greedy answers scored by lm-eval's checkers, with 95% intervals -> RUN_DIR/eval/ifeval."""
     from selfreward.eval.ifeval import evaluate_ifeval, seed_checkpoint
@@ -320,7 +379,11 @@ def ifeval_table(summary: dict[str, Any]) -> Table:
     for name, figures in summary["models"].items():
         table.add_row(name, *(describe(figures[m]) for m in METRICS), "")
     for d in summary["differences"]:
-        table.add_row(f"{d['model']} - {d['baseline']}", *(describe(d[m], signed=True) for m in METRICS), verdict(d["prompt_strict"]))
+        table.add_row(
+            f"{d['model']} - {d['baseline']}",
+            *(describe(d[m], signed=True) for m in METRICS),
+            verdict(d["prompt_strict"]),
+        )
     return table
 
 
@@ -329,8 +392,12 @@ def ifeval_table(summary: dict[str, Any]) -> Table:
 @writes_run_dir
 def alpaca(
     run_dir: RunDirArg,
-    prompts_file: Annotated[Path, typer.Option("--prompts", help="AlpacaEval prompts: a JSON list of {instruction, ...}.")],
-    reference: Annotated[Path | None, typer.Option("--reference", help="Reference outputs (AlpacaEval format) for a win rate.")] = None,
+    prompts_file: Annotated[
+        Path, typer.Option("--prompts", help="AlpacaEval prompts: a JSON list of {instruction, ...}.")
+    ],
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="Reference outputs (AlpacaEval format) for a win rate.")
+    ] = None,
     set_: SetOpt = None,
     models: ModelsOpt = None,
 ) -> None:
@@ -340,7 +407,9 @@ def alpaca(
     from selfreward.report import tables
 
     cfg = _run_config(run_dir, set_)
-    for name, path in run_alpaca(run_dir, cfg, prompts_file, reference, run_models(run_dir, models, cfg.model.name_or_path)).items():
+    for name, path in run_alpaca(
+        run_dir, cfg, prompts_file, reference, run_models(run_dir, models, cfg.model.name_or_path)
+    ).items():
         console.print(f"{name}: {path}")
     if reference:
         _print_tables(run_dir, ("AlpacaEval",), tables)
@@ -352,7 +421,9 @@ def alpaca(
 def mt_bench(
     run_dir: RunDirArg,
     questions: Annotated[Path, typer.Option("--questions", help="FastChat MT-Bench question.jsonl.")],
-    grade: Annotated[bool, typer.Option("--grade", help="Also grade each turn 1-10 with the configured judge.")] = False,
+    grade: Annotated[
+        bool, typer.Option("--grade", help="Also grade each turn 1-10 with the configured judge.")
+    ] = False,
     set_: SetOpt = None,
     models: ModelsOpt = None,
 ) -> None:
@@ -362,7 +433,9 @@ def mt_bench(
     from selfreward.report import tables
 
     cfg = _run_config(run_dir, set_)
-    for name, path in run_mt_bench(run_dir, cfg, questions, grade, run_models(run_dir, models, cfg.model.name_or_path)).items():
+    for name, path in run_mt_bench(
+        run_dir, cfg, questions, grade, run_models(run_dir, models, cfg.model.name_or_path)
+    ).items():
         console.print(f"{name}: {path}")
     if grade:
         _print_tables(run_dir, ("MT-Bench",), tables)
@@ -402,7 +475,11 @@ def config_(
 
 @app.command()
 @friendly
-def data(sources: Annotated[list[str], typer.Argument(help="Data files, hub names or `demo`.")], ranked: Annotated[bool, typer.Option(help="Load ranked groups instead of IFT examples.")] = False, lang: str = "en") -> None:
+def data(
+    sources: Annotated[list[str], typer.Argument(help="Data files, hub names or `demo`.")],
+    ranked: Annotated[bool, typer.Option(help="Load ranked groups instead of IFT examples.")] = False,
+    lang: str = "en",
+) -> None:
     """Check seed data: rows read, usable, skipped (with the first bad row)."""
     from selfreward.seed_data import load_ift, load_ranked
 
@@ -423,7 +500,9 @@ def env() -> None:
 
 @app.command("prepare-model")
 @friendly
-def prepare_model(name: Annotated[str, typer.Argument(help="Model name, id or path.")] = "smollm2-135m-instruct") -> None:
+def prepare_model(
+    name: Annotated[str, typer.Argument(help="Model name, id or path.")] = "smollm2-135m-instruct",
+) -> None:
     """Convert the embedded model to safetensors in the cache (done automatically on first use)."""
     from selfreward.models import resolve_model
 

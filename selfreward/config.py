@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
@@ -20,8 +30,23 @@ from selfreward.registry import ENGINES, SCALES
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 DEFAULT_BLACKLIST = [
-    "image", "images", "picture", "pictures", "graph", "graphs", "file", "files", "map", "maps",
-    "draw", "plot", "video", "audio", "music", "diagram", "flowchart",
+    "image",
+    "images",
+    "picture",
+    "pictures",
+    "graph",
+    "graphs",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "video",
+    "audio",
+    "music",
+    "diagram",
+    "flowchart",
 ]
 
 
@@ -251,8 +276,21 @@ class PairsConfig(Section):
 
 
 TRLLossType = Literal[
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
 ]
 """TRL's DPO loss types (trl 1.16 DPOTrainingConfig.loss_type; TRL offers no list to import, and importing
 TRL would slow every config load: tests/test_dpo_options.py checks this list against TRL's)."""
@@ -346,7 +384,9 @@ class TrainingConfig(Section):
     @model_validator(mode="after")
     def _decays(self) -> TrainingConfig:
         if self.final_learning_rate >= self.learning_rate:
-            raise ValueError(f"final_learning_rate ({self.final_learning_rate:g}) must be below learning_rate ({self.learning_rate:g}): the rate decays to it")
+            raise ValueError(
+                f"final_learning_rate ({self.final_learning_rate:g}) must be below learning_rate ({self.learning_rate:g}): the rate decays to it"
+            )
         return self
 
     @field_validator("report_to", mode="before")
@@ -384,9 +424,13 @@ class TrainingConfig(Section):
     def _check_batch(self) -> TrainingConfig:
         processes = self.num_processes or 1
         if self.batch_size % (self.micro_batch_size * processes):
-            raise ValueError(f"batch_size must be a multiple of micro_batch_size x num_processes ({self.micro_batch_size} x {processes})")
+            raise ValueError(
+                f"batch_size must be a multiple of micro_batch_size x num_processes ({self.micro_batch_size} x {processes})"
+            )
         if self.quantize and self.lora is None:
-            raise ValueError("quantize needs lora: 4-bit weights cannot be fine-tuned themselves (QLoRA trains adapters)")
+            raise ValueError(
+                "quantize needs lora: 4-bit weights cannot be fine-tuned themselves (QLoRA trains adapters)"
+            )
         if self.num_processes and self.accelerate_config is None:
             raise ValueError("num_processes needs accelerate_config (e.g. ddp)")
         if self.final_learning_rate > self.learning_rate:
@@ -471,7 +515,9 @@ class DPOTrainingConfig(TrainingConfig):
     def _one_weight_per_loss(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
         losses = info.data.get("loss_type")
         if value is not None and losses is not None and len(value) != len(losses):
-            raise ValueError(f"{len(value)} weights for {len(losses)} losses ({', '.join(losses)}): give one weight per dpo.loss_type entry")
+            raise ValueError(
+                f"{len(value)} weights for {len(losses)} losses ({', '.join(losses)}): give one weight per dpo.loss_type entry"
+            )
         return value
 
     @field_validator("label_smoothing")
@@ -685,11 +731,15 @@ class Config(Section):
         if self.dpo.reference.lower() == "sft" and not (self.sft.baseline or self.eft.judge == "baseline"):
             raise ValueError("dpo.reference sft needs the SFT baseline: set sft.baseline true")
         if self.meta.enabled and self.judge.kind == "implicit":
-            raise ValueError("meta.enabled compares written judgments, and judge.kind implicit writes none: turn one of them off")
+            raise ValueError(
+                "meta.enabled compares written judgments, and judge.kind implicit writes none: turn one of them off"
+            )
         if self.meta.enabled and self.pairs.policy == "spin":
             raise ValueError("meta.enabled needs judge scores, and pairs.policy spin makes none: turn one of them off")
         if self.select.enabled and self.dpo.lora is not None:
-            raise ValueError("select.enabled needs full-model DPO checkpoints, and with dpo.lora they hold adapters only: set dpo.lora null or select.enabled false")
+            raise ValueError(
+                "select.enabled needs full-model DPO checkpoints, and with dpo.lora they hold adapters only: set dpo.lora null or select.enabled false"
+            )
         return self
 
 
@@ -731,7 +781,9 @@ def load_raw(source: str | None, chain: tuple[Path, ...] = ()) -> dict[str, Any]
     if not path.suffix and not path.exists():
         path = PRESETS_DIR / f"{source}.yaml"
         if not path.exists():
-            raise SelfRewardError(f"unknown preset {source!r} (presets: {', '.join(preset_names())}; or give a YAML file)")
+            raise SelfRewardError(
+                f"unknown preset {source!r} (presets: {', '.join(preset_names())}; or give a YAML file)"
+            )
     elif not path.is_file():
         raise SelfRewardError(f"config file not found: {source}")
     if path.resolve() in chain:

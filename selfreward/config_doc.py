@@ -28,13 +28,17 @@ def _section_lines(section: BaseModel, indent: str) -> list[str]:
         if nested and not indent:
             lines.append("")
         lines += _comment(field.description or (type(value).__doc__ if nested else None), indent)
-        lines += [f"{indent}{key}:", *_section_lines(value, indent + "  ")] if nested else [indent + _key_value(key, value)]
+        lines += (
+            [f"{indent}{key}:", *_section_lines(value, indent + "  ")] if nested else [indent + _key_value(key, value)]
+        )
     return lines
 
 
 def commented_yaml(config: Config, title: str) -> str:
     """`config` as YAML that `load_config` reads back unchanged, each key's docstring above it."""
-    header = _comment(f"{title}\nEvery key is explained in selfreward/config.py; run with: selfreward run THIS_FILE.yaml", "")
+    header = _comment(
+        f"{title}\nEvery key is explained in selfreward/config.py; run with: selfreward run THIS_FILE.yaml", ""
+    )
     return "\n".join(header + _section_lines(config, "")) + "\n"
 
 

@@ -21,12 +21,20 @@ Estimate = dict[str, Any]
 """`{"value", "low", "high", "n"}`; low/high are None when fewer than 2 items or every resample agrees."""
 
 
-def _interval(statistic: Callable[..., Any], samples: tuple[np.ndarray, ...], seed: int) -> tuple[float | None, float | None]:
+def _interval(
+    statistic: Callable[..., Any], samples: tuple[np.ndarray, ...], seed: int
+) -> tuple[float | None, float | None]:
     if len(samples[0]) < 2:
         return None, None
     result = sps.bootstrap(
-        samples, statistic, paired=True, vectorized=True, n_resamples=RESAMPLES, confidence_level=CONFIDENCE,
-        method="percentile", rng=np.random.default_rng(seed),
+        samples,
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng(seed),
     )
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return (round(low, 4), round(high, 4)) if np.isfinite(low) and np.isfinite(high) else (None, None)
@@ -54,7 +62,9 @@ def ratio_ci(numerators: Sequence[float], denominators: Sequence[float], seed: i
     return estimate(num.sum() / den.sum(), interval, len(num))
 
 
-def paired_difference_ci(after: Sequence[float], before: Sequence[float], denominators: Sequence[float] | None = None, seed: int = 0) -> Estimate:
+def paired_difference_ci(
+    after: Sequence[float], before: Sequence[float], denominators: Sequence[float] | None = None, seed: int = 0
+) -> Estimate:
     """after - before on the same items, resampled together: mean(after) - mean(before), or with
     `denominators` (sum(after) - sum(before)) / sum(denominators)."""
     a, b = np.asarray(after, dtype=float), np.asarray(before, dtype=float)

@@ -1,4 +1,4 @@
-""""Did it learn?": one table per run, first in the report and at the end of `selfreward run`.
+""" "Did it learn?": one table per run, first in the report and at the end of `selfreward run`.
 
 Per model, each figure with its 95% interval and its change, also with an interval:
 - DPO validation accuracy (the model's DPO stage): on held-out pairs, after training, and its
@@ -37,7 +37,9 @@ def dpo_cells(run_dir: Path, models: list[str]) -> dict[str, str]:
         if order[0] == 1 and order[1] >= 2:
             stats = read_json(run_dir / f"dpo{order[1] - 1}" / "validation.stats.json")
             if stats.get("pairs"):
-                cells[name] = describe(stats["after"]["accuracy"]) + change_text(stats["change"]["accuracy"], "before DPO")
+                cells[name] = describe(stats["after"]["accuracy"]) + change_text(
+                    stats["change"]["accuracy"], "before DPO"
+                )
     return cells
 
 
@@ -69,7 +71,11 @@ def learning_table(run_dir: Path) -> tuple[list[str], list[list[str]], list[str]
     """(headers, rows, notes): the "did it learn?" table of a run; notes say which command fills in what is missing."""
     ifeval = read_json(run_dir / "eval" / "ifeval" / "summary.json")
     rm = read_json(run_dir / "eval" / "summary.json").get("rm", {})
-    trained = sorted((p.name for p in (run_dir / "models").iterdir() if (p / "config.json").exists()), key=model_order) if (run_dir / "models").is_dir() else []
+    trained = (
+        sorted((p.name for p in (run_dir / "models").iterdir() if (p / "config.json").exists()), key=model_order)
+        if (run_dir / "models").is_dir()
+        else []
+    )
     models = sorted(set(trained) | set(ifeval.get("models", {})) | set(rm), key=model_order)
     columns: dict[str, dict[str, str]] = {"DPO validation acc % (held-out pairs)": dpo_cells(run_dir, models)}
     notes = []

@@ -62,12 +62,16 @@ def answer_logprobs(model: Any, tokenizer: Any, items: list[tuple[str, str]], ba
     return out
 
 
-def implicit_rewards(policy: list[Scored], reference: list[Scored], beta: float, per_token: bool = False) -> list[float]:
+def implicit_rewards(
+    policy: list[Scored], reference: list[Scored], beta: float, per_token: bool = False
+) -> list[float]:
     """beta * (log pi(y|x) - log pi_ref(y|x)) per answer; `per_token` divides by the answer's tokens."""
     return [beta * (p.logp - r.logp) / (p.tokens if per_token else 1) for p, r in zip(policy, reference)]
 
 
-def score_with_model(model_config: ModelConfig, name_or_path: str, items: list[tuple[str, str]], max_length: int) -> list[Scored]:
+def score_with_model(
+    model_config: ModelConfig, name_or_path: str, items: list[tuple[str, str]], max_length: int
+) -> list[Scored]:
     """`answer_logprobs` under one model, loaded alone and released after (fp32 on a CPU, where the
     differences that matter -- DPO margins, implicit rewards -- are below bf16's resolution)."""
     device = pick_device(model_config.device)

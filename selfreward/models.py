@@ -26,7 +26,10 @@ PLAIN_CHAT_TEMPLATE = (
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SELFREWARD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfreward"
+    root = (
+        os.environ.get("SELFREWARD_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfreward"
+    )
     return Path(root)
 
 
@@ -105,8 +108,12 @@ def _load_failure(what: str, path: str, exc: Exception, allow_pickle: bool = Tru
     from transformers.utils import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
     if "trust_remote_code" in str(exc):
-        return f"{what} {path!r} needs its own Python code to load: set model.trust_remote_code=true only if you trust it"
-    pickled = [] if allow_pickle else [name for name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME) if (Path(path) / name).is_file()]
+        return (
+            f"{what} {path!r} needs its own Python code to load: set model.trust_remote_code=true only if you trust it"
+        )
+    pickled = (
+        [] if allow_pickle else [name for name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME) if (Path(path) / name).is_file()]
+    )
     if pickled:
         return f"{what} {path!r} has only pickle weights ({pickled[0]}), which can run code when loaded: convert it to safetensors or set model.allow_pickle=true"
     return f"cannot load {what} {path!r}: {str(exc).strip().splitlines()[0]}"
@@ -127,14 +134,25 @@ def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False) 
     return tokenizer
 
 
-def load_model(path: str, dtype: torch.dtype, device: str | None, trust_remote_code: bool = False, allow_pickle: bool = False, **load_options: Any) -> Any:
+def load_model(
+    path: str,
+    dtype: torch.dtype,
+    device: str | None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    **load_options: Any,
+) -> Any:
     """Safetensors weights only, unless `allow_pickle` also admits pickle (`.bin`) checkpoints.
     `device` None leaves the model where `from_pretrained` put it (`load_options`: e.g. a quantization config)."""
     from transformers import AutoModelForCausalLM
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True, **load_options
+            path,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            **load_options,
         )
     except (OSError, ValueError) as exc:
         raise SelfRewardError(_load_failure("model", path, exc, allow_pickle)) from None

@@ -34,7 +34,9 @@ def normalise_prompt(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def split_groups(groups: list[RankedGroup], eval_fraction: float, seed: int) -> tuple[list[RankedGroup], list[RankedGroup]]:
+def split_groups(
+    groups: list[RankedGroup], eval_fraction: float, seed: int
+) -> tuple[list[RankedGroup], list[RankedGroup]]:
     """Deterministic split by prompt text: the same prompt always lands on the same side."""
     train: list[RankedGroup] = []
     held_out: list[RankedGroup] = []
@@ -46,7 +48,12 @@ def split_groups(groups: list[RankedGroup], eval_fraction: float, seed: int) -> 
 
 def group_rows(groups: list[RankedGroup]) -> list[dict[str, Any]]:
     return [
-        {"id": f"g{i:05d}", "source_id": g.group_id, "prompt": g.prompt, "responses": [{"text": r.text, "rank": r.rank, "quality": r.quality} for r in g.responses]}
+        {
+            "id": f"g{i:05d}",
+            "source_id": g.group_id,
+            "prompt": g.prompt,
+            "responses": [{"text": r.text, "rank": r.rank, "quality": r.quality} for r in g.responses],
+        }
         for i, g in enumerate(groups)
     ]
 
@@ -87,7 +94,13 @@ class RougePool:
         if not tokens:
             return False
         # Indel's normalised similarity is 2 LCS / (|a| + |b|) = ROUGE-L F1, up to float rounding
-        near = process.extract(tokens, self.pool, scorer=Indel.normalized_similarity, score_cutoff=max(0.0, threshold - CUTOFF_SLACK), limit=None)
+        near = process.extract(
+            tokens,
+            self.pool,
+            scorer=Indel.normalized_similarity,
+            score_cutoff=max(0.0, threshold - CUTOFF_SLACK),
+            limit=None,
+        )
         return any(rouge_l_f1(other, tokens) >= threshold for other, _, _ in near)
 
 
@@ -135,7 +148,9 @@ def evaluation_sets(config: Config, eft_eval: list[RankedGroup]) -> dict[str, li
     sets = {"eft-eval": [g.prompt for g in eft_eval]}
     sets |= {f"eval.ranked {s}": source_prompts(s, "ranked", lang) for s in config.eval.ranked}
     sets |= {f"eval.prompts {s}": source_prompts(s, "ift", lang) for s in config.eval.prompts if s != "eft-eval"}
-    sets |= {f"eft.exclude_prompts_from {s}": source_prompts(s, "ranked", lang) for s in config.eft.exclude_prompts_from}
+    sets |= {
+        f"eft.exclude_prompts_from {s}": source_prompts(s, "ranked", lang) for s in config.eft.exclude_prompts_from
+    }
     return sets
 
 
@@ -187,11 +202,21 @@ def disjoint_training_data(config: Config, ift: list[IFTExample], ranked: list[R
     eft_split, eft_eval = split_groups(ranked, config.eft.eval_fraction, derive_seed(config.seed, "eft"))
     evaluation = evaluation_sets(config, eft_eval)
     normalised = {name: {normalise_prompt(p) for p in prompts} for name, prompts in evaluation.items()}
-    training = {"data.ift": [normalise_prompt(e.prompt) for e in ift], "eft train": [normalise_prompt(g.prompt) for g in eft_split]}
-    shared = {train: {name: sum(p in found for p in prompts) for name, found in normalised.items()} for train, prompts in training.items()}
-    clashes = [f"{train} & {name}: {count}" for train, counts in shared.items() for name, count in counts.items() if count]
+    training = {
+        "data.ift": [normalise_prompt(e.prompt) for e in ift],
+        "eft train": [normalise_prompt(g.prompt) for g in eft_split],
+    }
+    shared = {
+        train: {name: sum(p in found for p in prompts) for name, found in normalised.items()}
+        for train, prompts in training.items()
+    }
+    clashes = [
+        f"{train} & {name}: {count}" for train, counts in shared.items() for name, count in counts.items() if count
+    ]
     if clashes and config.data.on_overlap == "refuse":
-        raise SelfRewardError(f"training prompts are also evaluation prompts ({'; '.join(clashes)}); data.on_overlap=remove drops them from training")
+        raise SelfRewardError(
+            f"training prompts are also evaluation prompts ({'; '.join(clashes)}); data.on_overlap=remove drops them from training"
+        )
     held_out = set().union(*normalised.values())
     kept_ift = [e for e, p in zip(ift, training["data.ift"], strict=True) if p not in held_out][: config.data.max_ift]
     ift_prompts = {normalise_prompt(e.prompt) for e in kept_ift}
@@ -202,7 +227,11 @@ def disjoint_training_data(config: Config, ift: list[IFTExample], ranked: list[R
         "on_overlap": config.data.on_overlap,
         "evaluation_sets": {name: len(prompts) for name, prompts in evaluation.items()},
         "shared_prompts": shared,
-        "ift_examples": {"loaded": len(ift), "dropped": sum(p in held_out for p in training["data.ift"]), "used": len(kept_ift)},
+        "ift_examples": {
+            "loaded": len(ift),
+            "dropped": sum(p in held_out for p in training["data.ift"]),
+            "used": len(kept_ift),
+        },
         "eft_train_groups": {"split": len(eft_split), "dropped": len(eft_split) - len(kept_eft), "used": len(kept_eft)},
     }
     return TrainingData(kept_ift, kept_eft, excluded, [p for prompts in evaluation.values() for p in prompts], stats)

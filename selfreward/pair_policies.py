@@ -95,7 +95,12 @@ def spin(candidates: list[Scored], reference_answer: str | None) -> Pick:
     if not candidates:
         return "no_eligible_candidate"
     sample = candidates[0]
-    human = {"id": f"{sample.record['prompt_id']}-human", "prompt_id": sample.record["prompt_id"], "prompt": sample.record["prompt"], "text": reference_answer}
+    human = {
+        "id": f"{sample.record['prompt_id']}-human",
+        "prompt_id": sample.record["prompt_id"],
+        "prompt": sample.record["prompt"],
+        "text": reference_answer,
+    }
     return Scored(human, None, 0, HUMAN), sample
 
 

@@ -39,7 +39,9 @@ def grouped_bars(groups: list[str], series: dict[str, list[float | None]], title
     for i, (label, values) in enumerate(series.items()):
         xs = [g + i * width for g, v in enumerate(values) if v is not None]
         ax.bar(xs, [v for v in values if v is not None], width=width, label=label)
-    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, fontsize=7, rotation=30 if len(groups) > 4 else 0)
+    ax.set_xticks(
+        [g + 0.4 - width / 2 for g in range(len(groups))], groups, fontsize=7, rotation=30 if len(groups) > 4 else 0
+    )
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
@@ -50,8 +52,16 @@ def rm_plots(rm: dict[str, dict[str, dict[str, Any]]]) -> list[Plot]:
     out: list[Plot] = []
     for set_name in sorted({s for per_model in rm.values() for s in per_model}):
         models = [m for m in rm if set_name in rm[m]]
-        series = {key: [rm[m][set_name].get(key) for m in models] for key in ("pairwise_accuracy", "exact_match", "spearman", "kendall_tau")}
-        out.append((f"Reward-model metrics per model on {set_name}", grouped_bars(models, series, f"Reward modelling ({set_name})", "value")))
+        series = {
+            key: [rm[m][set_name].get(key) for m in models]
+            for key in ("pairwise_accuracy", "exact_match", "spearman", "kendall_tau")
+        }
+        out.append(
+            (
+                f"Reward-model metrics per model on {set_name}",
+                grouped_bars(models, series, f"Reward modelling ({set_name})", "value"),
+            )
+        )
     return out
 
 
@@ -73,14 +83,18 @@ def head_to_head_plot(h2h: list[dict[str, Any]]) -> Plot:
     return (H2H_TITLE, png(fig))
 
 
-def iteration_plot(iterations: list[dict[str, Any]], title: str, values: Callable[[dict[str, Any]], dict[str, Any]], ylabel: str) -> Plot:
+def iteration_plot(
+    iterations: list[dict[str, Any]], title: str, values: Callable[[dict[str, Any]], dict[str, Any]], ylabel: str
+) -> Plot:
     """Grouped bars (one per key of `values(row)`) over the iterations that have data; None when none has."""
     rows = [r for r in iterations if any(v is not None for v in values(r).values())]
     if not rows:
         return (title, None)
     missing = [f"AIFT(M{r['iteration']})" for r in iterations if r not in rows]
     groups = [f"AIFT(M{r['iteration']})" for r in rows]
-    image = grouped_bars(groups, {label: [values(r).get(label) for r in rows] for label in values(rows[0])}, title, ylabel)
+    image = grouped_bars(
+        groups, {label: [values(r).get(label) for r in rows] for label in values(rows[0])}, title, ylabel
+    )
     return (f"{title}; no data yet for {', '.join(missing)}" if missing else title, image)
 
 
@@ -98,7 +112,19 @@ def plots(data: dict[str, Any]) -> list[Plot]:
     return [
         *rm_plots(data["eval"].get("rm", {})),
         head_to_head_plot(data["eval"].get("head_to_head", [])),
-        iteration_plot(iterations, "Judge score histogram per iteration (judgments per rounded score)", score_counts, "judgments"),
+        iteration_plot(
+            iterations, "Judge score histogram per iteration (judgments per rounded score)", score_counts, "judgments"
+        ),
         iteration_plot(iterations, "Mean answer length per iteration (tokens)", lambda r: r["lengths"], "mean tokens"),
-        (ANSWER_LENGTH_TITLE, grouped_bars(list(answers), {"mean tokens": [a.get("mean_tokens") for a in answers.values()]}, "Answer length per model", "mean tokens") if answers else None),
+        (
+            ANSWER_LENGTH_TITLE,
+            grouped_bars(
+                list(answers),
+                {"mean tokens": [a.get("mean_tokens") for a in answers.values()]},
+                "Answer length per model",
+                "mean tokens",
+            )
+            if answers
+            else None,
+        ),
     ]

@@ -46,7 +46,12 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "manifest": read_json(run_dir / "manifest.json"),
         "columns": summary_columns(run_config(run_dir)),
         "summary": summary,
-        "iterations": [row | iteration_details(run_dir / f"iter{row['iteration']}") | {"select": read_json(run_dir / f"dpo{row['iteration']}" / "select.stats.json")} for row in summary["iterations"]],
+        "iterations": [
+            row
+            | iteration_details(run_dir / f"iter{row['iteration']}")
+            | {"select": read_json(run_dir / f"dpo{row['iteration']}" / "select.stats.json")}
+            for row in summary["iterations"]
+        ],
         "eval": read_json(run_dir / "eval" / "summary.json"),
         "learned": learning_table(run_dir),
         "benchmarks": read_json(run_dir / "eval" / "benchmarks.json"),
@@ -102,13 +107,34 @@ def tables(data: dict[str, Any]) -> list[Table]:
 def preamble(summary: dict[str, Any]) -> Table:
     pre = []
     if summary["sft_baseline"]:
-        pre.append(["SFT baseline (IFT)", summary["sft_baseline"].get("examples"), summary["sft_baseline"].get("train_loss"), summary["sft_baseline"].get("seconds")])
+        pre.append(
+            [
+                "SFT baseline (IFT)",
+                summary["sft_baseline"].get("examples"),
+                summary["sft_baseline"].get("train_loss"),
+                summary["sft_baseline"].get("seconds"),
+            ]
+        )
     if summary["eft"]:
         e = summary["eft"]
         parse = f", judge parse rate {cell(e['judge_parse_rate'])}" if e.get("judge_parse_rate") is not None else ""
-        pre.append([f"EFT data ({e.get('strategy', 'self')}: {e.get('train_groups_kept')}/{e.get('train_groups_tried')} groups kept{parse})", e.get("examples"), None, e.get("seconds")])
+        pre.append(
+            [
+                f"EFT data ({e.get('strategy', 'self')}: {e.get('train_groups_kept')}/{e.get('train_groups_tried')} groups kept{parse})",
+                e.get("examples"),
+                None,
+                e.get("seconds"),
+            ]
+        )
     if summary["sft"]:
-        pre.append(["M1 = SFT (IFT + EFT)", summary["sft"].get("examples"), summary["sft"].get("train_loss"), summary["sft"].get("seconds")])
+        pre.append(
+            [
+                "M1 = SFT (IFT + EFT)",
+                summary["sft"].get("examples"),
+                summary["sft"].get("train_loss"),
+                summary["sft"].get("seconds"),
+            ]
+        )
     return ("Before the loop", ["stage", "examples", "train loss", "seconds"], pre)
 
 
@@ -118,34 +144,153 @@ def iteration_tables(data: dict[str, Any]) -> list[Table]:
         ("Iterations", [c.title for c in data["columns"]], [iteration_cells(r, data["columns"]) for r in rows]),
         (
             "Iteration health",
-            ["iteration", "score histogram (0-5)", "score source", "tie rate", "pairs dropped", "unfinished excluded", "pair yield", "chosen chars", "rejected chars", "mean margin", "margin histogram"],
-            [[r["iteration"], "/".join(str(v) for v in r["judge"].get("score_histogram", {}).values()), r["judge"].get("score_source"), r["pairs_stats"].get("tie_rate"), r["pairs_stats"].get("dropped"), r["pairs_stats"].get("unfinished_candidates_excluded"), r["pairs_stats"].get("pair_yield"), r["pairs_stats"].get("mean_chosen_chars"), r["pairs_stats"].get("mean_rejected_chars"), r["pairs_stats"].get("mean_margin"), r["pairs_stats"].get("margin_histogram")] for r in rows],
+            [
+                "iteration",
+                "score histogram (0-5)",
+                "score source",
+                "tie rate",
+                "pairs dropped",
+                "unfinished excluded",
+                "pair yield",
+                "chosen chars",
+                "rejected chars",
+                "mean margin",
+                "margin histogram",
+            ],
+            [
+                [
+                    r["iteration"],
+                    "/".join(str(v) for v in r["judge"].get("score_histogram", {}).values()),
+                    r["judge"].get("score_source"),
+                    r["pairs_stats"].get("tie_rate"),
+                    r["pairs_stats"].get("dropped"),
+                    r["pairs_stats"].get("unfinished_candidates_excluded"),
+                    r["pairs_stats"].get("pair_yield"),
+                    r["pairs_stats"].get("mean_chosen_chars"),
+                    r["pairs_stats"].get("mean_rejected_chars"),
+                    r["pairs_stats"].get("mean_margin"),
+                    r["pairs_stats"].get("margin_histogram"),
+                ]
+                for r in rows
+            ],
         ),
         (
             "Answer length and judge saturation",
-            ["iteration", "pair policy", "chosen tokens", "rejected tokens", "candidate tokens", "judgments", "top-score share", "mean score"],
-            [[r["iteration"], policy_name(r["pairs_stats"]) if r["pairs_stats"] else None, r["lengths"]["chosen"], r["lengths"]["rejected"], r["lengths"]["candidates"], r["judge"].get("judgments"), r["judge"].get("top_score_share"), r["judge"].get("mean_score")] for r in rows],
+            [
+                "iteration",
+                "pair policy",
+                "chosen tokens",
+                "rejected tokens",
+                "candidate tokens",
+                "judgments",
+                "top-score share",
+                "mean score",
+            ],
+            [
+                [
+                    r["iteration"],
+                    policy_name(r["pairs_stats"]) if r["pairs_stats"] else None,
+                    r["lengths"]["chosen"],
+                    r["lengths"]["rejected"],
+                    r["lengths"]["candidates"],
+                    r["judge"].get("judgments"),
+                    r["judge"].get("top_score_share"),
+                    r["judge"].get("mean_score"),
+                ]
+                for r in rows
+            ],
         ),
     ]
     meta = [(r["iteration"], m) for r in rows if (m := r["stats"].get("meta"))]
     if meta:
-        out.append((
-            "Meta-judge (wins minus losses; disagreement between orders = tie)",
-            ["iteration", "prompts", "comparisons", "order agreement", "first position wins", "unparsable verdicts", "judge pairs", "judge pair share", "scores judged (0-5)", "chosen judgment scores", "rejected judgment scores"],
-            [[t, m.get("prompts_meta_judged"), m.get("comparisons"), m.get("order_agreement"), m.get("first_position_win_rate"), m.get("unparsable_verdicts"), m.get("judge_pairs"), m.get("judge_pair_share"), m.get("score_histogram"), m.get("chosen_score_histogram"), m.get("rejected_score_histogram")] for t, m in meta],
-        ))
+        out.append(
+            (
+                "Meta-judge (wins minus losses; disagreement between orders = tie)",
+                [
+                    "iteration",
+                    "prompts",
+                    "comparisons",
+                    "order agreement",
+                    "first position wins",
+                    "unparsable verdicts",
+                    "judge pairs",
+                    "judge pair share",
+                    "scores judged (0-5)",
+                    "chosen judgment scores",
+                    "rejected judgment scores",
+                ],
+                [
+                    [
+                        t,
+                        m.get("prompts_meta_judged"),
+                        m.get("comparisons"),
+                        m.get("order_agreement"),
+                        m.get("first_position_win_rate"),
+                        m.get("unparsable_verdicts"),
+                        m.get("judge_pairs"),
+                        m.get("judge_pair_share"),
+                        m.get("score_histogram"),
+                        m.get("chosen_score_histogram"),
+                        m.get("rejected_score_histogram"),
+                    ]
+                    for t, m in meta
+                ],
+            )
+        )
     selections = [(r["iteration"], r["select"]) for r in rows if r["select"]]
     if selections:
-        out.append((
-            "Checkpoint selection (win rate vs M_t = wins + ties/2; both orders, disagreement = tie)",
-            ["iteration", "candidate", "step", "judge", "prompts", "win %", "tie %", "lose %", "win rate %", "unparsable verdicts", "promoted"],
-            [[t, c["name"], c["step"], s["judge"]["model"], c["prompts"], c["win"], c["tie"], c["lose"], c["win_rate"], c["unparsable_verdicts"], f"M{t + 1}" if c["name"] == s["chosen"] else ""] for t, s in selections for c in s["candidates"]],
-        ))
-    out.append((
-        "Chosen and rejected examples",
-        ["iteration", "prompt", "chosen", "rejected", "margin"],
-        [[r["iteration"], shortened(p.get("prompt")), shortened(p.get("chosen")), shortened(p.get("rejected")), p.get("margin")] for r in rows for p in r["examples"]],
-    ))
+        out.append(
+            (
+                "Checkpoint selection (win rate vs M_t = wins + ties/2; both orders, disagreement = tie)",
+                [
+                    "iteration",
+                    "candidate",
+                    "step",
+                    "judge",
+                    "prompts",
+                    "win %",
+                    "tie %",
+                    "lose %",
+                    "win rate %",
+                    "unparsable verdicts",
+                    "promoted",
+                ],
+                [
+                    [
+                        t,
+                        c["name"],
+                        c["step"],
+                        s["judge"]["model"],
+                        c["prompts"],
+                        c["win"],
+                        c["tie"],
+                        c["lose"],
+                        c["win_rate"],
+                        c["unparsable_verdicts"],
+                        f"M{t + 1}" if c["name"] == s["chosen"] else "",
+                    ]
+                    for t, s in selections
+                    for c in s["candidates"]
+                ],
+            )
+        )
+    out.append(
+        (
+            "Chosen and rejected examples",
+            ["iteration", "prompt", "chosen", "rejected", "margin"],
+            [
+                [
+                    r["iteration"],
+                    shortened(p.get("prompt")),
+                    shortened(p.get("chosen")),
+                    shortened(p.get("rejected")),
+                    p.get("margin"),
+                ]
+                for r in rows
+                for p in r["examples"]
+            ],
+        )
+    )
     return out
 
 
@@ -153,27 +298,99 @@ def eval_tables(data: dict[str, Any]) -> list[Table]:
     out: list[Table] = []
     rm = data["eval"].get("rm", {})
     for set_name in sorted({s for per_model in rm.values() for s in per_model}):
-        out.append((
-            f"Reward modelling on {set_name}",
-            ["model", "groups", "pairwise acc", "exact match", "5-best", "Spearman", "Kendall tau", "tie rate", "judge parse rate"],
-            [[m, v.get("groups"), v.get("pairwise_accuracy"), v.get("exact_match"), v.get("five_best"), v.get("spearman"), v.get("kendall_tau"), v.get("tie_rate"), v.get("judge_parse_rate")] for m, sets in rm.items() if (v := sets.get(set_name))],
-        ))
+        out.append(
+            (
+                f"Reward modelling on {set_name}",
+                [
+                    "model",
+                    "groups",
+                    "pairwise acc",
+                    "exact match",
+                    "5-best",
+                    "Spearman",
+                    "Kendall tau",
+                    "tie rate",
+                    "judge parse rate",
+                ],
+                [
+                    [
+                        m,
+                        v.get("groups"),
+                        v.get("pairwise_accuracy"),
+                        v.get("exact_match"),
+                        v.get("five_best"),
+                        v.get("spearman"),
+                        v.get("kendall_tau"),
+                        v.get("tie_rate"),
+                        v.get("judge_parse_rate"),
+                    ]
+                    for m, sets in rm.items()
+                    if (v := sets.get(set_name))
+                ],
+            )
+        )
     h2h = data["eval"].get("head_to_head", [])
     if h2h:
-        out.append((
-            "Head-to-head (both orders, disagreement = tie)",
-            ["model", "vs", "judge", "prompts", "win %", "tie %", "lose %", "unparsable verdicts"],
-            [[h["model"], h["opponent"], h.get("judge"), h["prompts"], h["win"], h["tie"], h["lose"], h["unparsable_verdicts"]] for h in h2h],
-        ))
+        out.append(
+            (
+                "Head-to-head (both orders, disagreement = tie)",
+                ["model", "vs", "judge", "prompts", "win %", "tie %", "lose %", "unparsable verdicts"],
+                [
+                    [
+                        h["model"],
+                        h["opponent"],
+                        h.get("judge"),
+                        h["prompts"],
+                        h["win"],
+                        h["tie"],
+                        h["lose"],
+                        h["unparsable_verdicts"],
+                    ]
+                    for h in h2h
+                ],
+            )
+        )
     answers = data["eval"].get("answers", {})
     if answers:
-        out.append(("Answer lengths on the test prompts", ["model", "answers", "mean chars", "mean tokens"], [[m, a.get("answers"), a.get("mean_chars"), a.get("mean_tokens")] for m, a in answers.items()]))
+        out.append(
+            (
+                "Answer lengths on the test prompts",
+                ["model", "answers", "mean chars", "mean tokens"],
+                [[m, a.get("answers"), a.get("mean_chars"), a.get("mean_tokens")] for m, a in answers.items()],
+            )
+        )
     alpaca = data["benchmarks"].get("alpaca", {})
     if alpaca:
-        out.append(("AlpacaEval-style win rate vs reference (ties count half)", ["model", "prompts", "win rate %", "win %", "tie %", "lose %", "mean chars"], [[m, a.get("prompts"), a.get("win_rate"), a.get("win"), a.get("tie"), a.get("lose"), a.get("mean_output_chars")] for m, a in alpaca.items()]))
+        out.append(
+            (
+                "AlpacaEval-style win rate vs reference (ties count half)",
+                ["model", "prompts", "win rate %", "win %", "tie %", "lose %", "mean chars"],
+                [
+                    [
+                        m,
+                        a.get("prompts"),
+                        a.get("win_rate"),
+                        a.get("win"),
+                        a.get("tie"),
+                        a.get("lose"),
+                        a.get("mean_output_chars"),
+                    ]
+                    for m, a in alpaca.items()
+                ],
+            )
+        )
     mt = data["benchmarks"].get("mt_bench", {})
     if mt:
-        out.append(("MT-Bench (single-answer grading, 1-10)", ["model", "score", "turn 1", "turn 2", "unparsable"], [[m, g.get("score"), g.get("score_turn1"), g.get("score_turn2"), g.get("unparsable")] for m, g in mt.items()]))
+        out.append(
+            (
+                "MT-Bench (single-answer grading, 1-10)",
+                ["model", "score", "turn 1", "turn 2", "unparsable"],
+                [
+                    [m, g.get("score"), g.get("score_turn1"), g.get("score_turn2"), g.get("unparsable")]
+                    for m, g in mt.items()
+                ],
+            )
+        )
     return out
 
 
@@ -181,7 +398,12 @@ def to_markdown(data: dict[str, Any], table_list: list[Table]) -> str:
     lines = [f"# selfreward report: {md_text(data['run_dir'])}", ""]
     manifest = data["manifest"]
     config = manifest.get("config", {})
-    lines += [f"- model: {md_text(config.get('model', {}).get('name_or_path'))}; seed {md_text(manifest.get('seed'))}; created {md_text(manifest.get('created'))}; finished {md_text(manifest.get('finished', '-'))}", f"- versions: {md_text(manifest.get('versions', {}))}", ""]
+    lines += [
+        f"- model: {md_text(config.get('model', {}).get('name_or_path'))}; seed {md_text(manifest.get('seed'))}; "
+        f"created {md_text(manifest.get('created'))}; finished {md_text(manifest.get('finished', '-'))}",
+        f"- versions: {md_text(manifest.get('versions', {}))}",
+        "",
+    ]
     for title, headers, rows in table_list:
         lines += [f"## {md_text(title)}", ""]
         if title == LEARNED_TITLE:
@@ -226,7 +448,11 @@ def to_html(data: dict[str, Any], table_list: list[Table], images: list[Plot]) -
     parts.append("<h2>Plots</h2>")
     for title, png in images:
         parts.append(f"<h3>{esc(cell(title))}</h3>")
-        parts.append(f'<img alt="{esc(cell(title))}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else f"<p>{esc(missing(title, cell(data['run_dir'])))}</p>")
+        parts.append(
+            f'<img alt="{esc(cell(title))}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            if png
+            else f"<p>{esc(missing(title, cell(data['run_dir'])))}</p>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -32,7 +32,9 @@ def now() -> str:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -55,7 +57,9 @@ def refuse_other_config(directory: Path, config: Config, force: bool) -> None:
         old = config_to_dict(build_config(yaml_load(path.read_text(encoding="utf-8")) or {}))
         changed = config_differences(old, config_to_dict(config))
         if changed:
-            raise SelfRewardError(f"{directory} was made with another config (differs in: {', '.join(changed)}); use --force to continue anyway")
+            raise SelfRewardError(
+                f"{directory} was made with another config (differs in: {', '.join(changed)}); use --force to continue anyway"
+            )
 
 
 def environment() -> dict[str, object]:
@@ -64,9 +68,16 @@ def environment() -> dict[str, object]:
 
     from selfreward.models import cpu_supports_bf16
 
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
     found: dict[str, object] = {"platform": platform.platform(), **versions(), "git commit": git_commit()}
-    found |= {"cuda": torch.version.cuda, "gpus": ", ".join(gpus) or "none", "cpu bf16": cpu_supports_bf16(), "torch threads": torch.get_num_threads()}
+    found |= {
+        "cuda": torch.version.cuda,
+        "gpus": ", ".join(gpus) or "none",
+        "cpu bf16": cpu_supports_bf16(),
+        "torch threads": torch.get_num_threads(),
+    }
     for name in ("vllm", "deepspeed", "bitsandbytes", "lm_eval"):
         try:
             found[name] = metadata.version(name.replace("_", "-"))
@@ -86,7 +97,9 @@ def open_run(directory: Path, config: Config | None, overrides_given: bool, forc
     """The config of an existing run; a differing new config is refused unless forced (the run
     records it when it starts: selfreward.recipes.self_rewarding.start binds it)."""
     if not (directory / "manifest.json").exists() or not (directory / "config.yaml").exists():
-        raise SelfRewardError(f"{directory} is not a selfreward run (no manifest.json/config.yaml); start one with `selfreward run`")
+        raise SelfRewardError(
+            f"{directory} is not a selfreward run (no manifest.json/config.yaml); start one with `selfreward run`"
+        )
     saved = build_config(yaml_load((directory / "config.yaml").read_text(encoding="utf-8")) or {})
     if config is None or not overrides_given:
         return saved
@@ -106,12 +119,16 @@ class Run:
         self.manifest_path = directory / "manifest.json" if manifest else None
         self.manifest: dict[str, Any] = {"stages": {}}
         if self.manifest_path is not None:
-            self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {
-                "selfreward": __version__,
-                "created": now(),
-                "seed": config.seed,
-                "stages": {},
-            }
+            self.manifest = (
+                json.loads(self.manifest_path.read_text())
+                if self.manifest_path.exists()
+                else {
+                    "selfreward": __version__,
+                    "created": now(),
+                    "seed": config.seed,
+                    "stages": {},
+                }
+            )
             self.manifest.update({"config": config_to_dict(config), "versions": versions(), "git_commit": git_commit()})
             self.manifest.setdefault("attempts", []).append({"started": now(), "argv": sys.argv})
             self.save()
@@ -143,7 +160,14 @@ class Run:
         self.log(f"[{step.name}] started{free_gpu_memory()}")
         started = time.perf_counter()
         stats = step.run(self.tools)
-        record.update({"status": stats.get("status", "done"), "ended": now(), "seconds": round(time.perf_counter() - started, 1), **stats.get("manifest", {})})
+        record.update(
+            {
+                "status": stats.get("status", "done"),
+                "ended": now(),
+                "seconds": round(time.perf_counter() - started, 1),
+                **stats.get("manifest", {}),
+            }
+        )
         self.save()
         self.log(stats["message"] if "message" in stats else f"[{step.name}] done in {record['seconds']} s")
 

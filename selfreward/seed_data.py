@@ -228,7 +228,9 @@ def _detect(row: dict[str, Any]) -> str:
     return next((name for name, keys in FORMAT_KEYS if all(k in row for k in keys)), "unknown")
 
 
-def _groups_from_messages(rows: list[tuple[str, dict[str, Any]]], lang: str, report: LoadReport) -> Iterator[RankedGroup]:
+def _groups_from_messages(
+    rows: list[tuple[str, dict[str, Any]]], lang: str, report: LoadReport
+) -> Iterator[RankedGroup]:
     roots: dict[str, str] = {}
     replies: dict[str, list[RankedResponse]] = defaultdict(list)
     for where, row in rows:
@@ -408,7 +410,9 @@ def _load(
     return groups, reports
 
 
-def load_ift(sources: list[str], lang: str = "en", limit: int | None = None) -> tuple[list[IFTExample], list[LoadReport]]:
+def load_ift(
+    sources: list[str], lang: str = "en", limit: int | None = None
+) -> tuple[list[IFTExample], list[LoadReport]]:
     """(prompt, best response) pairs: the rank-0 answer of every group, deduplicated by prompt."""
     seen: set[str] = set()
 

@@ -27,12 +27,18 @@ def run_config(run_dir: Path) -> Config:
 def iteration_sources(config: Config, run_dir: Path, t: int) -> list[tuple[Path, tuple[Column, ...]]]:
     """The stats files of iteration t with the columns the summary takes from each, in order."""
     sources = [(run_dir / f"iter{t}" / f"{step.files}.stats.json", step.columns) for step in enabled_steps(config)]
-    return [*sources, (run_dir / f"dpo{t}" / "dpo.stats.json", TrainDPO.columns), (run_dir / f"dpo{t}" / "validation.stats.json", ValidateDPO.columns)]
+    return [
+        *sources,
+        (run_dir / f"dpo{t}" / "dpo.stats.json", TrainDPO.columns),
+        (run_dir / f"dpo{t}" / "validation.stats.json", ValidateDPO.columns),
+    ]
 
 
 def figure_columns(config: Config) -> list[Column]:
     """The figures the stages and timings give each iteration, in table order."""
-    return [c for _, stage_columns in iteration_sources(config, Path(), 1) for c in stage_columns] + list(TIMING_COLUMNS)
+    return [c for _, stage_columns in iteration_sources(config, Path(), 1) for c in stage_columns] + list(
+        TIMING_COLUMNS
+    )
 
 
 def summary_columns(config: Config) -> list[Column]:
@@ -110,10 +116,19 @@ def preamble_table(summary: dict[str, Any]) -> Table:
         table.add_column(title)
     base, eft, sft = summary["sft_baseline"], summary["eft"], summary["sft"]
     if base:
-        table.add_row("SFT baseline (IFT)", str(base.get("examples")), f"loss {base.get('train_loss')}", str(base.get("seconds")))
+        table.add_row(
+            "SFT baseline (IFT)", str(base.get("examples")), f"loss {base.get('train_loss')}", str(base.get("seconds"))
+        )
     if eft:
         parse = f", judge parse rate {eft['judge_parse_rate']}" if eft.get("judge_parse_rate") is not None else ""
-        table.add_row(f"EFT data ({eft.get('strategy', 'self')})", str(eft.get("examples")), f"{eft.get('train_groups_kept')}/{eft.get('train_groups_tried')} groups kept{parse}", str(eft.get("seconds")))
+        table.add_row(
+            f"EFT data ({eft.get('strategy', 'self')})",
+            str(eft.get("examples")),
+            f"{eft.get('train_groups_kept')}/{eft.get('train_groups_tried')} groups kept{parse}",
+            str(eft.get("seconds")),
+        )
     if sft:
-        table.add_row("M1 = SFT (IFT+EFT)", str(sft.get("examples")), f"loss {sft.get('train_loss')}", str(sft.get("seconds")))
+        table.add_row(
+            "M1 = SFT (IFT+EFT)", str(sft.get("examples")), f"loss {sft.get('train_loss')}", str(sft.get("seconds"))
+        )
     return table

@@ -46,7 +46,9 @@ def weights_dtype(train: TrainingConfig, device: str) -> torch.dtype:
     return torch.bfloat16 if device == "cuda" and use_bf16(train.bf16, device) and fp32_elsewhere else torch.float32
 
 
-def load_for_training(model_config: ModelConfig, name_or_path: str, train: TrainingConfig, device: str, section: str) -> tuple[Any, Any]:
+def load_for_training(
+    model_config: ModelConfig, name_or_path: str, train: TrainingConfig, device: str, section: str
+) -> tuple[Any, Any]:
     """The model (in `weights_dtype`, or 4-bit with `quantize`) with the configured dropout, and its
     tokenizer. It stays where it loaded: the Trainer (or DeepSpeed, which may shard it while loading) places it."""
     path = resolve_model(name_or_path)
@@ -54,12 +56,21 @@ def load_for_training(model_config: ModelConfig, name_or_path: str, train: Train
     options: dict[str, Any] = {}
     if train.quantize:
         if device != "cuda":
-            raise SelfRewardError(f"{section}.quantize={train.quantize} needs a CUDA GPU (bitsandbytes); this run trains on {device}")
+            raise SelfRewardError(
+                f"{section}.quantize={train.quantize} needs a CUDA GPU (bitsandbytes); this run trains on {device}"
+            )
         from transformers import BitsAndBytesConfig
 
-        options["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        options["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
         options["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    model = load_model(path, weights_dtype(train, device), None, model_config.trust_remote_code, model_config.allow_pickle, **options)
+    model = load_model(
+        path, weights_dtype(train, device), None, model_config.trust_remote_code, model_config.allow_pickle, **options
+    )
     set_dropout(model, train.dropout)
     return model, tokenizer
 
@@ -71,15 +82,30 @@ def lora_config(train: TrainingConfig) -> Any:
     from peft import LoraConfig
 
     lora = train.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
-def merge_base(model_config: ModelConfig, name_or_path: str, train: TrainingConfig, device: str) -> Callable[[], Any] | None:
+def merge_base(
+    model_config: ModelConfig, name_or_path: str, train: TrainingConfig, device: str
+) -> Callable[[], Any] | None:
     """With LoRA, a loader of the unquantized base weights (in `weights_dtype`) on CPU that the
     adapter is merged into; None for full fine-tuning."""
     if train.lora is None:
         return None
-    return partial(load_model, resolve_model(name_or_path), weights_dtype(train, device), "cpu", model_config.trust_remote_code, model_config.allow_pickle)
+    return partial(
+        load_model,
+        resolve_model(name_or_path),
+        weights_dtype(train, device),
+        "cpu",
+        model_config.trust_remote_code,
+        model_config.allow_pickle,
+    )
 
 
 def set_dropout(model: Any, rate: float) -> None:
@@ -140,7 +166,11 @@ def checkpointing_argument() -> str:
     `gradient_checkpointing` in transformers 5.20 (the newest vllm 0.33 accepts), which predates it."""
     from transformers import TrainingArguments
 
-    return "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
+    return (
+        "activation_checkpointing"
+        if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
 
 
 def checkpoint_step(path: Path) -> int:
@@ -150,7 +180,11 @@ def checkpoint_step(path: Path) -> int:
 def complete_checkpoints(output_dir: Path) -> list[Path]:
     """The complete Trainer checkpoints in step order (one a kill cut short has no
     trainer_state.json, which Transformers writes last). None is deleted: no save_total_limit."""
-    complete = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    complete = [
+        p
+        for p in output_dir.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()
+    ]
     return sorted(complete, key=checkpoint_step)
 
 
@@ -211,7 +245,9 @@ def log_metrics(trainer: Any, keys: tuple[str, ...]) -> dict[str, Any]:
             out[f"{name}_first"] = round(values[0], 4)
             out[f"{name}_last"] = round(values[-1], 4)
             out[f"{name}_mean"] = round(sum(values) / len(values), 4)
-    if "loss_mean" in out:  # over every step, also after a resume (Transformers' own train_loss covers the last attempt only)
+    if (
+        "loss_mean" in out
+    ):  # over every step, also after a resume (Transformers' own train_loss covers the last attempt only)
         out["train_loss"] = out["loss_mean"]
     return out
 
@@ -236,7 +272,15 @@ def score_labelled_positions_only() -> None:
     trl_utils._use_triton = labelled_only_on_cpu
 
 
-def train_and_save(trainer: Any, tokenizer: Any, target: Path, metric_keys: tuple[str, ...], base: Callable[[], Any] | None, stats: dict[str, Any], stats_file: Path) -> dict[str, Any]:
+def train_and_save(
+    trainer: Any,
+    tokenizer: Any,
+    target: Path,
+    metric_keys: tuple[str, ...],
+    base: Callable[[], Any] | None,
+    stats: dict[str, Any],
+    stats_file: Path,
+) -> dict[str, Any]:
     """Train (from the stage's last Trainer checkpoint, if any), save `target`, write `stats` with
     the training figures to `stats_file` (the first worker process) and return them."""
     score_labelled_positions_only()
@@ -245,7 +289,13 @@ def train_and_save(trainer: Any, tokenizer: Any, target: Path, metric_keys: tupl
     trainer.train(resume_from_checkpoint=latest_checkpoint(Path(trainer.args.output_dir)))
     save_final(trainer, tokenizer, target, base)
     figures = {"bf16": trainer.args.bf16, "lora": base is not None, **log_metrics(trainer, metric_keys)}
-    stats = {**stats, **figures, "seconds": round(time.perf_counter() - started, 1), "model": str(target), "pid": os.getpid()}
+    stats = {
+        **stats,
+        **figures,
+        "seconds": round(time.perf_counter() - started, 1),
+        "model": str(target),
+        "pid": os.getpid(),
+    }
     if trainer.is_world_process_zero():
         write_json(stats_file, stats)
     return stats
@@ -303,7 +353,11 @@ def decode(cls: Any, fields: dict[str, Any]) -> Any:
             return kind.model_validate(v)
         if kind is Path:
             return Path(v)
-        if typing.get_origin(kind) is list and typing.get_args(kind) and typing.get_origin(typing.get_args(kind)[0]) is tuple:
+        if (
+            typing.get_origin(kind) is list
+            and typing.get_args(kind)
+            and typing.get_origin(typing.get_args(kind)[0]) is tuple
+        ):
             return [tuple(x) for x in v]
         return v
 
@@ -316,7 +370,15 @@ def accelerate_launcher(train: TrainingConfig, device: str) -> list[str]:
         return []
     precision = "bf16" if use_bf16(train.bf16, device) else "no"
     processes = ["--num_processes", str(train.num_processes)] if train.num_processes else []
-    return ["-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(train.accelerate_config)), "--mixed_precision", precision, *processes]
+    return [
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(accelerate_config_path(train.accelerate_config)),
+        "--mixed_precision",
+        precision,
+        *processes,
+    ]
 
 
 def launch(step: TrainingStep, device: str) -> dict[str, Any]:
@@ -327,8 +389,14 @@ def launch(step: TrainingStep, device: str) -> dict[str, Any]:
     train = step.config
     if train.accelerate_config is None and not step.child:
         return step.train_here()
-    if train.accelerate_config and accelerate_distributed_type(train.accelerate_config) == "DEEPSPEED" and find_spec("deepspeed") is None:
-        raise SelfRewardError(f"{step.kind}.accelerate_config={train.accelerate_config} needs DeepSpeed: pip install deepspeed")
+    if (
+        train.accelerate_config
+        and accelerate_distributed_type(train.accelerate_config) == "DEEPSPEED"
+        and find_spec("deepspeed") is None
+    ):
+        raise SelfRewardError(
+            f"{step.kind}.accelerate_config={train.accelerate_config} needs DeepSpeed: pip install deepspeed"
+        )
     step.stage_dir.mkdir(parents=True, exist_ok=True)
     spec, log, error = step.stage_dir / "launch.json", step.stage_dir / "launch.log", step.stage_dir / "launch.error"
     for stale in (step.stats_file, error):

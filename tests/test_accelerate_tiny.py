@@ -15,7 +15,11 @@ from selfreward.steps import run_step
 
 pytest.importorskip("accelerate")
 
-TWO_WORKERS = [f"{section}.{key}={value}" for section in ("sft", "dpo") for key, value in (("accelerate_config", "ddp"), ("num_processes", 2))]
+TWO_WORKERS = [
+    f"{section}.{key}={value}"
+    for section in ("sft", "dpo")
+    for key, value in (("accelerate_config", "ddp"), ("num_processes", 2))
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,10 @@ def test_two_worker_loop_trains_every_stage_in_two_processes(ddp_run):
         stats = json.loads((ddp_run / stage / "sft.stats.json").read_text())
         assert stats["steps"] == -(-stats["examples"] // 4)  # batch 4 = 2 processes x 1 x accumulation 2
         # each worker process saves its own RNG state in a Trainer checkpoint
-        assert sorted(p.name for p in (ddp_run / stage / "trainer" / "checkpoint-5").glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
+        assert sorted(p.name for p in (ddp_run / stage / "trainer" / "checkpoint-5").glob("rng_state*")) == [
+            "rng_state_0.pth",
+            "rng_state_1.pth",
+        ]
 
 
 def test_two_worker_checkpoints_load_and_generate(ddp_run):
@@ -47,24 +54,51 @@ def test_two_worker_checkpoints_load_and_generate(ddp_run):
     for name in ("sft_baseline", "M1", "M2", "M3"):
         path = ddp_run / "models" / name
         model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": "Explain tides."}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Explain tides."}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         assert model.generate(**ids, max_new_tokens=4, do_sample=False).shape[1] > ids["input_ids"].shape[1]
 
 
 def test_a_worker_error_is_one_line_naming_the_log(tiny_model, tmp_path):
     config = SFTTrainingConfig(accelerate_config="ddp", num_processes=2, batch_size=2, max_length=17)
     with pytest.raises(SelfRewardError) as caught:
-        run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), [("Explain tides.", "The moon pulls the sea.")], tmp_path / "sft", tmp_path / "model", 0))
+        run_step(
+            TrainSFT(
+                "sft",
+                ModelConfig(name_or_path=str(tiny_model)),
+                config,
+                str(tiny_model),
+                [("Explain tides.", "The moon pulls the sea.")],
+                tmp_path / "sft",
+                tmp_path / "model",
+                0,
+            )
+        )
     message = str(caught.value)
-    assert "\n" not in message and message.startswith("[sft] training under accelerate failed: none of the 1 training examples")
+    assert "\n" not in message and message.startswith(
+        "[sft] training under accelerate failed: none of the 1 training examples"
+    )
     assert message.endswith(f"(log: {tmp_path / 'sft' / 'launch.log'})") and not (tmp_path / "model").exists()
 
 
-@pytest.mark.parametrize(("overrides", "error"), [
-    (["sft.accelerate_config=nope"], r"sft\.accelerate_config: .*no accelerate config 'nope' \(shipped: ddp, deepspeed_zero3, deepspeed_zero3_offload, fsdp"),
-    (["dpo.num_processes=2"], r"dpo: .*num_processes needs accelerate_config"),
-    (["sft.accelerate_config=ddp", "sft.num_processes=3"], r"sft: .*batch_size must be a multiple of micro_batch_size x num_processes \(1 x 3\)"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        (
+            ["sft.accelerate_config=nope"],
+            r"sft\.accelerate_config: .*no accelerate config 'nope' \(shipped: ddp, deepspeed_zero3, deepspeed_zero3_offload, fsdp",
+        ),
+        (["dpo.num_processes=2"], r"dpo: .*num_processes needs accelerate_config"),
+        (
+            ["sft.accelerate_config=ddp", "sft.num_processes=3"],
+            r"sft: .*batch_size must be a multiple of micro_batch_size x num_processes \(1 x 3\)",
+        ),
+    ],
+)
 def test_accelerate_config_errors_name_the_key(loop_config, overrides, error):
     with pytest.raises(SelfRewardError, match=r"^config error: " + error):
         load_config(str(loop_config), overrides)
@@ -72,14 +106,32 @@ def test_accelerate_config_errors_name_the_key(loop_config, overrides, error):
 
 def test_deepspeed_without_deepspeed_stops_before_launching(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr("selfreward.training.find_spec", lambda name: None)
-    config = SFTTrainingConfig(accelerate_config="deepspeed_zero3")  # valid as a config: presets validate on machines without DeepSpeed
-    with pytest.raises(SelfRewardError, match=r"^sft\.accelerate_config=deepspeed_zero3 needs DeepSpeed: pip install deepspeed$"):
-        run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), [("Explain tides.", "The moon.")], tmp_path / "sft", tmp_path / "model", 0))
+    config = SFTTrainingConfig(
+        accelerate_config="deepspeed_zero3"
+    )  # valid as a config: presets validate on machines without DeepSpeed
+    with pytest.raises(
+        SelfRewardError, match=r"^sft\.accelerate_config=deepspeed_zero3 needs DeepSpeed: pip install deepspeed$"
+    ):
+        run_step(
+            TrainSFT(
+                "sft",
+                ModelConfig(name_or_path=str(tiny_model)),
+                config,
+                str(tiny_model),
+                [("Explain tides.", "The moon.")],
+                tmp_path / "sft",
+                tmp_path / "model",
+                0,
+            )
+        )
     assert not (tmp_path / "sft" / "launch.log").exists()
 
 
 def test_a_yaml_that_is_not_an_accelerate_config(loop_config, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text("learning_rate: 1\n")
-    with pytest.raises(SelfRewardError, match=r"^config error: sft\.accelerate_config: .*is not an accelerate config \(no distributed_type\)"):
+    with pytest.raises(
+        SelfRewardError,
+        match=r"^config error: sft\.accelerate_config: .*is not an accelerate config \(no distributed_type\)",
+    ):
         load_config(str(loop_config), [f"sft.accelerate_config={other}"])

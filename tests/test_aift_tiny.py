@@ -14,18 +14,54 @@ from selfreward.records import read_jsonl
 @pytest.fixture
 def seed_file(tmp_path):
     path = tmp_path / "seed.jsonl"
-    topics = ["bread", "tides", "rainbows", "compound interest", "sorting lists", "volcanoes", "sleep", "tea", "bicycles", "clouds"]
-    path.write_text("".join(json.dumps({"prompt": f"Explain {t} to a curious ten year old in a few sentences.", "response": f"Here is how {t} works."}) + "\n" for t in topics))
+    topics = [
+        "bread",
+        "tides",
+        "rainbows",
+        "compound interest",
+        "sorting lists",
+        "volcanoes",
+        "sleep",
+        "tea",
+        "bicycles",
+        "clouds",
+    ]
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"Explain {t} to a curious ten year old in a few sentences.",
+                    "response": f"Here is how {t} works.",
+                }
+            )
+            + "\n"
+            for t in topics
+        )
+    )
     return path
 
 
 def tiny_config(model_dir, seed_file, *extra):
-    return load_config("demo", [
-        f"model.name_or_path={model_dir}", f"data.ift=[{seed_file}]", "engine.batch_size=4",
-        "prompts.num_prompts=3", "prompts.requests_per_round=4", "prompts.max_rounds=4", "prompts.min_words=1",
-        "prompts.max_new_tokens=40", "prompts.rouge_threshold=0.99", "candidates.max_new_tokens=40",
-        "judge.max_new_tokens=12", "judge.k=2", "judge.fallback=fallback", "pairs.min_margin=0.0", *extra,
-    ])
+    return load_config(
+        "demo",
+        [
+            f"model.name_or_path={model_dir}",
+            f"data.ift=[{seed_file}]",
+            "engine.batch_size=4",
+            "prompts.num_prompts=3",
+            "prompts.requests_per_round=4",
+            "prompts.max_rounds=4",
+            "prompts.min_words=1",
+            "prompts.max_new_tokens=40",
+            "prompts.rouge_threshold=0.99",
+            "candidates.max_new_tokens=40",
+            "judge.max_new_tokens=12",
+            "judge.k=2",
+            "judge.fallback=fallback",
+            "pairs.min_margin=0.0",
+            *extra,
+        ],
+    )
 
 
 def test_aift_writes_linked_records_and_stats(tiny_model, seed_file, tmp_path):
@@ -40,7 +76,9 @@ def test_aift_writes_linked_records_and_stats(tiny_model, seed_file, tmp_path):
     assert all(j["method"] in {"text", "digit_probs"} and 0 <= j["score"] <= 5 for j in judgments)
     finished = {c["id"] for c in candidates if c["finished"]}
     for pair in pairs:
-        assert pair["margin"] == pair["chosen_score"] - pair["rejected_score"] > 0 and pair["chosen"] != pair["rejected"]
+        assert (
+            pair["margin"] == pair["chosen_score"] - pair["rejected_score"] > 0 and pair["chosen"] != pair["rejected"]
+        )
         assert {pair["chosen_id"], pair["rejected_id"]} <= finished
         assert pair["chosen_source"] == pair["rejected_source"] == "digit_probs" and pair["chosen_judgments"] == 2
     assert stats["pairs"]["unfinished_candidates_excluded"] == len(candidates) - len(finished)

@@ -14,13 +14,16 @@ def run(*args):
     return runner.invoke(app, list(args))
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--set", "data.ift=[{tmp}/missing.jsonl]"], "data file not found"),
-    (["--set", "judge.kk=3"], "unknown key 'judge.kk'"),
-    (["--set", "judge.k=three"], "judge.k: Input should be a valid integer"),
-    (["--set", "model.name_or_path={tmp}/no/such/model"], "model path does not exist"),
-    (["{tmp}/nope.yaml"], "config file not found"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "data.ift=[{tmp}/missing.jsonl]"], "data file not found"),
+        (["--set", "judge.kk=3"], "unknown key 'judge.kk'"),
+        (["--set", "judge.k=three"], "judge.k: Input should be a valid integer"),
+        (["--set", "model.name_or_path={tmp}/no/such/model"], "model path does not exist"),
+        (["{tmp}/nope.yaml"], "config file not found"),
+    ],
+)
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "out"
     result = run("aift", *[a.replace("{tmp}", str(tmp_path)) for a in args], "--out", str(out))

@@ -9,7 +9,12 @@ def test_presets_load_and_demo_is_default():
     paper = load_config("paper")
     # the paper's hyperparameters are the defaults
     assert (paper.candidates.n, paper.candidates.temperature, paper.candidates.top_p) == (4, 0.7, 0.9)
-    assert (paper.judge.k, paper.prompts.temperature, paper.prompts.seed_shots, paper.prompts.generated_shots) == (3, 0.6, 6, 2)
+    assert (paper.judge.k, paper.prompts.temperature, paper.prompts.seed_shots, paper.prompts.generated_shots) == (
+        3,
+        0.6,
+        6,
+        2,
+    )
     assert paper.prompts.rouge_threshold == 0.7
     assert {p.stem for p in PRESETS_DIR.glob("*.yaml")} >= {"demo", "paper"}
 
@@ -20,14 +25,17 @@ def test_overrides_are_parsed_as_yaml():
     assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["judge.kk=3"], "unknown key 'judge.kk'"),
-    (["nonsense=1"], "unknown key 'nonsense'"),
-    (["judge.k=three"], "judge.k"),
-    (["candidates.n=1"], "candidates.n"),
-    (["judge.fallback=maybe"], "judge.fallback"),
-    (["judge"], "section.key=value"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["judge.kk=3"], "unknown key 'judge.kk'"),
+        (["nonsense=1"], "unknown key 'nonsense'"),
+        (["judge.k=three"], "judge.k"),
+        (["candidates.n=1"], "candidates.n"),
+        (["judge.fallback=maybe"], "judge.fallback"),
+        (["judge"], "section.key=value"),
+    ],
+)
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(SelfRewardError, match=message.replace(".", r"\.")):
         load_config("demo", overrides)
@@ -54,5 +62,10 @@ def test_every_config_field_is_documented():
     def sections(cls: type) -> list[type]:
         return [cls, *(s for sub in cls.__subclasses__() for s in sections(sub))]
 
-    undocumented = [f"{cls.__name__}.{name}" for cls in sections(Section) for name, field in cls.model_fields.items() if not field.description]
+    undocumented = [
+        f"{cls.__name__}.{name}"
+        for cls in sections(Section)
+        for name, field in cls.model_fields.items()
+        if not field.description
+    ]
     assert undocumented == []

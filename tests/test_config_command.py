@@ -7,7 +7,13 @@ from selfreward.config import Config, Section, load_config, preset_names
 from selfreward.errors import SelfRewardError
 from selfreward.training import trainer_arguments
 
-OVERRIDES = ["judge.k=5", "judge.fallback=off", "judge.template='a: b, {c}'", "data.ift=[x y.jsonl, 'z: 1']", "eft.max_groups=7"]
+OVERRIDES = [
+    "judge.k=5",
+    "judge.fallback=off",
+    "judge.template='a: b, {c}'",
+    "data.ift=[x y.jsonl, 'z: 1']",
+    "eft.max_groups=7",
+]
 
 
 @pytest.mark.parametrize("preset", preset_names())
@@ -43,14 +49,17 @@ def test_every_docstring_is_a_comment_right_above_its_key():
             start = lines.index(f"{'  ' * depth}{section}:", start)
         at = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{indent}{name}:"))
         comment = [f"{indent}# {line}".rstrip() for line in description.splitlines()]
-        assert lines[at - len(comment): at] == comment, key
+        assert lines[at - len(comment) : at] == comment, key
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("judge.kk=3", "error: config error: unknown key 'judge.kk'"),
-    ("judge.k=three", "error: config error: judge.k: Input should be a valid integer"),
-    ("dpo.report_to=[mlflow]", "error: config error: dpo.report_to.0: Input should be 'tensorboard' or 'wandb'"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("judge.kk=3", "error: config error: unknown key 'judge.kk'"),
+        ("judge.k=three", "error: config error: judge.k: Input should be a valid integer"),
+        ("dpo.report_to=[mlflow]", "error: config error: dpo.report_to.0: Input should be 'tensorboard' or 'wandb'"),
+    ],
+)
 def test_bad_key_or_value_is_one_line(override, message):
     result = invoke("config", "demo", "--set", override)
     assert result.exit_code == 2
@@ -60,10 +69,14 @@ def test_bad_key_or_value_is_one_line(override, message):
 
 def test_report_to_missing_package_is_a_config_error(monkeypatch, tmp_path):
     monkeypatch.setattr("selfreward.config.find_spec", lambda name: None)
-    with pytest.raises(SelfRewardError, match=r"^config error: sft\.report_to: wandb is not installed \(pip install wandb\)"):
+    with pytest.raises(
+        SelfRewardError, match=r"^config error: sft\.report_to: wandb is not installed \(pip install wandb\)"
+    ):
         load_config("demo", ["sft.report_to=wandb"])
     result = invoke("run", "--set", "dpo.report_to=[tensorboard]", "--out", tmp_path / "run")
-    assert result.exit_code == 2 and result.stderr.startswith("error: config error: dpo.report_to: tensorboard is not installed")
+    assert result.exit_code == 2 and result.stderr.startswith(
+        "error: config error: dpo.report_to: tensorboard is not installed"
+    )
     assert not (tmp_path / "run").exists()
 
 

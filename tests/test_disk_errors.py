@@ -16,11 +16,27 @@ STAGE_FILES = ("prompts", "candidates", "judgments", "pairs")
 def aift_args(tiny_model, tmp_path_factory):
     seed = tmp_path_factory.mktemp("seed") / "seed.jsonl"
     topics = ["bread", "tides", "rainbows", "sorting lists", "volcanoes", "sleep", "tea", "bicycles"]
-    seed.write_text("".join(json.dumps({"prompt": f"Explain {t} to a curious ten year old.", "response": f"Here is how {t} works."}) + "\n" for t in topics))
+    seed.write_text(
+        "".join(
+            json.dumps({"prompt": f"Explain {t} to a curious ten year old.", "response": f"Here is how {t} works."})
+            + "\n"
+            for t in topics
+        )
+    )
     overrides = [
-        f"model.name_or_path={tiny_model}", f"data.ift=[{seed}]", "engine.batch_size=4", "prompts.num_prompts=3",
-        "prompts.requests_per_round=4", "prompts.max_rounds=4", "prompts.min_words=1", "prompts.max_new_tokens=40",
-        "prompts.rouge_threshold=0.99", "candidates.max_new_tokens=12", "judge.max_new_tokens=12", "judge.k=2", "judge.fallback=fallback",
+        f"model.name_or_path={tiny_model}",
+        f"data.ift=[{seed}]",
+        "engine.batch_size=4",
+        "prompts.num_prompts=3",
+        "prompts.requests_per_round=4",
+        "prompts.max_rounds=4",
+        "prompts.min_words=1",
+        "prompts.max_new_tokens=40",
+        "prompts.rouge_threshold=0.99",
+        "candidates.max_new_tokens=12",
+        "judge.max_new_tokens=12",
+        "judge.k=2",
+        "judge.fallback=fallback",
     ]
     return ["demo", *[arg for item in overrides for arg in ("--set", item)]]
 
@@ -62,7 +78,9 @@ def test_full_disk_mid_stage_names_the_file_keeps_records_and_resumes(aift_args,
     result = invoke("aift", *aift_args, "--out", out)
     monkeypatch.undo()
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines() == [f"error: no space left on device while writing {partial}; free space and run the same command again to resume"]
+    assert result.stderr.splitlines() == [
+        f"error: no space left on device while writing {partial}; free space and run the same command again to resume"
+    ]
     kept = read_committed(partial)
     assert 0 < len(kept) < len(reference["judgments"])
     assert_finished_rows(kept, reference["judgments"])
@@ -84,7 +102,9 @@ def test_read_only_directory_mid_stage_names_the_file_and_resumes(aift_args, ref
     result = invoke("aift", *aift_args, "--out", out)
     monkeypatch.undo()
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines() == [f"error: read-only file system while writing {out / 'candidates.jsonl.partial'}; make it writable and run the same command again to resume"]
+    assert result.stderr.splitlines() == [
+        f"error: read-only file system while writing {out / 'candidates.jsonl.partial'}; make it writable and run the same command again to resume"
+    ]
     kept = read_committed(out / "candidates.jsonl.partial")
     assert len(kept) == appended[0]
     assert_finished_rows(kept, reference["candidates"])
@@ -102,7 +122,9 @@ def test_chmod_read_only_directory_gives_one_line_and_resumes(aift_args, referen
         out.chmod(0o755)
     assert result.exit_code == 2, result.output
     [line] = result.stderr.splitlines()
-    assert line.startswith(f"error: permission denied while writing {out}/") and line.endswith("; make it writable and run the same command again to resume")
+    assert line.startswith(f"error: permission denied while writing {out}/") and line.endswith(
+        "; make it writable and run the same command again to resume"
+    )
     assert_resumes_to_reference(aift_args, out, reference)
 
 
@@ -114,7 +136,9 @@ def test_run_names_its_resume_command(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     result = invoke("run", "--out", run_dir)
     assert result.exit_code == 2
-    assert result.stderr.splitlines() == [f"error: no space left on device while writing in {run_dir}; free space and resume with `selfreward run --resume {run_dir}`"]
+    assert result.stderr.splitlines() == [
+        f"error: no space left on device while writing in {run_dir}; free space and resume with `selfreward run --resume {run_dir}`"
+    ]
 
 
 def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):

@@ -21,20 +21,44 @@ from selfreward.steps import run_step
 from selfreward.testing import build_tiny_model
 
 PAIRS = [
-    {"id": f"p{i:05d}", "prompt": f"Explain topic {i}.", "chosen": "A short and clear answer about the topic.", "rejected": "no " * (3 + i % 4)}
+    {
+        "id": f"p{i:05d}",
+        "prompt": f"Explain topic {i}.",
+        "chosen": "A short and clear answer about the topic.",
+        "rejected": "no " * (3 + i % 4),
+    }
     for i in range(10)
 ]
 
 
 def dpo_config(**keys):
-    defaults = {"batch_size": 1, "learning_rate": 1e-3, "final_learning_rate": 1e-4, "max_length": 256, "eval_fraction": 0.0, "epochs": 1.0}
+    defaults = {
+        "batch_size": 1,
+        "learning_rate": 1e-3,
+        "final_learning_rate": 1e-4,
+        "max_length": 256,
+        "eval_fraction": 0.0,
+        "epochs": 1.0,
+    }
     return DPOTrainingConfig(**(defaults | keys))
 
 
 def train(tiny_model, tmp_path, pairs, name="dpo", reference=None, **keys):
     write_jsonl(tmp_path / f"{name}.jsonl", pairs)
     stage = tmp_path / name
-    stats = run_step(TrainDPO("dpo", ModelConfig(name_or_path=str(tiny_model)), dpo_config(**keys), str(tiny_model), reference, tmp_path / f"{name}.jsonl", stage, tmp_path / f"{name}-model", 0))
+    stats = run_step(
+        TrainDPO(
+            "dpo",
+            ModelConfig(name_or_path=str(tiny_model)),
+            dpo_config(**keys),
+            str(tiny_model),
+            reference,
+            tmp_path / f"{name}.jsonl",
+            stage,
+            tmp_path / f"{name}-model",
+            0,
+        )
+    )
     return stats, stage
 
 
@@ -58,7 +82,11 @@ def test_validation_pairs_are_held_out_by_seeded_ids_and_never_trained_on(tiny_m
     assert len(held) == validation_count(10, config) == 3 and len(train_pairs) == 7
     assert split_pairs(list(reversed(PAIRS)), config, seed=0)[1] == list(reversed(held))  # by id, not position
     assert {p["id"] for p in held} != {p["id"] for p in split_pairs(PAIRS, config, seed=1)[1]}
-    assert validation_count(3, config) == 1 and validation_count(1, config) == 0 and validation_count(100, dpo_config(eval_fraction=0.0)) == 0
+    assert (
+        validation_count(3, config) == 1
+        and validation_count(1, config) == 0
+        and validation_count(100, dpo_config(eval_fraction=0.0)) == 0
+    )
     stats, stage = train(tiny_model, tmp_path, PAIRS, eval_fraction=0.2, min_eval_pairs=3)
     assert stats["pairs"] == 7 and read_jsonl(stage / "validation_pairs.jsonl") == held
     assert {p["id"] for p in read_jsonl(stage / "train_pairs.jsonl")}.isdisjoint(p["id"] for p in held)
@@ -68,12 +96,30 @@ def test_validation_before_is_a_coin_and_after_learns_the_preference(tiny_model,
     """With reference M_t, every reward before training is 0 (accuracy 50%); a few steps at a high
     rate on pairs whose chosen answers share a pattern generalise to held-out pairs of the pattern."""
     train(tiny_model, tmp_path, PAIRS * 3, eval_fraction=0.0, learning_rate=5e-3, final_learning_rate=1e-3)
-    write_jsonl(tmp_path / "held.jsonl", [p | {"id": f"h{i}", "prompt": f"Describe item {i}."} for i, p in enumerate(PAIRS)])
-    stats = validate_dpo(ModelConfig(name_or_path=str(tiny_model)), dpo_config(), str(tiny_model), str(tmp_path / "dpo-model"), None, tmp_path / "held.jsonl", tmp_path, seed=0)
-    assert stats["pairs"] == 10 and stats["before"]["accuracy"]["value"] == 0.5 and stats["before"]["margin"]["value"] == 0.0
+    write_jsonl(
+        tmp_path / "held.jsonl", [p | {"id": f"h{i}", "prompt": f"Describe item {i}."} for i, p in enumerate(PAIRS)]
+    )
+    stats = validate_dpo(
+        ModelConfig(name_or_path=str(tiny_model)),
+        dpo_config(),
+        str(tiny_model),
+        str(tmp_path / "dpo-model"),
+        None,
+        tmp_path / "held.jsonl",
+        tmp_path,
+        seed=0,
+    )
+    assert (
+        stats["pairs"] == 10
+        and stats["before"]["accuracy"]["value"] == 0.5
+        and stats["before"]["margin"]["value"] == 0.0
+    )
     assert stats["after"]["accuracy"]["value"] == 1.0 and stats["after"]["margin"]["value"] > 0
     assert stats["change"]["accuracy"]["low"] > 0 and stats["verdict"] == "higher"
-    assert len(read_jsonl(tmp_path / "validation.jsonl")) == 10 and json.loads((tmp_path / "validation.stats.json").read_text()) == stats
+    assert (
+        len(read_jsonl(tmp_path / "validation.jsonl")) == 10
+        and json.loads((tmp_path / "validation.stats.json").read_text()) == stats
+    )
 
 
 def test_pair_outcomes_count_a_tie_as_half():
@@ -86,11 +132,17 @@ def test_answer_logprobs_are_the_models_own_log_softmax_of_the_answer_tokens(tin
     items = [("Explain tides.", "The moon pulls the sea."), ("Why?", "Because it is so, and for a long time.")]
     scored = answer_logprobs(model, tokenizer, items, batch_size=2)
     for (prompt, answer), got in zip(items, scored):
-        head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        whole = tokenizer.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False)
+        head = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        whole = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False
+        )
         ids = tokenizer(whole, add_special_tokens=False, return_tensors="pt")["input_ids"]
         start = len(tokenizer(head, add_special_tokens=False)["input_ids"])
-        logps = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)
+        logps = (
+            torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)
+        )
         assert got.tokens == ids.shape[1] - start
         assert math.isclose(got.logp, float(logps[start - 1 :].sum()), rel_tol=1e-5)
     assert implicit_rewards(scored, scored, 0.1) == [0.0, 0.0]
@@ -102,7 +154,15 @@ def test_conservative_dpo_from_trls_losses_is_the_cream_loss(tmp_path):
     (1-e) softplus(-m) + e softplus(m), with m TRL's logged reward margin."""
     policy, reference = build_tiny_model(tmp_path / "policy", seed=0), build_tiny_model(tmp_path / "reference", seed=1)
     epsilon = 0.2
-    stats, _ = train(policy, tmp_path, PAIRS[:1], reference=str(reference), label_smoothing=epsilon, learning_rate=1e-6, final_learning_rate=1e-7)
+    stats, _ = train(
+        policy,
+        tmp_path,
+        PAIRS[:1],
+        reference=str(reference),
+        label_smoothing=epsilon,
+        learning_rate=1e-6,
+        final_learning_rate=1e-7,
+    )
     assert stats["loss_type"] == ["sigmoid", "robust"] and stats["label_smoothing"] == epsilon
     margin = stats["reward_margins_first"]
     assert abs(margin) > 0.01
@@ -113,7 +173,10 @@ def test_conservative_dpo_from_trls_losses_is_the_cream_loss(tmp_path):
 def test_label_smoothing_is_checked_at_config_load():
     assert loss_arguments(DPOTrainingConfig(label_smoothing=0.1)) == conservative_losses(0.1)
     assert loss_arguments(DPOTrainingConfig(label_smoothing=0.1, rpo_alpha=1.0))["loss_weights"] == [1.2, -0.2, 1.0]
-    assert loss_arguments(DPOTrainingConfig(label_smoothing="cream")) == {"loss_type": ["sigmoid"], "loss_weights": None}
+    assert loss_arguments(DPOTrainingConfig(label_smoothing="cream")) == {
+        "loss_type": ["sigmoid"],
+        "loss_weights": None,
+    }
     for bad, message in (("0.5", "below 0.5"), ("creamy", "label_smoothing")):
         with pytest.raises(SelfRewardError, match=message):
             load_config("demo", [f"dpo.label_smoothing={bad}"])

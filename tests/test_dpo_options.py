@@ -45,7 +45,9 @@ def test_rpo_alpha_reaches_trls_dpo_config(tmp_path):
     config = DPOTrainingConfig(loss_type=["sigmoid", "ipo"], rpo_alpha=0.5)
     args = DPOConfig(output_dir=str(tmp_path), report_to=[], bf16=False, use_cpu=True, **loss_arguments(config))
     assert (args.loss_type, args.loss_weights) == (["sigmoid", "ipo", "sft"], [1.0, 1.0, 0.5])
-    plain = DPOConfig(output_dir=str(tmp_path), report_to=[], bf16=False, use_cpu=True, **loss_arguments(DPOTrainingConfig()))
+    plain = DPOConfig(
+        output_dir=str(tmp_path), report_to=[], bf16=False, use_cpu=True, **loss_arguments(DPOTrainingConfig())
+    )
     assert (plain.loss_type, plain.loss_weights) == (["sigmoid"], None)
 
 
@@ -57,7 +59,9 @@ def test_loss_weights_reach_trl_one_per_loss(tmp_path):
     assert (args.loss_type, args.loss_weights) == (["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0])
     with_rpo = loss_arguments(DPOTrainingConfig(loss_type=["sigmoid", "ipo"], loss_weights=[1.0, 0.3], rpo_alpha=0.5))
     assert with_rpo == {"loss_type": ["sigmoid", "ipo", "sft"], "loss_weights": [1.0, 0.3, 0.5]}
-    with pytest.raises(SelfRewardError, match=r"^config error: dpo\.loss_weights: .*2 weights for 1 losses \(sigmoid\)"):
+    with pytest.raises(
+        SelfRewardError, match=r"^config error: dpo\.loss_weights: .*2 weights for 1 losses \(sigmoid\)"
+    ):
         load_config("demo", ["dpo.loss_weights=[1.0, 0.5]"])
 
 

@@ -20,16 +20,33 @@ WORDS = "the a of to and is in for with on how what why explain write list descr
 
 def write_pairs(path: Path, count: int) -> Path:
     """Pairs of different lengths, so a micro batch of several pads."""
-    rows = [{"prompt": f"explain {WORDS[i]} and {WORDS[i + 1]}", "chosen": " ".join(WORDS[: 3 + 2 * i]), "rejected": " ".join(WORDS[i : i + 2])} for i in range(count)]
+    rows = [
+        {
+            "prompt": f"explain {WORDS[i]} and {WORDS[i + 1]}",
+            "chosen": " ".join(WORDS[: 3 + 2 * i]),
+            "rejected": " ".join(WORDS[i : i + 2]),
+        }
+        for i in range(count)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
 def test_speed_keys_reach_trls_dpo_config(tmp_path):
-    args = dpo_arguments(DPOTrainingConfig(precompute_ref_log_probs=True, micro_batch_size=4, batch_size=16), tmp_path, 0, "cpu")
-    assert (args.precompute_ref_log_probs, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (True, 4, 4)
+    args = dpo_arguments(
+        DPOTrainingConfig(precompute_ref_log_probs=True, micro_batch_size=4, batch_size=16), tmp_path, 0, "cpu"
+    )
+    assert (args.precompute_ref_log_probs, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
+        True,
+        4,
+        4,
+    )
     default = dpo_arguments(DPOTrainingConfig(), tmp_path, 0, "cpu")
-    assert (default.precompute_ref_log_probs, default.per_device_train_batch_size, default.gradient_accumulation_steps) == (False, 1, 16)
+    assert (
+        default.precompute_ref_log_probs,
+        default.per_device_train_batch_size,
+        default.gradient_accumulation_steps,
+    ) == (False, 1, 16)
 
 
 @pytest.mark.parametrize("change", [{"precompute_ref_log_probs": True}, {"micro_batch_size": 2}])
@@ -40,8 +57,12 @@ def test_precomputed_reference_and_micro_batches_keep_the_losses(tiny_model, tmp
     model_config = ModelConfig(name_or_path=str(tiny_model), device="cpu")
     losses = {}
     for name, keys in (("plain", {}), ("changed", change)):
-        config = DPOTrainingConfig(batch_size=2, dropout=0.0, learning_rate=1e-3, final_learning_rate=1e-4, max_length=256, **keys)
-        stats = TrainDPO("dpo", model_config, config, str(tiny_model), None, pairs, tmp_path / name, tmp_path / f"model-{name}", 0).train_here()
+        config = DPOTrainingConfig(
+            batch_size=2, dropout=0.0, learning_rate=1e-3, final_learning_rate=1e-4, max_length=256, **keys
+        )
+        stats = TrainDPO(
+            "dpo", model_config, config, str(tiny_model), None, pairs, tmp_path / name, tmp_path / f"model-{name}", 0
+        ).train_here()
         losses[name] = (stats["loss_first"], stats["loss_last"])
     assert losses["plain"][0] == pytest.approx(math.log(2), abs=1e-4)
     assert abs(losses["plain"][1] - math.log(2)) > 1e-3  # the second step trains on a changed policy
@@ -51,7 +72,20 @@ def test_precomputed_reference_and_micro_batches_keep_the_losses(tiny_model, tmp
 def test_the_bench_runs_its_setups_on_the_tiny_model(tiny_model, tmp_path):
     bench = Path(__file__).resolve().parents[1] / "bench" / "dpo_speed.py"
     pairs = write_pairs(tmp_path / "pairs.jsonl", 4)
-    command = [sys.executable, str(bench), "--model", str(tiny_model), "--pairs", str(pairs), "--count", "4", "--batch-size", "2", "--setups", "precompute,mb2"]
+    command = [
+        sys.executable,
+        str(bench),
+        "--model",
+        str(tiny_model),
+        "--pairs",
+        str(pairs),
+        "--count",
+        "4",
+        "--batch-size",
+        "2",
+        "--setups",
+        "precompute,mb2",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()

@@ -19,10 +19,12 @@ def test_perfect_and_reversed_groups_of_3():
 
 def test_ties_count_half_and_break_exact_match():
     # group of 2 tied by the model; group of 4 with one model tie and one wrong pair
-    metrics = rm_metrics([
-        ([0, 1], [3.0, 3.0]),
-        ([0, 1, 2, 3], [4.0, 4.0, 2.0, 3.0]),
-    ])
+    metrics = rm_metrics(
+        [
+            ([0, 1], [3.0, 3.0]),
+            ([0, 1, 2, 3], [4.0, 4.0, 2.0, 3.0]),
+        ]
+    )
     # pairs: g1: 1 tie (0.5). g2: (0,1) tie 0.5, (0,2) ok, (0,3) ok, (1,2) ok, (1,3) ok, (2,3) wrong -> 4.5 of 6
     assert metrics["pairs"] == 7
     assert metrics["pairwise_accuracy"] == pytest.approx(5 / 7, abs=1e-4)
@@ -45,30 +47,37 @@ def test_missing_scores_and_human_ties():
     assert metrics["five_best"] == 1.0  # 4.6 counts as a 5
 
 
-@pytest.mark.parametrize(("text", "verdict"), [
-    ("A is more complete.\nVerdict: A", "A"),
-    ("Verdict: B", "B"),
-    ("Both fine. Verdict: tie", "tie"),
-    ("**Verdict:** [B]", "B"),
-    ("First I thought Verdict: A but no. Verdict: B", "B"),
-    ("I prefer answer A.", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("A is more complete.\nVerdict: A", "A"),
+        ("Verdict: B", "B"),
+        ("Both fine. Verdict: tie", "tie"),
+        ("**Verdict:** [B]", "B"),
+        ("First I thought Verdict: A but no. Verdict: B", "B"),
+        ("I prefer answer A.", None),
+        ("", None),
+    ],
+)
 def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
 
 
 def test_order_swap_disagreement_is_a_tie():
-    assert outcome("A", "B") == "win"     # X first and preferred, X second and preferred
+    assert outcome("A", "B") == "win"  # X first and preferred, X second and preferred
     assert outcome("B", "A") == "lose"
-    assert outcome("A", "A") == "tie"     # position bias: the judge always picks the first answer
+    assert outcome("A", "A") == "tie"  # position bias: the judge always picks the first answer
     assert outcome("A", None) == "tie"
     assert outcome("tie", "B") == "tie"
     records = [
-        {"prompt_id": "p0", "order": "xy", "verdict": "A"}, {"prompt_id": "p0", "order": "yx", "verdict": "B"},
-        {"prompt_id": "p1", "order": "xy", "verdict": "A"}, {"prompt_id": "p1", "order": "yx", "verdict": "A"},
-        {"prompt_id": "p2", "order": "xy", "verdict": "B"}, {"prompt_id": "p2", "order": "yx", "verdict": "A"},
-        {"prompt_id": "p3", "order": "xy", "verdict": None}, {"prompt_id": "p3", "order": "yx", "verdict": "B"},
+        {"prompt_id": "p0", "order": "xy", "verdict": "A"},
+        {"prompt_id": "p0", "order": "yx", "verdict": "B"},
+        {"prompt_id": "p1", "order": "xy", "verdict": "A"},
+        {"prompt_id": "p1", "order": "yx", "verdict": "A"},
+        {"prompt_id": "p2", "order": "xy", "verdict": "B"},
+        {"prompt_id": "p2", "order": "yx", "verdict": "A"},
+        {"prompt_id": "p3", "order": "xy", "verdict": None},
+        {"prompt_id": "p3", "order": "yx", "verdict": "B"},
     ]
     stats = tally(records)
     assert (stats["win"], stats["tie"], stats["lose"]) == (25.0, 50.0, 25.0)

@@ -28,7 +28,12 @@ class ScriptedJudge(BaseHTTPRequestHandler):
         with self.lock:
             text = next(self.script)
             self.seen_auth.append(self.headers.get("Authorization", ""))
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}], "usage": {"completion_tokens": 5}}).encode()
+        payload = json.dumps(
+            {
+                "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"completion_tokens": 5},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -49,7 +54,16 @@ def judge_server():
 
 
 def server_args(url):
-    return ["--set", "eval.judge.kind=openai", "--set", f"eval.judge.base_url={url}", "--set", "eval.judge.model=scripted", "--set", "eval.judge.api_key_env=SR_TEST_KEY"]
+    return [
+        "--set",
+        "eval.judge.kind=openai",
+        "--set",
+        f"eval.judge.base_url={url}",
+        "--set",
+        "eval.judge.model=scripted",
+        "--set",
+        "eval.judge.api_key_env=SR_TEST_KEY",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +72,9 @@ def evaluated_run(finished_run, judge_server):
     import os
 
     os.environ["SR_TEST_KEY"] = "sk-test-secret"
-    result = invoke("eval", run_dir, *server_args(judge_server), "--set", "eval.rm_samples=2", "--set", "eval.max_prompts=4")
+    result = invoke(
+        "eval", run_dir, *server_args(judge_server), "--set", "eval.rm_samples=2", "--set", "eval.max_prompts=4"
+    )
     assert result.exit_code == 0, result.output
     return run_dir, result.output
 
@@ -71,7 +87,13 @@ def test_eval_writes_rm_metrics_and_head_to_head(evaluated_run):
         rm = metrics["eft-eval"]
         assert rm["groups"] > 0 and 0 <= rm["pairwise_accuracy"] <= 1 and -1 <= rm["spearman"] <= 1
     matches = [(h["model"], h["opponent"]) for h in summary["head_to_head"]]
-    assert matches == [("M1", "sft_baseline"), ("M2", "sft_baseline"), ("M3", "sft_baseline"), ("M2", "M1"), ("M3", "M2")]
+    assert matches == [
+        ("M1", "sft_baseline"),
+        ("M2", "sft_baseline"),
+        ("M3", "sft_baseline"),
+        ("M2", "M1"),
+        ("M3", "M2"),
+    ]
     for h in summary["head_to_head"]:
         assert h["prompts"] == 4 and h["win"] + h["tie"] + h["lose"] == pytest.approx(100, abs=0.2)
     assert sum(h["unparsable_verdicts"] for h in summary["head_to_head"]) > 0  # counted, not fatal
@@ -133,18 +155,40 @@ def test_report_is_self_contained_html_with_the_numbers(evaluated_run):
 def test_alpaca_and_mt_bench_formats(evaluated_run, judge_server, tmp_path):
     run_dir = evaluated_run[0]
     prompts = tmp_path / "alpaca.json"
-    prompts.write_text(json.dumps([{"instruction": "Name a colour.", "dataset": "mine"}, {"instruction": "Say hello."}]))
+    prompts.write_text(
+        json.dumps([{"instruction": "Name a colour.", "dataset": "mine"}, {"instruction": "Say hello."}])
+    )
     reference = tmp_path / "ref.json"
-    reference.write_text(json.dumps([{"instruction": "Name a colour.", "output": "Blue.", "generator": "ref"}, {"instruction": "Say hello.", "output": "Hello!", "generator": "ref"}]))
-    result = invoke("alpaca", run_dir, "--prompts", prompts, "--reference", reference, "--model", "M1", *server_args(judge_server))
+    reference.write_text(
+        json.dumps(
+            [
+                {"instruction": "Name a colour.", "output": "Blue.", "generator": "ref"},
+                {"instruction": "Say hello.", "output": "Hello!", "generator": "ref"},
+            ]
+        )
+    )
+    result = invoke(
+        "alpaca", run_dir, "--prompts", prompts, "--reference", reference, "--model", "M1", *server_args(judge_server)
+    )
     assert result.exit_code == 0, result.output
     outputs = json.loads((run_dir / "eval" / "alpaca" / "M1" / "model_outputs.json").read_text())
     assert [o["instruction"] for o in outputs] == ["Name a colour.", "Say hello."]
-    assert all(o["generator"] == "M1" and isinstance(o["output"], str) for o in outputs) and outputs[0]["dataset"] == "mine"
+    assert (
+        all(o["generator"] == "M1" and isinstance(o["output"], str) for o in outputs)
+        and outputs[0]["dataset"] == "mine"
+    )
     assert "AlpacaEval" in result.output
     questions = tmp_path / "question.jsonl"
-    questions.write_text("".join(json.dumps({"question_id": i, "category": "writing", "turns": [f"Write line {i}.", "Now shorten it."]}) + "\n" for i in (81, 82)))
-    result = invoke("mt-bench", run_dir, "--questions", questions, "--model", "M2", "--grade", *server_args(judge_server))
+    questions.write_text(
+        "".join(
+            json.dumps({"question_id": i, "category": "writing", "turns": [f"Write line {i}.", "Now shorten it."]})
+            + "\n"
+            for i in (81, 82)
+        )
+    )
+    result = invoke(
+        "mt-bench", run_dir, "--questions", questions, "--model", "M2", "--grade", *server_args(judge_server)
+    )
     assert result.exit_code == 0, result.output
     answers = read_jsonl(run_dir / "eval" / "mt_bench" / "M2.jsonl")
     assert [a["question_id"] for a in answers] == [81, 82]
@@ -162,9 +206,22 @@ def test_eval_errors(finished_run, tmp_path):
     result = invoke("alpaca", run_dir, "--prompts", bad)
     assert result.exit_code == 2 and "is not AlpacaEval format" in result.stderr
     same = ["--set", "eval.rm_samples=2", "--set", "eval.max_prompts=4"]
-    result = invoke("eval", run_dir, "--model", "M1", "--model", "M2", *server_args("http://127.0.0.1:9/v1"), "--set", "eval.judge.model=elsewhere", *same)
+    result = invoke(
+        "eval",
+        run_dir,
+        "--model",
+        "M1",
+        "--model",
+        "M2",
+        *server_args("http://127.0.0.1:9/v1"),
+        "--set",
+        "eval.judge.model=elsewhere",
+        *same,
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.exit_code == 2 and len(errors) == 1 and "unreachable" in errors[0] and "Traceback" not in result.stderr
+    assert (
+        result.exit_code == 2 and len(errors) == 1 and "unreachable" in errors[0] and "Traceback" not in result.stderr
+    )
     result = invoke("eval", run_dir, "--model", "M1", "--set", "eval.rm_samples=1", "--set", "eval.max_prompts=4")
     assert result.exit_code == 2 and "(differs in: rm_samples); add --fresh" in result.stderr
     broken = tmp_path / "broken-run"

@@ -21,7 +21,11 @@ def test_only_labelled_positions_are_scored_with_the_same_log_probs(tiny_model, 
     labels[:, :8] = -100  # a prompt: 4 of the 11 shifted positions per row have a label
     rows_scored = []
     apply = trl_utils._ChunkedLogProbFunction.apply
-    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", lambda hidden, *rest: rows_scored.append(hidden.shape[0]) or apply(hidden, *rest))
+    monkeypatch.setattr(
+        trl_utils._ChunkedLogProbFunction,
+        "apply",
+        lambda hidden, *rest: rows_scored.append(hidden.shape[0]) or apply(hidden, *rest),
+    )
 
     every = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
     score_labelled_positions_only()
@@ -31,5 +35,7 @@ def test_only_labelled_positions_are_scored_with_the_same_log_probs(tiny_model, 
     labelled = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
 
     assert rows_scored == [2 * 11, 2 * 4]
-    assert torch.allclose(every.log_probs, labelled.log_probs, atol=1e-6) and torch.allclose(every.loss, labelled.loss, atol=1e-6)
+    assert torch.allclose(every.log_probs, labelled.log_probs, atol=1e-6) and torch.allclose(
+        every.loss, labelled.loss, atol=1e-6
+    )
     assert torch.equal(every.label_mask, labelled.label_mask)

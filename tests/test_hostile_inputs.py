@@ -70,11 +70,21 @@ def test_allow_pickle_loads_the_same_weights(tiny_model, pickle_model):
 
     loaded = load_model(str(pickle_model), torch.float32, "cpu", allow_pickle=True)
     reference = load_model(str(tiny_model), torch.float32, "cpu")
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True))
-    model, _ = load_for_training(ModelConfig(name_or_path=str(pickle_model), allow_pickle=True), str(pickle_model), SFTTrainingConfig(), "cpu", "sft")
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True)
+    )
+    model, _ = load_for_training(
+        ModelConfig(name_or_path=str(pickle_model), allow_pickle=True),
+        str(pickle_model),
+        SFTTrainingConfig(),
+        "cpu",
+        "sft",
+    )
     assert torch.equal(model.lm_head.weight, reference.lm_head.weight)
     with pytest.raises(SelfRewardError, match="allow_pickle"):
-        load_for_training(ModelConfig(name_or_path=str(pickle_model)), str(pickle_model), SFTTrainingConfig(), "cpu", "sft")
+        load_for_training(
+            ModelConfig(name_or_path=str(pickle_model)), str(pickle_model), SFTTrainingConfig(), "cpu", "sft"
+        )
 
 
 def test_cli_refuses_a_pickle_model_in_one_line_and_accepts_it_when_allowed(pickle_model, tmp_path):
@@ -99,7 +109,10 @@ def test_custom_code_is_not_run_without_trust_remote_code(tiny_model, tmp_path):
     for source in tiny_model.iterdir():
         (directory / source.name).write_bytes(source.read_bytes())
     config = json.loads((directory / "config.json").read_text())
-    config |= {"model_type": "hostile", "auto_map": {"AutoConfig": "hostile.Config", "AutoModelForCausalLM": "hostile.Model"}}
+    config |= {
+        "model_type": "hostile",
+        "auto_map": {"AutoConfig": "hostile.Config", "AutoModelForCausalLM": "hostile.Model"},
+    }
     (directory / "config.json").write_text(json.dumps(config))
     marker = tmp_path / "code-ran"
     (directory / "hostile.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
@@ -135,21 +148,39 @@ def test_parse_score_never_raises_and_stays_in_range(judgment):
 
 TEXT = st.one_of(st.text(min_size=1, max_size=20).filter(str.strip), st.sampled_from([SCRIPT, MARKUP, CONTROL]))
 JUNK_TEXT = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.sampled_from(["", "  ", "\n\t", "\ud800 lone surrogate"]),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.sampled_from(["", "  ", "\n\t", "\ud800 lone surrogate"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 RANK = st.one_of(st.integers(-3, 10), st.floats(-3, 10))
 JUNK_RANK = st.one_of(
-    st.booleans(), st.text(max_size=5), st.sampled_from([math.nan, math.inf, -math.inf, 10**400]),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.booleans(),
+    st.text(max_size=5),
+    st.sampled_from([math.nan, math.inf, -math.inf, 10**400]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 JUNK = st.one_of(JUNK_TEXT, JUNK_RANK)
 LABELS = st.one_of(
     JUNK,
-    st.fixed_dictionaries({"name": st.just(["spam", "quality"]), "value": st.lists(st.one_of(RANK, JUNK_RANK), max_size=2)}),
-    st.fixed_dictionaries({"quality": st.one_of(RANK, JUNK_RANK, st.fixed_dictionaries({"value": st.one_of(RANK, JUNK_RANK)}))}),
+    st.fixed_dictionaries(
+        {"name": st.just(["spam", "quality"]), "value": st.lists(st.one_of(RANK, JUNK_RANK), max_size=2)}
+    ),
+    st.fixed_dictionaries(
+        {"quality": st.one_of(RANK, JUNK_RANK, st.fixed_dictionaries({"value": st.one_of(RANK, JUNK_RANK)}))}
+    ),
 )
-NOT_A_NONEMPTY_LIST = st.one_of(st.just([]), st.none(), st.integers(), st.text(max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=1))
+NOT_A_NONEMPTY_LIST = st.one_of(
+    st.just([]),
+    st.none(),
+    st.integers(),
+    st.text(max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
+)
 
 
 @st.composite
@@ -171,10 +202,15 @@ def question_answer_row(draw, bad):
 
 @st.composite
 def ranked_row(draw, bad):
-    responses = [{"text": draw(TEXT), "rank": draw(RANK), "labels": draw(LABELS)} for _ in range(draw(st.integers(1, 3)))]
+    responses = [
+        {"text": draw(TEXT), "rank": draw(RANK), "labels": draw(LABELS)} for _ in range(draw(st.integers(1, 3)))
+    ]
     row = {"prompt": draw(TEXT), "responses": responses, "id": draw(st.one_of(TEXT, JUNK))}
     if bad:
-        which, item = draw(st.sampled_from(["prompt", "responses", "text", "rank", "item"])), draw(st.sampled_from(range(len(responses))))
+        which, item = (
+            draw(st.sampled_from(["prompt", "responses", "text", "rank", "item"])),
+            draw(st.sampled_from(range(len(responses)))),
+        )
         if which == "prompt":
             row["prompt"] = draw(JUNK_TEXT)
         elif which == "responses":
@@ -190,8 +226,14 @@ def ranked_row(draw, bad):
 def message_row(draw, bad):
     ids = st.sampled_from(["r1", "r2", "a1", "a2"])
     row = {
-        "message_id": draw(ids), "parent_id": draw(st.one_of(st.none(), ids, JUNK)), "role": draw(st.sampled_from(["prompter", "assistant"])),
-        "text": draw(TEXT), "rank": draw(st.one_of(st.none(), RANK)), "lang": draw(st.sampled_from(["en", "de"])), "labels": draw(LABELS), "deleted": draw(st.booleans()),
+        "message_id": draw(ids),
+        "parent_id": draw(st.one_of(st.none(), ids, JUNK)),
+        "role": draw(st.sampled_from(["prompter", "assistant"])),
+        "text": draw(TEXT),
+        "rank": draw(st.one_of(st.none(), RANK)),
+        "lang": draw(st.sampled_from(["en", "de"])),
+        "labels": draw(LABELS),
+        "deleted": draw(st.booleans()),
     }
     if bad:
         key = draw(st.sampled_from(["message_id", "role", "text", "rank"]))
@@ -201,7 +243,14 @@ def message_row(draw, bad):
 
 @st.composite
 def tree_row(draw, bad):
-    reply = st.fixed_dictionaries({"text": TEXT, "rank": st.one_of(st.none(), RANK), "role": st.sampled_from(["assistant", "prompter"]), "labels": LABELS})
+    reply = st.fixed_dictionaries(
+        {
+            "text": TEXT,
+            "rank": st.one_of(st.none(), RANK),
+            "role": st.sampled_from(["assistant", "prompter"]),
+            "labels": LABELS,
+        }
+    )
     replies = draw(st.lists(st.one_of(reply, JUNK), max_size=3))
     root = {"message_id": draw(st.one_of(TEXT, JUNK)), "text": draw(TEXT), "lang": "en", "replies": replies}
     row = {"message_tree_id": draw(st.one_of(TEXT, JUNK)), "prompt": root}
@@ -210,14 +259,26 @@ def tree_row(draw, bad):
         if which == "text":
             root["text"] = draw(JUNK_TEXT)
         elif which == "replies":
-            root["replies"] = draw(st.one_of(st.integers(1, 9), st.text(min_size=1, max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=1)))
+            root["replies"] = draw(
+                st.one_of(
+                    st.integers(1, 9),
+                    st.text(min_size=1, max_size=3),
+                    st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=1),
+                )
+            )
         else:  # an assistant reply in the run's language that would be used
             rank, text = (draw(JUNK_RANK), draw(TEXT)) if which == "reply rank" else (draw(RANK), draw(JUNK_TEXT))
             replies.insert(draw(st.integers(0, len(replies))), {"text": text, "rank": rank, "role": "assistant"})
     return row
 
 
-SHAPES = {"ift-jsonl": ift_row, "question-answer": question_answer_row, "ranked-jsonl": ranked_row, "oasst-messages": message_row, "oasst-tree": tree_row}
+SHAPES = {
+    "ift-jsonl": ift_row,
+    "question-answer": question_answer_row,
+    "ranked-jsonl": ranked_row,
+    "oasst-messages": message_row,
+    "oasst-tree": tree_row,
+}
 # Shapes where every good row is a usable group (the others need parents, replies, ranks).
 ONE_GROUP_PER_ROW = {"ift-jsonl", "ranked-jsonl"}
 
@@ -227,8 +288,12 @@ NOT_AN_OBJECT = st.sampled_from([b"{oops", b"[1, 2]", b"\xff\xfe", b'"text"', b"
 
 def rows_of(shape: str) -> st.SearchStrategy:
     """(shape, [(is_bad, line)]): rows of one shape, some with a junk value, some lines not JSON objects."""
-    row = st.booleans().flatmap(lambda bad: st.tuples(st.just(bad), SHAPES[shape](bad).map(lambda r: json.dumps(r).encode())))
-    return st.tuples(st.just(shape), st.lists(st.one_of(row, st.tuples(st.just(True), NOT_AN_OBJECT)), min_size=1, max_size=6))
+    row = st.booleans().flatmap(
+        lambda bad: st.tuples(st.just(bad), SHAPES[shape](bad).map(lambda r: json.dumps(r).encode()))
+    )
+    return st.tuples(
+        st.just(shape), st.lists(st.one_of(row, st.tuples(st.just(True), NOT_AN_OBJECT)), min_size=1, max_size=6)
+    )
 
 
 def write_lines(directory: str, lines: list[bytes]) -> str:
@@ -249,7 +314,9 @@ def test_seed_rows_of_every_shape_with_junk_values_are_counted(case):
             groups, report = load_groups(path)
         except SelfRewardError as exc:
             message = one_line(exc)
-            assert message.startswith("no usable rows") and f"{len(rows)} rows read, {len(bad_lines)} skipped" in message
+            assert (
+                message.startswith("no usable rows") and f"{len(rows)} rows read, {len(bad_lines)} skipped" in message
+            )
             assert not bad_lines or f"first problem at line {bad_lines[0]}:" in message
             assert shape not in ONE_GROUP_PER_ROW or good == 0
             return
@@ -267,20 +334,37 @@ JSON = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
     max_leaves=8,
 )
-KEYS = ["prompt", "response", "responses", "question", "answer", "rank", "message_id", "parent_id", "role", "text", "lang", "labels", "message_tree_id", "replies"]
+KEYS = [
+    "prompt",
+    "response",
+    "responses",
+    "question",
+    "answer",
+    "rank",
+    "message_id",
+    "parent_id",
+    "role",
+    "text",
+    "lang",
+    "labels",
+    "message_tree_id",
+    "replies",
+]
 JSON_ROW = st.fixed_dictionaries({}, optional={key: JSON for key in KEYS})
 LINE = st.one_of(
     JSON_ROW.map(lambda row: json.dumps(row).encode()),
     JSON.map(lambda value: json.dumps(value).encode()),
     st.text().map(lambda text: text.replace("\n", " ").encode("utf-8", "surrogatepass")),
     st.binary(max_size=20).map(lambda data: data.replace(b"\n", b" ")),
-    st.sampled_from([b"[" * 100_000, b"{\"rank\": " + b"1" * 5000 + b"}", b"\xff\xfe{}", b"{\"prompt\": \"\\ud800\", \"response\": \"x\"}"]),
+    st.sampled_from(
+        [b"[" * 100_000, b'{"rank": ' + b"1" * 5000 + b"}", b"\xff\xfe{}", b'{"prompt": "\\ud800", "response": "x"}']
+    ),
 )
 
 
 @PROPERTY
 @given(st.lists(LINE, max_size=6), st.booleans())
-@example([b"[" * 100_000, b"{\"rank\": " + b"1" * 5000 + b"}", b"\xff\xfe"], False)
+@example([b"[" * 100_000, b'{"rank": ' + b"1" * 5000 + b"}", b"\xff\xfe"], False)
 def test_arbitrary_jsonl_lines_load_or_fail_in_one_line(lines, ranked):
     with tempfile.TemporaryDirectory() as directory:
         path = write_lines(directory, lines)
@@ -305,12 +389,44 @@ def test_unreadable_sources_are_one_line_errors(tmp_path):
 # config overrides
 
 OVERRIDE_KEYS = st.one_of(
-    st.sampled_from(["judge.k", "model", "model.dtype", "model.allow_pickle", "sft.batch_size", "data.ift", "eval.judge", "eft.teacher", "seed", "", ".", "a..b", "judge.k.x"]),
+    st.sampled_from(
+        [
+            "judge.k",
+            "model",
+            "model.dtype",
+            "model.allow_pickle",
+            "sft.batch_size",
+            "data.ift",
+            "eval.judge",
+            "eft.teacher",
+            "seed",
+            "",
+            ".",
+            "a..b",
+            "judge.k.x",
+        ]
+    ),
     st.text(max_size=10),
 )
 OVERRIDE_VALUES = st.one_of(
     st.text(max_size=20),
-    st.sampled_from(["[[[[", "&a [*a]", "!!python/object/apply:os.system [echo]", "1e999", ".nan", "{a: 1}", "[1, 2]", "~", "2020-01-01", "!!binary aGk=", "\x00", "'open", "{1: 2}"]),
+    st.sampled_from(
+        [
+            "[[[[",
+            "&a [*a]",
+            "!!python/object/apply:os.system [echo]",
+            "1e999",
+            ".nan",
+            "{a: 1}",
+            "[1, 2]",
+            "~",
+            "2020-01-01",
+            "!!binary aGk=",
+            "\x00",
+            "'open",
+            "{1: 2}",
+        ]
+    ),
 )
 OVERRIDE = st.one_of(st.text(max_size=20), st.builds("{}={}".format, OVERRIDE_KEYS, OVERRIDE_VALUES))
 
@@ -327,7 +443,13 @@ def test_arbitrary_overrides_give_a_config_or_one_line_error(overrides):
 
 
 @PROPERTY
-@given(st.one_of(st.text(), st.binary().map(lambda data: data.decode("latin-1")), st.sampled_from(["base: [1]", "{1: 2}", "- a", "model: {allow_pickle: maybe}"])))
+@given(
+    st.one_of(
+        st.text(),
+        st.binary().map(lambda data: data.decode("latin-1")),
+        st.sampled_from(["base: [1]", "{1: 2}", "- a", "model: {allow_pickle: maybe}"]),
+    )
+)
 @example("[" * 3000)
 def test_arbitrary_config_files_give_a_config_or_one_line_error(text):
     with tempfile.TemporaryDirectory() as directory:
@@ -359,18 +481,48 @@ def hostile_run(tmp_path) -> Path:
     config = config_to_dict(load_config("demo", [f"model.name_or_path={json.dumps(HOSTILE)}"]))
     (run / "iter1").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    (run / "manifest.json").write_text(json.dumps({"created": HOSTILE, "seed": 0, "config": config, "versions": {"selfreward": HOSTILE}, "stages": {"dpo1": {"status": HOSTILE}}}))
-    for name, row in (("prompts", {"id": "p1", "prompt": HOSTILE}), ("candidates", {"id": "p1", "candidates": [HOSTILE, HOSTILE]})):
+    (run / "manifest.json").write_text(
+        json.dumps(
+            {
+                "created": HOSTILE,
+                "seed": 0,
+                "config": config,
+                "versions": {"selfreward": HOSTILE},
+                "stages": {"dpo1": {"status": HOSTILE}},
+            }
+        )
+    )
+    for name, row in (
+        ("prompts", {"id": "p1", "prompt": HOSTILE}),
+        ("candidates", {"id": "p1", "candidates": [HOSTILE, HOSTILE]}),
+    ):
         (run / "iter1" / f"{name}.jsonl").write_text(json.dumps(row) + "\n")
-    (run / "iter1" / "judgments.stats.json").write_text(json.dumps({"score_histogram": {"0": 1, "5": 1}, "score_source": HOSTILE, "parse_rate_text": 0.5}))
+    (run / "iter1" / "judgments.stats.json").write_text(
+        json.dumps({"score_histogram": {"0": 1, "5": 1}, "score_source": HOSTILE, "parse_rate_text": 0.5})
+    )
     (run / "iter1" / "pairs.stats.json").write_text(json.dumps({"pairs": 1, "tie_rate": 0.0}))
     metrics = {"groups": 2, "pairwise_accuracy": 0.5, "judge_parse_rate": 1.0}
     (run / "eval").mkdir()
-    (run / "eval" / "summary.json").write_text(json.dumps({
-        "rm": {HOSTILE: {HOSTILE: metrics}, "M1": {HOSTILE: metrics}},
-        "head_to_head": [{"model": HOSTILE, "opponent": "M1", "judge": HOSTILE, "prompts": 2, "win": 50.0, "tie": 0.0, "lose": 50.0, "unparsable_verdicts": 0}],
-        "answers": {HOSTILE: {"answers": 2, "mean_chars": 30.0, "mean_tokens": 9.0}},
-    }))
+    (run / "eval" / "summary.json").write_text(
+        json.dumps(
+            {
+                "rm": {HOSTILE: {HOSTILE: metrics}, "M1": {HOSTILE: metrics}},
+                "head_to_head": [
+                    {
+                        "model": HOSTILE,
+                        "opponent": "M1",
+                        "judge": HOSTILE,
+                        "prompts": 2,
+                        "win": 50.0,
+                        "tie": 0.0,
+                        "lose": 50.0,
+                        "unparsable_verdicts": 0,
+                    }
+                ],
+                "answers": {HOSTILE: {"answers": 2, "mean_chars": 30.0, "mean_tokens": 9.0}},
+            }
+        )
+    )
     return run
 
 
@@ -393,7 +545,24 @@ def test_report_escapes_generated_text(hostile_run):
     page = (hostile_run / "report.html").read_text()
     parser = Tags()
     parser.feed(page)
-    assert parser.tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "table", "tr", "th", "td", "img"}
+    assert parser.tags <= {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "h1",
+        "h2",
+        "h3",
+        "p",
+        "code",
+        "table",
+        "tr",
+        "th",
+        "td",
+        "img",
+    }
     assert "<script" not in page.lower() and "\x1b" not in page and "\x00" not in page
     assert SCRIPT in "".join(parser.text) and "esc\\x1b[31m" in page  # shown as text, control characters visible
     markdown = (hostile_run / "report.md").read_text()
@@ -425,8 +594,11 @@ def test_console_tables_show_generated_text_literally(hostile_run, monkeypatch):
 
 def test_data_command_and_errors_show_row_text_literally(tmp_path):
     path = tmp_path / "seed.jsonl"
-    rows = [{"message_id": "r1", "role": "prompter", "text": "q?", "parent_id": None}, {"message_id": "a1", "role": MARKUP, "text": "a", "parent_id": "r1", "rank": 0},
-            {"message_id": "a2", "role": "assistant", "text": "answer", "parent_id": "r1", "rank": 0}]
+    rows = [
+        {"message_id": "r1", "role": "prompter", "text": "q?", "parent_id": None},
+        {"message_id": "a1", "role": MARKUP, "text": "a", "parent_id": "r1", "rank": 0},
+        {"message_id": "a2", "role": "assistant", "text": "answer", "parent_id": "r1", "rank": 0},
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     shown = invoke("data", path)
     assert shown.exit_code == 0, shown.output

@@ -18,7 +18,9 @@ TEMPLATE = load_template("judge_additive_5pt")
 
 
 def fitted_judge_request(template, prompt, response, engine, max_new_tokens):
-    return fitted_request(template, {"instruction": prompt, "response": response}, ("response",), engine, max_new_tokens)
+    return fitted_request(
+        template, {"instruction": prompt, "response": response}, ("response",), engine, max_new_tokens
+    )
 
 
 class CharEngine(Engine):
@@ -71,7 +73,9 @@ def test_base_model_template_starts_with_bos(tiny_model, tmp_path):
     config.pop("chat_template", None)
     (base / "tokenizer_config.json").write_text(json.dumps(config))
     tokenizer = load_tokenizer(str(base), 512)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.startswith(tokenizer.bos_token + "User: Hi") and text.endswith("Assistant:")
     assert tokenizer(text, add_special_tokens=False)["input_ids"][0] == tokenizer.bos_token_id
 
@@ -84,7 +88,9 @@ def test_over_long_training_examples_are_detected(tiny_model):
 
 
 def test_training_dropout_is_not_written_into_checkpoints(tiny_model, finished_run):
-    model, _ = load_for_training(ModelConfig(name_or_path=str(tiny_model)), str(tiny_model), SFTTrainingConfig(dropout=0.1), "cpu", "sft")
+    model, _ = load_for_training(
+        ModelConfig(name_or_path=str(tiny_model)), str(tiny_model), SFTTrainingConfig(dropout=0.1), "cpu", "sft"
+    )
     rates = {m.attention_dropout for m in model.modules() if isinstance(getattr(m, "attention_dropout", None), float)}
     assert rates == {0.1} and model.config.attention_dropout == 0.0
     base = json.loads((tiny_model / "config.json").read_text())["attention_dropout"]
@@ -96,8 +102,23 @@ def test_sft_drops_and_counts_examples_longer_than_max_length(tiny_model, tmp_pa
     from selfreward.stages.sft import TrainSFT
     from selfreward.steps import run_step
 
-    examples = [("Explain tides.", "The moon pulls.\nScore: 4"), ("Why is the sky blue?", "Scattering."), ("Judge this: " + "word " * 200, "Score: 3")]
+    examples = [
+        ("Explain tides.", "The moon pulls.\nScore: 4"),
+        ("Why is the sky blue?", "Scattering."),
+        ("Judge this: " + "word " * 200, "Score: 3"),
+    ]
     config = SFTTrainingConfig(max_length=64, batch_size=2, learning_rate=1e-4, final_learning_rate=1e-5)
-    stats = run_step(TrainSFT("sft", ModelConfig(name_or_path=str(tiny_model)), config, str(tiny_model), examples, tmp_path / "sft", tmp_path / "M", 0))
+    stats = run_step(
+        TrainSFT(
+            "sft",
+            ModelConfig(name_or_path=str(tiny_model)),
+            config,
+            str(tiny_model),
+            examples,
+            tmp_path / "sft",
+            tmp_path / "M",
+            0,
+        )
+    )
     assert (stats["examples"], stats["dropped_too_long"]) == (2, 1)
     assert (tmp_path / "M" / "model.safetensors").exists()

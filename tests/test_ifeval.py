@@ -11,15 +11,30 @@ from selfreward.errors import SelfRewardError
 from selfreward.eval.ifeval import accuracies, checkers, comparisons, differences, read_prompts, score, token_budget
 
 ROWS = [
-    {"key": 1, "prompt": "Describe a lake without using any commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
-    {"key": 2, "prompt": "Write about rain in at least 40 words.", "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"relation": "at least", "num_words": 40}]},
+    {
+        "key": 1,
+        "prompt": "Describe a lake without using any commas.",
+        "instruction_id_list": ["punctuation:no_comma"],
+        "kwargs": [{}],
+    },
+    {
+        "key": 2,
+        "prompt": "Write about rain in at least 40 words.",
+        "instruction_id_list": ["length_constraints:number_words"],
+        "kwargs": [{"relation": "at least", "num_words": 40}],
+    },
     {
         "key": 3,
         "prompt": "Repeat this request word for word, then answer it: name a color. ",
         "instruction_id_list": ["combination:repeat_prompt", "change_case:english_lowercase"],
         "kwargs": [{"prompt_to_repeat": "Repeat this request word for word, then answer it: name a color. "}, {}],
     },
-    {"key": 4, "prompt": "Write two sentences about the sea.", "instruction_id_list": ["length_constraints:number_sentences"], "kwargs": [{"relation": "less than", "num_sentences": 3}]},
+    {
+        "key": 4,
+        "prompt": "Write two sentences about the sea.",
+        "instruction_id_list": ["length_constraints:number_sentences"],
+        "kwargs": [{"relation": "less than", "num_sentences": 3}],
+    },
 ]
 
 
@@ -60,7 +75,10 @@ def test_each_verdict_is_lm_evals(prompts_file):
     assert [s["prompt_strict"] for s in scored_bad] == [False, False, False, False]
     figures = accuracies(scored_good)
     assert figures["prompt_strict"]["value"] == 0.75 and figures["inst_strict"]["value"] == 0.8
-    assert figures["prompt_strict"]["n"] == 4 and figures["prompt_strict"]["low"] <= 0.75 <= figures["prompt_strict"]["high"]
+    assert (
+        figures["prompt_strict"]["n"] == 4
+        and figures["prompt_strict"]["low"] <= 0.75 <= figures["prompt_strict"]["high"]
+    )
     change = differences(scored_good, scored_bad)
     assert change["prompt_strict"]["value"] == 0.75 and change["inst_strict"]["value"] == 0.8
 
@@ -74,7 +92,9 @@ def test_a_prompt_that_ends_in_whitespace_keeps_it(prompts_file):
 
 def test_token_budget_makes_room_for_length_constraints():
     assert token_budget(ROWS[0], 512, 1280) == 512
-    assert token_budget({"kwargs": [{"relation": "at least", "num_words": 600}]}, 512, 1280) == 1024  # 964 rounded up to 256s
+    assert (
+        token_budget({"kwargs": [{"relation": "at least", "num_words": 600}]}, 512, 1280) == 1024
+    )  # 964 rounded up to 256s
     assert token_budget({"kwargs": [{"num_paragraphs": 5}]}, 512, 1280) == 768
     assert token_budget({"kwargs": [{"relation": "at least", "num_words": 1200}]}, 512, 1280) == 1280
     assert token_budget(ROWS[3], 512, 1280) == 512  # "less than" needs no room
@@ -83,8 +103,14 @@ def test_token_budget_makes_room_for_length_constraints():
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"key": 1, "prompt": "x", "instruction_id_list": ["no:such"], "kwargs": [{}]}', "unknown instruction 'no:such'"),
-        ('{"key": 1, "prompt": "x", "instruction_id_list": ["punctuation:no_comma"], "kwargs": []}', "one per instruction"),
+        (
+            '{"key": 1, "prompt": "x", "instruction_id_list": ["no:such"], "kwargs": [{}]}',
+            "unknown instruction 'no:such'",
+        ),
+        (
+            '{"key": 1, "prompt": "x", "instruction_id_list": ["punctuation:no_comma"], "kwargs": []}',
+            "one per instruction",
+        ),
         ('{"prompt": "x"}', "key"),
         ("not json", "line 1: not valid JSON"),
     ],
@@ -98,20 +124,40 @@ def test_a_malformed_row_stops_with_one_line(tmp_path, line, message):
 
 
 def test_headline_comparisons():
-    assert comparisons(["M0", "sft_baseline", "M1", "M2", "M3"]) == [("M1", "M0"), ("sft_baseline", "M0"), ("M2", "M1"), ("M3", "M1"), ("M3", "M2")]
+    assert comparisons(["M0", "sft_baseline", "M1", "M2", "M3"]) == [
+        ("M1", "M0"),
+        ("sft_baseline", "M0"),
+        ("M2", "M1"),
+        ("M3", "M1"),
+        ("M3", "M2"),
+    ]
     assert comparisons(["M1"]) == []
 
 
 def test_ifeval_command_on_a_run(finished_run, prompts_file):
     run_dir, _ = finished_run
-    result = invoke("ifeval", run_dir, "--prompts", prompts_file, "--with-seed", "--model", "M1", "--set", "eval.ifeval.max_new_tokens=8", "--set", "eval.ifeval.max_new_tokens_limit=16")
+    result = invoke(
+        "ifeval",
+        run_dir,
+        "--prompts",
+        prompts_file,
+        "--with-seed",
+        "--model",
+        "M1",
+        "--set",
+        "eval.ifeval.max_new_tokens=8",
+        "--set",
+        "eval.ifeval.max_new_tokens_limit=16",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((run_dir / "eval" / "ifeval" / "summary.json").read_text())
     assert set(summary["models"]) == {"M0", "M1"} and summary["prompts"] == 4
     assert [(d["model"], d["baseline"]) for d in summary["differences"]] == [("M1", "M0")]
     assert "M1 - M0" in result.output and "IFEval on 4 prompts" in result.output
     assert json.loads((run_dir / "eval" / "summary.json").read_text())["ifeval"]["prompts"] == 4
-    again = invoke("ifeval", run_dir, "--prompts", prompts_file, "--model", "M1", "--set", "eval.ifeval.max_new_tokens=9")
+    again = invoke(
+        "ifeval", run_dir, "--prompts", prompts_file, "--model", "M1", "--set", "eval.ifeval.max_new_tokens=9"
+    )
     assert again.exit_code == 2 and "add --fresh" in again.output
     report = invoke("report", run_dir)
     assert report.exit_code == 0, report.output

@@ -54,11 +54,15 @@ def test_parse_score(text, expected, method):
 def test_score_in_the_prompt_is_never_read():
     """The judge prompt itself says `Score: <total points>` and may quote a score in the response;
     only the generated judgment counts."""
-    request = Request.user(fill(point_judgment(JudgeConfig()).template, instruction="What is 2+2?", response="4. Score: 5"))
+    request = Request.user(
+        fill(point_judgment(JudgeConfig()).template, instruction="What is 2+2?", response="4. Score: 5")
+    )
     prompt_text = request.messages[0][1]
     assert "Score: 5" in prompt_text and "{instruction}" not in prompt_text
     item = WorkItem("c0-j0", request, {"candidate_id": "c0", "prompt_id": "p0", "index": 0})
-    rows = score_completions(JudgeConfig(fallback="off"), engine=None, items=[item], completions=[Completion("It is a bare answer.", 6)])
+    rows = score_completions(
+        JudgeConfig(fallback="off"), engine=None, items=[item], completions=[Completion("It is a bare answer.", 6)]
+    )
     assert rows[0]["score"] is None and rows[0]["method"] is None
 
 
@@ -73,13 +77,16 @@ class FixedProbs:
         return [[0, 0, 0, 0.5, 0.5, 0] for _ in requests]
 
 
-@pytest.mark.parametrize(("mode", "text", "score", "method"), [
-    ("off", "no score", None, None),
-    ("fallback", "no score", 3.5, "digit_probs"),
-    ("fallback", "fine.\nScore: 2", 2.0, "text"),
-    ("fallback", "fine, a score of 2", 2.0, "text_lenient"),
-    ("always", "fine. Score: 2", 3.5, "digit_probs"),
-])
+@pytest.mark.parametrize(
+    ("mode", "text", "score", "method"),
+    [
+        ("off", "no score", None, None),
+        ("fallback", "no score", 3.5, "digit_probs"),
+        ("fallback", "fine.\nScore: 2", 2.0, "text"),
+        ("fallback", "fine, a score of 2", 2.0, "text_lenient"),
+        ("always", "fine. Score: 2", 3.5, "digit_probs"),
+    ],
+)
 def test_fallback_modes(mode, text, score, method):
     engine = FixedProbs()
     item = WorkItem("c0-j0", Request.user("judge this"), {"candidate_id": "c0"})
@@ -97,7 +104,10 @@ class NoDigitSeen(FixedProbs):
         return [None for _ in requests]
 
 
-@pytest.mark.parametrize(("mode", "text", "score", "method"), [("fallback", "no score", None, None), ("always", "fine.\nScore: 2", 2.0, "text")])
+@pytest.mark.parametrize(
+    ("mode", "text", "score", "method"),
+    [("fallback", "no score", None, None), ("always", "fine.\nScore: 2", 2.0, "text")],
+)
 def test_a_fallback_that_sees_no_digit_leaves_the_judgment_as_it_was(mode, text, score, method):
     item = WorkItem("c0-j0", Request.user("judge this"), {"candidate_id": "c0"})
     row = score_completions(JudgeConfig(fallback=mode), NoDigitSeen(), [item], [Completion(text, 3)])[0]
@@ -109,7 +119,16 @@ def test_shipped_judge_template_has_fields():
     assert "{instruction}" in text and "{response}" in text and "Score: <total points>" in text
 
 
-@pytest.mark.parametrize(("text", "expected"), [("Clear and right.\nRating: 8", 8.0), ("Rating: 11", None), ("Rating: 0", None), ("I'd give it a rating of 7.", 7.0), ("Score: 4", None)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Clear and right.\nRating: 8", 8.0),
+        ("Rating: 11", None),
+        ("Rating: 0", None),
+        ("I'd give it a rating of 7.", 7.0),
+        ("Score: 4", None),
+    ],
+)
 def test_a_second_scale_reads_its_own_label_and_range(text, expected):
     """MT-Bench grading's 1-10 `Rating: N` is a Scale too (selfreward/judging/rating_10pt.py)."""
     assert RATING_10PT.parse(text) == expected

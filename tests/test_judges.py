@@ -24,7 +24,13 @@ TOPICS = ["bread", "tides", "rainbows", "sleep", "tea", "clouds"]
 @pytest.fixture
 def ift_file(tmp_path):
     path = tmp_path / "ift.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"Explain {t} in a few sentences.", "response": f"The human answer about {t}."}) + "\n" for t in TOPICS))
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": f"Explain {t} in a few sentences.", "response": f"The human answer about {t}."})
+            + "\n"
+            for t in TOPICS
+        )
+    )
     return path
 
 
@@ -34,12 +40,25 @@ def other_model(tmp_path_factory):
 
 
 def config_for(model, ift_file, *extra):
-    return load_config("demo", [
-        f"model.name_or_path={model}", f"data.ift=[{ift_file}]", "engine.batch_size=4", "prompts.num_prompts=3",
-        "prompts.requests_per_round=4", "prompts.max_rounds=4", "prompts.min_words=1", "prompts.max_new_tokens=40",
-        "prompts.rouge_threshold=0.99", "candidates.max_new_tokens=40", "judge.max_new_tokens=12", "judge.k=2",
-        "judge.fallback=fallback", *extra,
-    ])
+    return load_config(
+        "demo",
+        [
+            f"model.name_or_path={model}",
+            f"data.ift=[{ift_file}]",
+            "engine.batch_size=4",
+            "prompts.num_prompts=3",
+            "prompts.requests_per_round=4",
+            "prompts.max_rounds=4",
+            "prompts.min_words=1",
+            "prompts.max_new_tokens=40",
+            "prompts.rouge_threshold=0.99",
+            "candidates.max_new_tokens=40",
+            "judge.max_new_tokens=12",
+            "judge.k=2",
+            "judge.fallback=fallback",
+            *extra,
+        ],
+    )
 
 
 def quiet() -> Console:
@@ -63,14 +82,28 @@ def test_implicit_judge_scores_each_answer_by_its_log_ratio(tiny_model, other_mo
     by_candidate = {j["candidate_id"]: j["score"] for j in judgments}
     assert len(pairs) + sum(stats["pairs"]["dropped"].values()) == stats["pairs"]["prompts"] == 3
     for pair in pairs:  # the best and worst reward among the prompt's finished, non-blank answers
-        own = [by_candidate[c["id"]] for c in candidates if c["prompt_id"] == pair["id"] and c["finished"] and c["text"].strip()]
-        assert pair["chosen_source"] == "implicit" and pair["chosen_score"] == max(own) and pair["rejected_score"] == min(own)
+        own = [
+            by_candidate[c["id"]]
+            for c in candidates
+            if c["prompt_id"] == pair["id"] and c["finished"] and c["text"].strip()
+        ]
+        assert (
+            pair["chosen_source"] == "implicit"
+            and pair["chosen_score"] == max(own)
+            and pair["rejected_score"] == min(own)
+        )
 
 
 def test_implicit_judge_against_itself_ties_everything(tiny_model, ift_file, tmp_path):
     out = tmp_path / "it"
-    stats = run_aift(config_for(tiny_model, ift_file, "judge.kind=implicit", f"judge.reference={tiny_model}"), out, console=quiet())
-    assert stats["judge"]["score_sd"] == 0.0 and stats["pairs"]["pairs"] == 0 and stats["pairs"]["dropped"].get("tie", 0) > 0
+    stats = run_aift(
+        config_for(tiny_model, ift_file, "judge.kind=implicit", f"judge.reference={tiny_model}"), out, console=quiet()
+    )
+    assert (
+        stats["judge"]["score_sd"] == 0.0
+        and stats["pairs"]["pairs"] == 0
+        and stats["pairs"]["dropped"].get("tie", 0) > 0
+    )
 
 
 def test_implicit_judge_alone_needs_a_reference(tiny_model, ift_file, tmp_path):
@@ -81,7 +114,12 @@ def test_implicit_judge_alone_needs_a_reference(tiny_model, ift_file, tmp_path):
 
 
 def test_kendall_agreement_per_prompt():
-    current = {"p1": {"a": 3.0, "b": 2.0, "c": 1.0}, "p2": {"a": 1.0, "b": 2.0}, "p3": {"a": 4.0, "b": 4.0}, "p4": {"a": 1.0}}
+    current = {
+        "p1": {"a": 3.0, "b": 2.0, "c": 1.0},
+        "p2": {"a": 1.0, "b": 2.0},
+        "p3": {"a": 4.0, "b": 4.0},
+        "p4": {"a": 1.0},
+    }
     previous = {"p1": {"a": 5.0, "b": 4.0, "c": 0.0}, "p2": {"a": 3.0, "b": 1.0}, "p3": {"a": 1.0, "b": 2.0}}
     taus, undefined = prompt_taus(current, previous)
     assert taus == [1.0, -1.0] and undefined == 2  # p3: one judge is constant; p4: one candidate
@@ -95,7 +133,9 @@ def test_cream_consistency_sets_the_iterations_label_smoothing(tiny_model, other
     assert list(stats) == ["prompts", "candidates", "judge", "consistency", "pairs"]
     assert found["previous_model"] == str(other_model) and found["prompts_compared"] + found["prompts_undefined"] == 3
     previous = read_jsonl(out / "previous" / "judgments.jsonl")
-    assert len(previous) == len(read_jsonl(out / "judgments.jsonl")) and read_jsonl(out / "previous" / "candidates.jsonl") == read_jsonl(out / "candidates.jsonl")
+    assert len(previous) == len(read_jsonl(out / "judgments.jsonl")) and read_jsonl(
+        out / "previous" / "candidates.jsonl"
+    ) == read_jsonl(out / "candidates.jsonl")
     if found["tau_mean"] is not None:
         assert found["label_smoothing"] == round(min(0.49, max(0.0, (1 - found["tau_mean"]) / 2)), 4)
     none = consistency_stats(out, None, None)
@@ -106,7 +146,9 @@ def test_cream_in_the_loop_trains_with_the_measured_smoothing(loop_config, tmp_p
     from conftest import invoke
 
     run_dir = tmp_path / "run"
-    result = invoke("run", loop_config, "--out", run_dir, "--set", "dpo.label_smoothing=cream", "--set", "loop.iterations=1")
+    result = invoke(
+        "run", loop_config, "--out", run_dir, "--set", "dpo.label_smoothing=cream", "--set", "loop.iterations=1"
+    )
     assert result.exit_code == 0, result.output
     smoothing = json.loads((run_dir / "iter1" / "consistency.stats.json").read_text())["label_smoothing"]
     dpo = json.loads((run_dir / "dpo1" / "dpo.stats.json").read_text())

@@ -7,7 +7,16 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "selfreward"
-TOP = {"selfreward.cli", "selfreward.launch", "selfreward.summary", "selfreward.report", "selfreward.plots", "selfreward.learned", "selfreward.testing", "selfreward.__main__"}
+TOP = {
+    "selfreward.cli",
+    "selfreward.launch",
+    "selfreward.summary",
+    "selfreward.report",
+    "selfreward.plots",
+    "selfreward.learned",
+    "selfreward.testing",
+    "selfreward.__main__",
+}
 """Modules that compose the layers (commands, recipes, the report): allowed to import anything."""
 
 
@@ -44,12 +53,18 @@ def test_stages_and_eval_never_import_each_other_and_the_bottom_nothing_above_it
     for module, targets in imports().items():
         for target in targets:
             here, there = layer(module), layer(target)
-            if (there == "top" and here != "top") or (here == "bottom" and there != "bottom") or {here, there} == {"selfreward.stages", "selfreward.eval"}:
+            if (
+                (there == "top" and here != "top")
+                or (here == "bottom" and there != "bottom")
+                or {here, there} == {"selfreward.stages", "selfreward.eval"}
+            ):
                 wrong.append(f"{module} -> {target}")
     assert wrong == []
 
 
 def test_no_two_modules_import_each_other():
     found = imports()
-    pairs = sorted({tuple(sorted((a, b))) for a, targets in found.items() for b in targets if a != b and a in found.get(b, set())})
+    pairs = sorted(
+        {tuple(sorted((a, b))) for a, targets in found.items() for b in targets if a != b and a in found.get(b, set())}
+    )
     assert pairs == []

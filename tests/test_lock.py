@@ -31,7 +31,12 @@ def holder(tmp_path):
 
 def test_second_writer_is_refused_and_a_killed_holder_blocks_nothing(holder):
     directory, process = holder
-    with pytest.raises(SelfRewardError, match=rf"^{directory} is in use by another selfreward process \(pid {process.pid}\)"), hold_lock(directory):
+    with (
+        pytest.raises(
+            SelfRewardError, match=rf"^{directory} is in use by another selfreward process \(pid {process.pid}\)"
+        ),
+        hold_lock(directory),
+    ):
         pass
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -40,16 +45,27 @@ def test_second_writer_is_refused_and_a_killed_holder_blocks_nothing(holder):
         assert (directory / ".lock").read_text() == f"{os.getpid()}\n"
 
 
-@pytest.mark.parametrize("command", [
-    ["aift", "--out", "{dir}"], ["judge", "--out", "{dir}"], ["pairs", "--out", "{dir}"],
-    ["run", "--out", "{dir}"], ["run", "--resume", "{dir}"], ["eval", "{dir}"], ["report", "{dir}"],
-    ["alpaca", "{dir}", "--prompts", "p.json"], ["mt-bench", "{dir}", "--questions", "q.jsonl"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["aift", "--out", "{dir}"],
+        ["judge", "--out", "{dir}"],
+        ["pairs", "--out", "{dir}"],
+        ["run", "--out", "{dir}"],
+        ["run", "--resume", "{dir}"],
+        ["eval", "{dir}"],
+        ["report", "{dir}"],
+        ["alpaca", "{dir}", "--prompts", "p.json"],
+        ["mt-bench", "{dir}", "--questions", "q.jsonl"],
+    ],
+)
 def test_writing_commands_exit_2_with_one_line_naming_the_holder(holder, command):
     directory, process = holder
     result = invoke(*[str(directory) if arg == "{dir}" else arg for arg in command])
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines() == [f"error: {directory} is in use by another selfreward process (pid {process.pid}); wait for it to finish or stop it"]
+    assert result.stderr.splitlines() == [
+        f"error: {directory} is in use by another selfreward process (pid {process.pid}); wait for it to finish or stop it"
+    ]
     assert [p.name for p in directory.iterdir()] == [".lock"]
 
 
@@ -85,8 +101,11 @@ def test_a_lock_file_removed_by_its_previous_holder_is_not_trusted(tmp_path):
 
 WRITING_COMMANDS = [
     *([stage, "--out", "{dir}"] for stage in ("aift", "prompts", "candidates", "judge", "pairs", "meta")),
-    ["run", "--out", "{dir}"], ["run", "--resume", "{dir}"],
-    ["eval", "{dir}"], ["ifeval", "{dir}"], ["report", "{dir}"],
+    ["run", "--out", "{dir}"],
+    ["run", "--resume", "{dir}"],
+    ["eval", "{dir}"],
+    ["ifeval", "{dir}"],
+    ["report", "{dir}"],
 ]
 NOT_THROUGH_IT = "not a lock file; selfreward will not write through it: remove it and run the command again"
 
@@ -160,9 +179,15 @@ def test_a_lock_held_before_is_kept_when_a_command_fails(tmp_path):
     assert (directory / ".lock").exists()  # not created by the failed call: not removed
 
 
-@pytest.mark.parametrize("command", [
-    ["pairs", "--out", "{dir}"], ["run", "--out", "{dir}"], ["eval", "{dir}"], ["report", "{dir}"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pairs", "--out", "{dir}"],
+        ["run", "--out", "{dir}"],
+        ["eval", "{dir}"],
+        ["report", "{dir}"],
+    ],
+)
 def test_an_output_path_that_is_a_file_is_one_line(tmp_path, command):
     path = tmp_path / "a-file"
     path.write_text("not a directory\n")

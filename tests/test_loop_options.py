@@ -17,8 +17,24 @@ RHO = 0.3
 def test_length_control_and_rpo_alpha_in_the_loop(loop_config, tmp_path):
     run_dir = tmp_path / "run"
     result = invoke(
-        "run", loop_config, "--out", run_dir, "--set", "loop.iterations=1", "--set", "sft.baseline=false", "--set", "eft.judge=m0",
-        "--set", "pairs.policy=length_control", "--set", f"pairs.rho={RHO}", "--set", "dpo.rpo_alpha=0.5", "--set", "dpo.reference=initial",
+        "run",
+        loop_config,
+        "--out",
+        run_dir,
+        "--set",
+        "loop.iterations=1",
+        "--set",
+        "sft.baseline=false",
+        "--set",
+        "eft.judge=m0",
+        "--set",
+        "pairs.policy=length_control",
+        "--set",
+        f"pairs.rho={RHO}",
+        "--set",
+        "dpo.rpo_alpha=0.5",
+        "--set",
+        "dpo.reference=initial",
     )
     assert result.exit_code == 0, result.output
     iter_dir = run_dir / "iter1"
@@ -42,7 +58,10 @@ def test_length_control_and_rpo_alpha_in_the_loop(loop_config, tmp_path):
         near_top = [(tokens, cid) for s, tokens, cid in scored if s >= top - band]
         near_bottom = [(tokens, cid) for s, tokens, cid in scored if s <= bottom + band]
         assert pair["chosen_length"] == min(near_top)[0] and (pair["chosen_length"], pair["chosen_id"]) in near_top
-        assert pair["rejected_length"] == max(near_bottom)[0] and (pair["rejected_length"], pair["rejected_id"]) in near_bottom
+        assert (
+            pair["rejected_length"] == max(near_bottom)[0]
+            and (pair["rejected_length"], pair["rejected_id"]) in near_bottom
+        )
     assert stats["mean_chosen_length"] == pytest.approx(sum(p["chosen_length"] for p in pairs) / len(pairs), abs=5e-4)
 
     dpo = json.loads((run_dir / "dpo1" / "dpo.stats.json").read_text())

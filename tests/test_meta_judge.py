@@ -42,24 +42,45 @@ class ScriptedMetaJudge(Engine):
 
 
 def judgment(candidate: str, k: int, score: float | None, text: str) -> dict:
-    return {"id": f"{candidate}-j{k}", "candidate_id": candidate, "prompt_id": candidate.split("-")[0], "text": text, "text_score": score, "score": score, "method": "text" if score is not None else None}
+    return {
+        "id": f"{candidate}-j{k}",
+        "candidate_id": candidate,
+        "prompt_id": candidate.split("-")[0],
+        "text": text,
+        "text_score": score,
+        "score": score,
+        "method": "text" if score is not None else None,
+    }
 
 
 def write_iteration(out_dir, actor_pairs: int) -> None:
     """Five prompts: p0's c1 has the widest spread (1, 5, 3); p1's judgments are position-biased,
     p2's verdicts unparsable, p3 has no text scores, p4 a clear preference with a smaller gap."""
-    candidates = [{"id": f"p{p}-c{c}", "prompt_id": f"p{p}", "prompt": f"Question {p}?", "text": f"Answer {p}.{c}"} for p in range(5) for c in range(2)]
+    candidates = [
+        {"id": f"p{p}-c{c}", "prompt_id": f"p{p}", "prompt": f"Question {p}?", "text": f"Answer {p}.{c}"}
+        for p in range(5)
+        for c in range(2)
+    ]
     candidates.append({"id": "p0-c2", "prompt_id": "p0", "prompt": "Question 0?", "text": "Answer 0.2"})
     judgments = [
         *(judgment("p0-c0", k, 4, f"steady quality {k}\nScore: 4") for k in range(3)),
-        judgment("p0-c1", 0, 1, "quality 1\nScore: 1"), judgment("p0-c1", 1, 5, "quality 3\nScore: 5"), judgment("p0-c1", 2, 3, "quality 2\nScore: 3"),
-        judgment("p0-c2", 0, 2, "quality 1\nScore: 2"), judgment("p0-c2", 1, 3, "quality 2\nScore: 3"),
-        judgment("p1-c0", 0, 0, "biased one\nScore: 0"), judgment("p1-c0", 1, 5, "biased two\nScore: 5"),
-        judgment("p2-c0", 0, 1, "garbled one\nScore: 1"), judgment("p2-c0", 1, 4, "garbled two\nScore: 4"),
-        judgment("p3-c0", 0, None, "no score"), judgment("p3-c0", 1, None, "none either"),
-        judgment("p4-c0", 0, 2, "quality 5\nScore: 2"), judgment("p4-c0", 1, 4, "quality 0\nScore: 4"),
+        judgment("p0-c1", 0, 1, "quality 1\nScore: 1"),
+        judgment("p0-c1", 1, 5, "quality 3\nScore: 5"),
+        judgment("p0-c1", 2, 3, "quality 2\nScore: 3"),
+        judgment("p0-c2", 0, 2, "quality 1\nScore: 2"),
+        judgment("p0-c2", 1, 3, "quality 2\nScore: 3"),
+        judgment("p1-c0", 0, 0, "biased one\nScore: 0"),
+        judgment("p1-c0", 1, 5, "biased two\nScore: 5"),
+        judgment("p2-c0", 0, 1, "garbled one\nScore: 1"),
+        judgment("p2-c0", 1, 4, "garbled two\nScore: 4"),
+        judgment("p3-c0", 0, None, "no score"),
+        judgment("p3-c0", 1, None, "none either"),
+        judgment("p4-c0", 0, 2, "quality 5\nScore: 2"),
+        judgment("p4-c0", 1, 4, "quality 0\nScore: 4"),
     ]
-    actors = [{"id": f"a{i}", "prompt": "q", "chosen": "good", "rejected": "bad", "margin": 1.0} for i in range(actor_pairs)]
+    actors = [
+        {"id": f"a{i}", "prompt": "q", "chosen": "good", "rejected": "bad", "margin": 1.0} for i in range(actor_pairs)
+    ]
     for name, rows in (("candidates", candidates), ("judgments", judgments), ("pairs", actors)):
         write_jsonl(out_dir / f"{name}.jsonl", rows)
         write_json(out_dir / f"{name}.stats.json", {"stage": name})
@@ -74,9 +95,17 @@ def test_meta_judge_ranks_the_most_disputed_candidates_judgments(tmp_path):
     write_iteration(tmp_path, actor_pairs=2)
     stats = run(tmp_path, 0.5)
     verdicts = read_jsonl(tmp_path / "meta.jsonl")
-    assert {v["candidate_id"] for v in verdicts} == {"p0-c1", "p1-c0", "p2-c0", "p4-c0"}  # widest spread; p3 has no scores
+    assert {v["candidate_id"] for v in verdicts} == {
+        "p0-c1",
+        "p1-c0",
+        "p2-c0",
+        "p4-c0",
+    }  # widest spread; p3 has no scores
     assert len(verdicts) == 2 * (3 + 1 + 1 + 1)  # every two judgments, both orders
-    assert stats["skipped"] == {"fewer_than_2_scored_judgments": 1, "no_preference": 2}  # p1: orders disagree, p2: unparsable
+    assert stats["skipped"] == {
+        "fewer_than_2_scored_judgments": 1,
+        "no_preference": 2,
+    }  # p1: orders disagree, p2: unparsable
     assert (stats["comparisons"], stats["order_disagreements"], stats["unparsable_verdicts"]) == (6, 1, 2)
     assert stats["order_agreement"] == round(4 / 5, 3)
     parsed = [v for v in verdicts if v["winner"]]
@@ -88,7 +117,11 @@ def test_meta_judge_ranks_the_most_disputed_candidates_judgments(tmp_path):
     best = judge[0]
     assert (best["chosen_id"], best["rejected_id"]) == ("p0-c1-j1", "p0-c1-j0")  # quality 3 beats 2 beats 1
     assert (best["chosen_net_wins"], best["rejected_net_wins"]) == (2, -2)
-    assert best["prompt"] == fill(template_with("judge_additive_5pt", ("instruction", "response")), instruction="Question 0?", response="Answer 0.1")
+    assert best["prompt"] == fill(
+        template_with("judge_additive_5pt", ("instruction", "response")),
+        instruction="Question 0?",
+        response="Answer 0.1",
+    )
     assert (judge[1]["chosen_id"], judge[1]["chosen_score"], judge[1]["rejected_score"]) == ("p4-c0-j0", 2, 4)
     assert (stats["judge_pairs"], stats["actor_pairs"], stats["judge_pair_share"]) == (2, 2, 0.5)
 
@@ -98,7 +131,9 @@ def test_cap_keeps_the_clearest_judge_pairs_and_resume_adds_none_twice(tmp_path)
     stats = run(tmp_path, 0.5)
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
     assert (stats["judge_pairs_found"], stats["judge_pairs"]) == (2, 1)
-    assert [p.get("kind") for p in pairs] == [None, "judge"] and pairs[1]["candidate_id"] == "p0-c1"  # gap 4 beats gap 2
+    assert [p.get("kind") for p in pairs] == [None, "judge"] and pairs[1][
+        "candidate_id"
+    ] == "p0-c1"  # gap 4 beats gap 2
     (tmp_path / "meta.stats.json").unlink()  # a kill after pairs.jsonl was rewritten
     assert run(tmp_path, 0.5) == stats and read_jsonl(tmp_path / "pairs.jsonl") == pairs
 
@@ -163,23 +198,48 @@ def test_meta_stage_in_the_tiny_loop_with_scripted_judgments(tiny_model, tmp_pat
         if all("[Evaluation A]" in r.messages[-1][1] for r in requests):
             return [[c] * n for c in scripted(self, requests, sampling, seeds[0])]
         if all("additive 5-point" in r.messages[-1][1] for r in requests):
-            return [[Completion(f"Judgment {seed % 1000}-{j}.\nScore: {(seed + 3 * j) % 6}", 8) for j in range(n)] for seed in seeds]
+            return [
+                [Completion(f"Judgment {seed % 1000}-{j}.\nScore: {(seed + 3 * j) % 6}", 8) for j in range(n)]
+                for seed in seeds
+            ]
         return original_n(self, requests, n, sampling, seeds)
 
     monkeypatch.setattr(HFEngine, "generate", scripted)
     monkeypatch.setattr(HFEngine, "generate_n", scripted_n)
     seed_file = tmp_path / "seed.jsonl"
-    seed_file.write_text("".join(json.dumps({"prompt": f"Explain {t} to a child in a few sentences.", "response": f"About {t}."}) + "\n" for t in ("tea", "tides", "clouds", "bread", "sleep", "maps")))
-    config = load_config("demo", [
-        f"model.name_or_path={tiny_model}", f"data.ift=[{seed_file}]", "engine.batch_size=4", "prompts.num_prompts=3", "prompts.requests_per_round=4",
-        "prompts.max_rounds=4", "prompts.min_words=1", "prompts.max_new_tokens=40", "prompts.rouge_threshold=0.99", "candidates.max_new_tokens=40",
-        "pairs.require_finished=false", "judge.k=3", "meta.enabled=true", "meta.fraction=0.5",
-    ])
+    seed_file.write_text(
+        "".join(
+            json.dumps({"prompt": f"Explain {t} to a child in a few sentences.", "response": f"About {t}."}) + "\n"
+            for t in ("tea", "tides", "clouds", "bread", "sleep", "maps")
+        )
+    )
+    config = load_config(
+        "demo",
+        [
+            f"model.name_or_path={tiny_model}",
+            f"data.ift=[{seed_file}]",
+            "engine.batch_size=4",
+            "prompts.num_prompts=3",
+            "prompts.requests_per_round=4",
+            "prompts.max_rounds=4",
+            "prompts.min_words=1",
+            "prompts.max_new_tokens=40",
+            "prompts.rouge_threshold=0.99",
+            "candidates.max_new_tokens=40",
+            "pairs.require_finished=false",
+            "judge.k=3",
+            "meta.enabled=true",
+            "meta.fraction=0.5",
+        ],
+    )
     out = tmp_path / "it"
     stats = run_aift(config, out)
     assert list(stats) == ["prompts", "candidates", "judge", "pairs", "meta"]
     candidates, judgments = read_jsonl(out / "candidates.jsonl"), read_jsonl(out / "judgments.jsonl")
-    spreads = {c["id"]: statistics.pstdev([j["text_score"] for j in judgments if j["candidate_id"] == c["id"]]) for c in candidates}
+    spreads = {
+        c["id"]: statistics.pstdev([j["text_score"] for j in judgments if j["candidate_id"] == c["id"]])
+        for c in candidates
+    }
     widest = {}
     for c in candidates:  # the first candidate of the widest spread per prompt
         if spreads[c["id"]] > spreads.get(widest.get(c["prompt_id"]), -1):
@@ -189,11 +249,19 @@ def test_meta_stage_in_the_tiny_loop_with_scripted_judgments(tiny_model, tmp_pat
     pairs = read_jsonl(out / "pairs.jsonl")
     actor, judge = [p for p in pairs if "kind" not in p], [p for p in pairs if p.get("kind") == "judge"]
     meta = stats["meta"]
-    assert len(actor) == stats["pairs"]["pairs"] and len(judge) == meta["judge_pairs"] <= judge_pair_cap(0.5, len(actor))
+    assert len(actor) == stats["pairs"]["pairs"] and len(judge) == meta["judge_pairs"] <= judge_pair_cap(
+        0.5, len(actor)
+    )
     assert meta["judge_pairs"] > 0 and all(p["chosen_score"] > p["rejected_score"] for p in judge)
     score = {j["id"]: j["text_score"] for j in judgments}
-    level = {v["pair"] for v in verdicts if len({score[i] for i in v["pair"].split("|")}) == 1}  # "Winner: B" both ways: a tie
-    assert (meta["order_disagreements"], meta["comparisons"], meta["unparsable_verdicts"]) == (len(level), len(verdicts) // 2, 0)
+    level = {
+        v["pair"] for v in verdicts if len({score[i] for i in v["pair"].split("|")}) == 1
+    }  # "Winner: B" both ways: a tie
+    assert (meta["order_disagreements"], meta["comparisons"], meta["unparsable_verdicts"]) == (
+        len(level),
+        len(verdicts) // 2,
+        0,
+    )
     assert_judge_pairs_reach_dpo(dpo, config, tiny_model, out / "pairs.jsonl", judge, tmp_path, monkeypatch)
 
 
@@ -202,7 +270,11 @@ def assert_judge_pairs_reach_dpo(dpo, config, model, pairs_file, judge, tmp_path
     trainers = []
     monkeypatch.setattr(dpo, "train_and_save", lambda trainer, tokenizer, *args: trainers.append((trainer, tokenizer)))
     everything = config.dpo.model_copy(update={"eval_fraction": 0.0, "max_length": 8192})  # none held out or too long
-    run_step(dpo.TrainDPO("dpo1", config.model, everything, str(model), None, pairs_file, tmp_path / "dpo1", tmp_path / "M2", 0))
+    run_step(
+        dpo.TrainDPO(
+            "dpo1", config.model, everything, str(model), None, pairs_file, tmp_path / "dpo1", tmp_path / "M2", 0
+        )
+    )
     ((trainer, tokenizer),) = trainers
     keys = ("prompt_ids", "chosen_ids", "rejected_ids")
     rows = [tuple(tokenizer.decode(row[key]) for key in keys) for row in trainer.train_dataset]
@@ -224,8 +296,10 @@ def test_turning_the_meta_judge_on_for_a_finished_run_is_refused(finished_run, t
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     result = invoke("run", "--resume", run_dir, "--set", "meta.enabled=true", "--force")
     assert result.exit_code == 2, result.output
-    refusal = (f"error: stage meta is enabled but did not run in {run_dir / 'iter1'}, whose DPO is done: it would "
-               "change the data after M2 was trained on it; turn it off for this run (with --force) or start a new run")
+    refusal = (
+        f"error: stage meta is enabled but did not run in {run_dir / 'iter1'}, whose DPO is done: it would "
+        "change the data after M2 was trained on it; turn it off for this run (with --force) or start a new run"
+    )
     assert result.stderr.splitlines() == [refusal]
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"} == before
     again = invoke("run", "--resume", run_dir)

@@ -54,7 +54,9 @@ class FaultHandler(BaseHTTPRequestHandler):
             return
         elif action.startswith("status"):  # status CODE [RETRY-AFTER]
             _, code, *retry_after = action.split()
-            self.reply(int(code), f"refused, you sent {auth}".encode(), {"Retry-After": retry_after[0]} if retry_after else {})
+            self.reply(
+                int(code), f"refused, you sent {auth}".encode(), {"Retry-After": retry_after[0]} if retry_after else {}
+            )
         elif action == "malformed":
             self.reply(200, b'{"choices": [{"message": "' + auth.encode())
         elif action == "no_choices":
@@ -65,7 +67,10 @@ class FaultHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"choices": [{"mess')
         else:
-            payload = {"choices": [{"message": {"role": "assistant", "content": f"judged {prompt}"}, "finish_reason": "stop"}], "usage": {"completion_tokens": 2}}
+            payload = {
+                "choices": [{"message": {"role": "assistant", "content": f"judged {prompt}"}, "finish_reason": "stop"}],
+                "usage": {"completion_tokens": 2},
+            }
             self.reply(200, json.dumps(payload).encode())
 
     def reply(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
@@ -99,7 +104,16 @@ def server(monkeypatch):
 def engine_for(server: FaultServer, **settings):
     """The engine `make_judge_engine` builds from `eval.judge` overrides (tiny backoff by default)."""
     settings = {"timeout": 10, "concurrency": 1, "backoff_initial": 0.001, "backoff_max": 0.01, **settings}
-    overrides = [f"eval.judge.{k}={v}" for k, v in {"kind": "openai", "base_url": server.url, "model": "faulty", "api_key_env": "SR_FAULT_KEY", **settings}.items()]
+    overrides = [
+        f"eval.judge.{k}={v}"
+        for k, v in {
+            "kind": "openai",
+            "base_url": server.url,
+            "model": "faulty",
+            "api_key_env": "SR_FAULT_KEY",
+            **settings,
+        }.items()
+    ]
     config = load_config(None, overrides)
     return make_judge_engine(config, config.eval.judge, "unused")
 
@@ -121,7 +135,18 @@ def failure(server: FaultServer, script: dict[str, list[str]], **settings) -> st
     return message
 
 
-FAULTS = ["hang", "drop", "truncated", "malformed", "no_choices", "status 408", "status 429", "status 500", "status 502", "status 503"]
+FAULTS = [
+    "hang",
+    "drop",
+    "truncated",
+    "malformed",
+    "no_choices",
+    "status 408",
+    "status 429",
+    "status 500",
+    "status 502",
+    "status 503",
+]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -141,14 +166,22 @@ def test_success_after_k_failures_needs_k_retries(server, failures):
     message = failure(server, {"p": ["status 503"] * failures + ["ok"]}, max_retries=failures - 1)
     assert server.seen == {"p": failures}
     url = server.url + "/chat/completions"
-    assert message == f"judge server {url}: a request failed {failures} attempts (last: HTTP 503); 0/1 requests of this batch done, {failures} attempts sent; raise max_retries or check the server"
+    assert (
+        message
+        == f"judge server {url}: a request failed {failures} attempts (last: HTTP 503); 0/1 requests of this batch done, {failures} attempts sent; raise max_retries or check the server"
+    )
 
 
 def test_exhausted_request_stops_the_batch(server):
-    message = failure(server, {"a": ["ok"], "b": ["status 500"], "c": ["ok"]}, max_retries=2, max_consecutive_failures=50)
+    message = failure(
+        server, {"a": ["ok"], "b": ["status 500"], "c": ["ok"]}, max_retries=2, max_consecutive_failures=50
+    )
     assert server.seen == {"a": 1, "b": 3}  # c is never sent
     url = server.url + "/chat/completions"
-    assert message == f"judge server {url}: a request failed 3 attempts (last: HTTP 500); 1/3 requests of this batch done, 4 attempts sent; raise max_retries or check the server"
+    assert (
+        message
+        == f"judge server {url}: a request failed 3 attempts (last: HTTP 500); 1/3 requests of this batch done, 4 attempts sent; raise max_retries or check the server"
+    )
 
 
 @pytest.mark.parametrize("code", [400, 401, 404, 422])
@@ -158,9 +191,14 @@ def test_client_errors_fail_at_once_without_the_key(server, code):
     assert message == f"judge server {server.url}/chat/completions answered HTTP {code}: refused, you sent Bearer ***"
 
 
-@pytest.mark.parametrize(("code", "retry_after", "backoff_max", "expected_wait"), [(429, "1", 5, "1.00"), (429, "3600", 0.05, "0.05"), (503, "3600", 0.05, "0.05")])
+@pytest.mark.parametrize(
+    ("code", "retry_after", "backoff_max", "expected_wait"),
+    [(429, "1", 5, "1.00"), (429, "3600", 0.05, "0.05"), (503, "3600", 0.05, "0.05")],
+)
 def test_retry_after_sets_the_wait_up_to_backoff_max(server, caplog, code, retry_after, backoff_max, expected_wait):
-    assert generate(server, {"p": [f"status {code} {retry_after}", "ok"]}, max_retries=1, backoff_max=backoff_max) == ["judged p"]
+    assert generate(server, {"p": [f"status {code} {retry_after}", "ok"]}, max_retries=1, backoff_max=backoff_max) == [
+        "judged p"
+    ]
     assert server.seen == {"p": 2}
     assert re.findall(r"retry 1/1 in ([\d.]+) s", caplog.text) == [expected_wait]
 
@@ -174,10 +212,23 @@ def test_without_retry_after_the_backoff_applies(server, caplog):
 def test_a_failed_batch_wakes_requests_waiting_to_retry(server):
     """`a` waits a 600 s backoff before its retry; `b`'s 401 stops the batch, so `a` is never resent."""
     errors = []
-    thread = threading.Thread(target=lambda: errors.append(failure(server, {"a": ["status 503", "ok"], "b": ["late status 401"]}, concurrency=2, max_retries=1, backoff_initial=600, backoff_max=600)))
+    thread = threading.Thread(
+        target=lambda: errors.append(
+            failure(
+                server,
+                {"a": ["status 503", "ok"], "b": ["late status 401"]},
+                concurrency=2,
+                max_retries=1,
+                backoff_initial=600,
+                backoff_max=600,
+            )
+        )
+    )
     thread.start()
     thread.join(60)
-    assert not thread.is_alive() and errors == [f"judge server {server.url}/chat/completions answered HTTP 401: refused, you sent Bearer ***"]
+    assert not thread.is_alive() and errors == [
+        f"judge server {server.url}/chat/completions answered HTTP 401: refused, you sent Bearer ***"
+    ]
     assert server.seen == {"a": 1, "b": 1}
 
 
@@ -186,11 +237,19 @@ def test_circuit_breaker_trips_and_sends_nothing_more(server):
     message = failure(server, script, max_retries=10, max_consecutive_failures=4)
     assert server.seen == {"p0": 4}
     url = server.url + "/chat/completions"
-    assert message == f"judge server {url} failed 4 attempts in a row (last: HTTP 503); 0/5 requests of this batch done, 4 attempts sent; the circuit breaker (max_consecutive_failures) stopped the stage"
+    assert (
+        message
+        == f"judge server {url} failed 4 attempts in a row (last: HTTP 503); 0/5 requests of this batch done, 4 attempts sent; the circuit breaker (max_consecutive_failures) stopped the stage"
+    )
 
 
 def test_circuit_breaker_counts_failures_in_a_row_only(server):
-    texts = generate(server, {"a": ["status 503", "status 503", "ok"], "b": ["drop", "status 500", "ok"]}, max_retries=5, max_consecutive_failures=3)
+    texts = generate(
+        server,
+        {"a": ["status 503", "status 503", "ok"], "b": ["drop", "status 500", "ok"]},
+        max_retries=5,
+        max_consecutive_failures=3,
+    )
     assert texts == ["judged a", "judged b"]
     assert server.seen == {"a": 3, "b": 3}
 
@@ -200,10 +259,15 @@ def test_circuit_breaker_under_concurrency(server):
     message = failure(server, script, concurrency=4, max_retries=10, max_consecutive_failures=6)
     sent = sum(server.seen.values())
     assert 6 <= sent <= 6 + 3  # the threshold, plus attempts already in flight on the other 3 workers
-    assert message.startswith(f"judge server {server.url}/chat/completions failed ") and "in a row (last: HTTP 503); 0/12 requests" in message
+    assert (
+        message.startswith(f"judge server {server.url}/chat/completions failed ")
+        and "in a row (last: HTTP 503); 0/12 requests" in message
+    )
     assert f"{sent} attempts sent" in message
 
 
 def test_backoff_max_below_backoff_initial_is_a_config_error(server):
-    with pytest.raises(SelfRewardError, match=r"^config error: eval\.judge: .*backoff_max \(0\.5\) is below backoff_initial \(2\.0\)"):
+    with pytest.raises(
+        SelfRewardError, match=r"^config error: eval\.judge: .*backoff_max \(0\.5\) is below backoff_initial \(2\.0\)"
+    ):
         engine_for(server, backoff_initial=2, backoff_max=0.5)

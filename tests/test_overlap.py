@@ -22,10 +22,26 @@ from selfreward.seed_data import load_ift, load_ranked
 from selfreward.stages.eft import build_eft
 from selfreward.stages.prompts import PromptFilter, generate_prompts
 
-IFT = ["How do volcanoes form?", "Why do cats purr?", "What is a prime number?", "How does a bicycle stay upright?", "Why is the sea salty?", "What causes thunder?"]
-RANKED = ["Explain photosynthesis simply.", "How do magnets work?", "What is inflation?", "Why do leaves change colour?", "How do vaccines work?", "What is a black hole?"]
+IFT = [
+    "How do volcanoes form?",
+    "Why do cats purr?",
+    "What is a prime number?",
+    "How does a bicycle stay upright?",
+    "Why is the sea salty?",
+    "What causes thunder?",
+]
+RANKED = [
+    "Explain photosynthesis simply.",
+    "How do magnets work?",
+    "What is inflation?",
+    "Why do leaves change colour?",
+    "How do vaccines work?",
+    "What is a black hole?",
+]
 EVALUATION = ["WHY is the sea   salty?", "What causes thunder?", "How do magnets work?"]  # two IFT prompts, one ranked
-COPYING_COMPLETION = " Name three uses of baking soda.\nTask 10: What causes the thunder?\nTask 11: Write a limerick about a cat."
+COPYING_COMPLETION = (
+    " Name three uses of baking soda.\nTask 10: What causes the thunder?\nTask 11: Write a limerick about a cat."
+)
 
 
 def old_rouge_reaches(pool: list[list[str]], tokens: list[str], threshold: float) -> bool:
@@ -36,14 +52,21 @@ def old_rouge_reaches(pool: list[list[str]], tokens: list[str], threshold: float
 tokens_strategy = st.lists(st.sampled_from("abcde"), max_size=12)
 
 
-@given(pool=st.lists(tokens_strategy, max_size=6), tokens=tokens_strategy, threshold=st.sampled_from([0.2, 0.25, 0.4, 0.5, 0.6, 0.7, 0.75, 1.0]) | st.floats(0.01, 1.0))
+@given(
+    pool=st.lists(tokens_strategy, max_size=6),
+    tokens=tokens_strategy,
+    threshold=st.sampled_from([0.2, 0.25, 0.4, 0.5, 0.6, 0.7, 0.75, 1.0]) | st.floats(0.01, 1.0),
+)
 def test_rouge_pool_gives_rouge_scores_verdicts(pool, tokens, threshold):
     assert RougePool(pool).reaches(tokens, threshold) == old_rouge_reaches(pool, tokens, threshold)
 
 
 @pytest.mark.parametrize("threshold", [0.2, 0.4, 0.7])  # 0.2 and 0.4 meet exact F1 ties on these tasks
 def test_seed_tasks_keep_the_same_prompts_with_old_and_new_similarity(shared_data, threshold):
-    tasks = [json.loads(line)["instruction"] for line in (shared_data / "self_instruct" / "seed_tasks.jsonl").read_text().splitlines()]
+    tasks = [
+        json.loads(line)["instruction"]
+        for line in (shared_data / "self_instruct" / "seed_tasks.jsonl").read_text().splitlines()
+    ]
     old_kept: list[list[str]] = []
     new_kept = RougePool()
     for tokens in map(rouge_tokens, tasks):
@@ -56,13 +79,21 @@ def test_seed_tasks_keep_the_same_prompts_with_old_and_new_similarity(shared_dat
 
 
 def test_evaluation_prompts_catch_copies_and_near_copies():
-    prompts = ["Explain how vaccines train the immune system to recognise a virus.", "List three causes of the French Revolution."]
+    prompts = [
+        "Explain how vaccines train the immune system to recognise a virus.",
+        "List three causes of the French Revolution.",
+    ]
     by_rouge = EvaluationPrompts(DecontaminateConfig(), prompts)
     assert by_rouge.copied_by("explain how vaccines train  the immune system to recognise a virus.")
     assert by_rouge.copied_by("Explain how vaccines train the immune system to recognise viruses.")
     assert not by_rouge.copied_by("Explain how the immune system works.")
     by_ngram = EvaluationPrompts(DecontaminateConfig(method="ngram", n=4, threshold=0.5), prompts)
-    assert by_ngram.ngram_share(rouge_tokens("Explain how vaccines train the immune system to recognise a virus, and give one example.")) == 8 / 12
+    assert (
+        by_ngram.ngram_share(
+            rouge_tokens("Explain how vaccines train the immune system to recognise a virus, and give one example.")
+        )
+        == 8 / 12
+    )
     assert by_ngram.copied_by("Three causes of the French?")  # shorter than n: the whole prompt occurs in one
     assert not by_ngram.copied_by("Name three causes of inflation in simple words.")
     assert not by_ngram.copied_by("Explain how vaccines are made, and how the immune system reacts to them.")
@@ -102,8 +133,18 @@ def data_files(tmp_path):
     """IFT, ranked and evaluation-prompt files that share prompts; a stand-in model directory."""
     files = {name: tmp_path / f"{name}.jsonl" for name in ("ift", "ranked", "evaluation")}
     files["ift"].write_text("".join(json.dumps({"prompt": p, "response": f"An answer to: {p}"}) + "\n" for p in IFT))
-    files["ranked"].write_text("".join(json.dumps({"prompt": p, "responses": [{"text": "A careful answer.", "rank": 0}, {"text": "No.", "rank": 1}]}) + "\n" for p in RANKED))
-    files["evaluation"].write_text("".join(json.dumps({"prompt": p, "response": "Reference."}) + "\n" for p in EVALUATION))
+    files["ranked"].write_text(
+        "".join(
+            json.dumps(
+                {"prompt": p, "responses": [{"text": "A careful answer.", "rank": 0}, {"text": "No.", "rank": 1}]}
+            )
+            + "\n"
+            for p in RANKED
+        )
+    )
+    files["evaluation"].write_text(
+        "".join(json.dumps({"prompt": p, "response": "Reference."}) + "\n" for p in EVALUATION)
+    )
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
@@ -111,8 +152,16 @@ def data_files(tmp_path):
 
 
 def overrides(files, model, *extra):
-    return [f"model.name_or_path={model}", f"prompts.generator={model}", f"data.ift=[{files['ift']}]", f"data.ranked=[{files['ranked']}]",
-            f"eval.prompts=[{files['evaluation']}]", "eft.eval_fraction=0", "loop.iterations=0", *extra]
+    return [
+        f"model.name_or_path={model}",
+        f"prompts.generator={model}",
+        f"data.ift=[{files['ift']}]",
+        f"data.ranked=[{files['ranked']}]",
+        f"eval.prompts=[{files['evaluation']}]",
+        "eft.eval_fraction=0",
+        "loop.iterations=0",
+        *extra,
+    ]
 
 
 def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_path, monkeypatch):
@@ -131,7 +180,9 @@ def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_
         return {"examples": len(step.examples)}
 
     monkeypatch.setattr(TrainSFT, "run", fake_sft)
-    monkeypatch.setattr(steps, "make_engine", lambda config, path: Scripted("The answer is clear and helpful. Score: 3"))
+    monkeypatch.setattr(
+        steps, "make_engine", lambda config, path: Scripted("The answer is clear and helpful. Score: 3")
+    )
     run_dir = tmp_path / "run"
     config = load_config("demo", overrides(files, model))
     runner, data, ranked = start(config, run_dir, Console(file=io.StringIO()))
@@ -139,7 +190,10 @@ def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_
         runner.run(step)
     stats = read_json(run_dir / "data.stats.json")
     source = f"eval.prompts {files['evaluation']}"
-    assert stats["shared_prompts"] == {"data.ift": {"eft-eval": 0, source: 2}, "eft train": {"eft-eval": 0, source: 1, "data.ift": 0}}
+    assert stats["shared_prompts"] == {
+        "data.ift": {"eft-eval": 0, source: 2},
+        "eft train": {"eft-eval": 0, source: 1, "data.ift": 0},
+    }
     assert f"data: 2 data.ift prompts also in {source}: dropped from data.ift" in (run_dir / "run.log").read_text()
     evaluation = {normalise_prompt(p) for p in EVALUATION}
     assert [p for p, _ in trained["sft_baseline"]] == [p for p in IFT if normalise_prompt(p) not in evaluation]
@@ -154,9 +208,18 @@ def test_refuse_stops_with_one_line(data_files, tmp_path):
         config = load_config("demo", overrides(files, model, "data.on_overlap=refuse"))
         disjoint_training_data(config, load_ift(config.data.ift)[0], load_ranked(config.data.ranked)[0])
     run_dir = tmp_path / "refused"
-    result = invoke("run", "demo", "--out", run_dir, *(a for o in overrides(files, model, "data.on_overlap=refuse") for a in ("--set", o)))
+    result = invoke(
+        "run",
+        "demo",
+        "--out",
+        run_dir,
+        *(a for o in overrides(files, model, "data.on_overlap=refuse") for a in ("--set", o)),
+    )
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert f"data.ift & eval.prompts {files['evaluation']}: 2" in result.stderr and "eft train & eval.prompts" in result.stderr
+    assert (
+        f"data.ift & eval.prompts {files['evaluation']}: 2" in result.stderr
+        and "eft train & eval.prompts" in result.stderr
+    )
     assert not run_dir.exists()
 
 
@@ -167,7 +230,9 @@ def test_aift_prompts_stage_gets_the_evaluation_prompts(data_files, tmp_path, mo
     files, model = data_files
     engine = Scripted(COPYING_COMPLETION)
     monkeypatch.setattr(steps, "make_engine", lambda config, path: engine)
-    config = load_config("demo", overrides(files, model, "prompts.num_prompts=2", "prompts.requests_per_round=1", "prompts.min_words=1"))
+    config = load_config(
+        "demo", overrides(files, model, "prompts.num_prompts=2", "prompts.requests_per_round=1", "prompts.min_words=1")
+    )
     stats = aift.run_aift(config, tmp_path / "aift", stages=("prompts",), console=Console(file=io.StringIO()))
     assert stats["prompts"]["verdicts"]["contaminated"] == 1
     shots = engine.requests[0].messages[0][1]
@@ -179,10 +244,23 @@ def test_paper_preset_keeps_ift_and_eft_apart(shared_data, tmp_path):
     config = load_config("paper", [f"data.ift=[{messages}]", f"data.ranked=[{messages}]", "data.max_ift=80"])
     ift, _ = load_ift(config.data.ift, config.data.lang)
     ranked, _ = load_ranked(config.data.ranked, config.data.lang)
-    assert len({normalise_prompt(e.prompt) for e in ift} & {normalise_prompt(g.prompt) for g in ranked}) > 150  # one pool of prompts
+    assert (
+        len({normalise_prompt(e.prompt) for e in ift} & {normalise_prompt(g.prompt) for g in ranked}) > 150
+    )  # one pool of prompts
     data = disjoint_training_data(config, ift, ranked)
-    strategy = config.eft.model_copy(update={"strategy": "rationalize"})  # which groups train does not depend on the strategy
-    stats = build_eft(strategy, config.judge, Scripted("The answer is clear and helpful. Score: 3"), ranked, data.eft_excluded, tmp_path, derive_seed(config.seed, "eft"), 8)
+    strategy = config.eft.model_copy(
+        update={"strategy": "rationalize"}
+    )  # which groups train does not depend on the strategy
+    stats = build_eft(
+        strategy,
+        config.judge,
+        Scripted("The answer is clear and helpful. Score: 3"),
+        ranked,
+        data.eft_excluded,
+        tmp_path,
+        derive_seed(config.seed, "eft"),
+        8,
+    )
     ift_prompts = {normalise_prompt(e.prompt) for e in data.ift}
     train_prompts = {normalise_prompt(g.prompt) for g in data.eft_train}
     eval_prompts = {normalise_prompt(g["prompt"]) for g in read_jsonl(tmp_path / "eval.jsonl")}

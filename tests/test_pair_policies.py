@@ -37,8 +37,12 @@ def test_max_min_picks_best_and_worst_first_of_equals():
 def test_length_control_shortest_near_top_longest_near_bottom():
     # max 5, min 1: rho 0.25 gives a band of 1 point: top band >= 4, bottom band <= 2
     scored = [
-        cand("long_best", 5.0, tokens=90), cand("short_good", 4.0, tokens=20), cand("shortest_mid", 3.0, tokens=5),
-        cand("short_bad", 2.0, tokens=10), cand("long_bad", 2.0, tokens=70), cand("worst", 1.0, tokens=40),
+        cand("long_best", 5.0, tokens=90),
+        cand("short_good", 4.0, tokens=20),
+        cand("shortest_mid", 3.0, tokens=5),
+        cand("short_bad", 2.0, tokens=10),
+        cand("long_bad", 2.0, tokens=70),
+        cand("worst", 1.0, tokens=40),
     ]
     assert ids(length_control(scored, 0.25)) == ("short_good", "long_bad")
     # rho 0: only the top and bottom scores take part, as max_min (lengths break nothing here)
@@ -46,7 +50,12 @@ def test_length_control_shortest_near_top_longest_near_bottom():
 
 
 def test_length_control_rho_zero_breaks_ties_by_length():
-    scored = [cand("a", 5.0, tokens=30), cand("b", 5.0, tokens=10), cand("c", 1.0, tokens=10), cand("d", 1.0, tokens=50)]
+    scored = [
+        cand("a", 5.0, tokens=30),
+        cand("b", 5.0, tokens=10),
+        cand("c", 1.0, tokens=10),
+        cand("d", 1.0, tokens=50),
+    ]
     assert ids(length_control(scored, 0.0)) == ("b", "d")
     assert ids(max_min(scored)) == ("a", "c")
 
@@ -104,19 +113,33 @@ def test_rho_is_one_number_or_a_schedule_whose_last_value_repeats(rho, expected)
 
 def _write_stage(directory, rows):
     """rows: (candidate id, prompt id, text, tokens, text scores)."""
-    write_jsonl(directory / "candidates.jsonl", [
-        {"id": cid, "prompt_id": pid, "prompt": "q " + pid, "text": text, "num_tokens": tokens, "finished": True} for cid, pid, text, tokens, _ in rows
-    ])
-    write_jsonl(directory / "judgments.jsonl", [
-        {"id": f"{cid}-j{k}", "candidate_id": cid, "score": s, "method": "text"} for cid, _, _, _, scores in rows for k, s in enumerate(scores)
-    ])
+    write_jsonl(
+        directory / "candidates.jsonl",
+        [
+            {"id": cid, "prompt_id": pid, "prompt": "q " + pid, "text": text, "num_tokens": tokens, "finished": True}
+            for cid, pid, text, tokens, _ in rows
+        ],
+    )
+    write_jsonl(
+        directory / "judgments.jsonl",
+        [
+            {"id": f"{cid}-j{k}", "candidate_id": cid, "score": s, "method": "text"}
+            for cid, _, _, _, scores in rows
+            for k, s in enumerate(scores)
+        ],
+    )
 
 
 def test_make_pairs_length_control_uses_the_iterations_rho_and_reports_lengths(tmp_path):
-    _write_stage(tmp_path, [
-        ("p0-c0", "p0", "best but long", 40, [5]), ("p0-c1", "p0", "good short", 8, [4]),
-        ("p0-c2", "p0", "bad long", 30, [2]), ("p0-c3", "p0", "worst", 6, [1]),
-    ])
+    _write_stage(
+        tmp_path,
+        [
+            ("p0-c0", "p0", "best but long", 40, [5]),
+            ("p0-c1", "p0", "good short", 8, [4]),
+            ("p0-c2", "p0", "bad long", 30, [2]),
+            ("p0-c3", "p0", "worst", 6, [1]),
+        ],
+    )
     stats = make_pairs(PairsConfig(policy="length_control", rho=[0.0, 0.25]), tmp_path, iteration=2)
     assert stats["policy"] == {"name": "length_control", "rho": 0.25}
     assert stats["length_unit"] == "tokens" and (stats["mean_chosen_length"], stats["mean_rejected_length"]) == (8, 30)
@@ -124,10 +147,19 @@ def test_make_pairs_length_control_uses_the_iterations_rho_and_reports_lengths(t
 
 
 def test_make_pairs_anchored_reads_the_initial_models_judged_answers(tmp_path):
-    _write_stage(tmp_path, [("p0-c0", "p0", "now good", 5, [4]), ("p0-c1", "p0", "now ok", 5, [3]), ("p1-c0", "p1", "now", 5, [2])])
-    with pytest.raises(SelfRewardError, match=r"anchor/candidates\.jsonl not found: pairs\.policy anchored needs the initial model's answers"):
+    _write_stage(
+        tmp_path,
+        [("p0-c0", "p0", "now good", 5, [4]), ("p0-c1", "p0", "now ok", 5, [3]), ("p1-c0", "p1", "now", 5, [2])],
+    )
+    with pytest.raises(
+        SelfRewardError,
+        match=r"anchor/candidates\.jsonl not found: pairs\.policy anchored needs the initial model's answers",
+    ):
         make_pairs(PairsConfig(policy="anchored"), tmp_path)
-    _write_stage(tmp_path / "anchor", [("p0-a0", "p0", "old bad", 5, [1]), ("p0-a1", "p0", "old ok", 5, [3]), ("p1-a0", "p1", "old great", 5, [4])])
+    _write_stage(
+        tmp_path / "anchor",
+        [("p0-a0", "p0", "old bad", 5, [1]), ("p0-a1", "p0", "old ok", 5, [3]), ("p1-a0", "p1", "old great", 5, [4])],
+    )
     stats = make_pairs(PairsConfig(policy="anchored"), tmp_path)
     [pair] = read_jsonl(tmp_path / "pairs.jsonl")
     assert (pair["chosen_id"], pair["rejected_id"], pair["margin"]) == ("p0-c0", "p0-a0", 3.0)
@@ -135,13 +167,18 @@ def test_make_pairs_anchored_reads_the_initial_models_judged_answers(tmp_path):
 
 
 def test_make_pairs_spin_needs_no_judgments_and_no_margin(tmp_path):
-    write_jsonl(tmp_path / "candidates.jsonl", [
-        {"id": "ift000001-c0", "prompt_id": "ift000001", "prompt": "q", "text": "mine", "finished": True},
-        {"id": "ift000002-c0", "prompt_id": "ift000002", "prompt": "r", "text": "Same text", "finished": True},
-    ])
+    write_jsonl(
+        tmp_path / "candidates.jsonl",
+        [
+            {"id": "ift000001-c0", "prompt_id": "ift000001", "prompt": "q", "text": "mine", "finished": True},
+            {"id": "ift000002-c0", "prompt_id": "ift000002", "prompt": "r", "text": "Same text", "finished": True},
+        ],
+    )
     with pytest.raises(SelfRewardError, match="spin needs the human answers"):
         make_pairs(PairsConfig(policy="spin"), tmp_path)
-    stats = make_pairs(PairsConfig(policy="spin"), tmp_path, reference_answers={"ift000001": "human", "ift000002": "Same text "})
+    stats = make_pairs(
+        PairsConfig(policy="spin"), tmp_path, reference_answers={"ift000001": "human", "ift000002": "Same text "}
+    )
     assert stats["pairs"] == 1 and stats["dropped"] == {"identical_texts": 1} and stats["mean_margin"] is None
     assert stats["length_unit"] == "chars" and (stats["mean_chosen_length"], stats["mean_rejected_length"]) == (5, 4)
 

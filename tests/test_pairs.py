@@ -11,10 +11,19 @@ from selfreward.stages.pairs import make_pairs, margin_histogram
 def _write(tmp_path, candidates, scores, unfinished=()):
     """`scores`: candidate id -> judgments, each a number (a text score), None (unparsable) or
     ("digit_probs", expectation)."""
-    write_jsonl(tmp_path / "candidates.jsonl", [
-        {"id": cid, "prompt_id": cid.split("-")[0], "prompt": "q " + cid.split("-")[0], "text": text, "finished": cid not in unfinished}
-        for cid, text in candidates
-    ])
+    write_jsonl(
+        tmp_path / "candidates.jsonl",
+        [
+            {
+                "id": cid,
+                "prompt_id": cid.split("-")[0],
+                "prompt": "q " + cid.split("-")[0],
+                "text": text,
+                "finished": cid not in unfinished,
+            }
+            for cid, text in candidates
+        ],
+    )
     rows = []
     for cid, judged in scores.items():
         for k, s in enumerate(judged):
@@ -29,18 +38,32 @@ def _pairs(tmp_path):
 
 def test_best_vs_worst_with_ties_unscored_and_identical(tmp_path):
     candidates = [
-        ("p0-c0", "a"), ("p0-c1", "b"), ("p0-c2", "c"), ("p0-c3", "d"),
-        ("p1-c0", "x"), ("p1-c1", "y"),          # tie
-        ("p2-c0", "same"), ("p2-c1", "same"),    # identical texts
-        ("p3-c0", "only"), ("p3-c1", "unscored"),
-        ("p4-c0", "  "), ("p4-c1", "a real answer"),  # the judge preferred a blank answer
+        ("p0-c0", "a"),
+        ("p0-c1", "b"),
+        ("p0-c2", "c"),
+        ("p0-c3", "d"),
+        ("p1-c0", "x"),
+        ("p1-c1", "y"),  # tie
+        ("p2-c0", "same"),
+        ("p2-c1", "same"),  # identical texts
+        ("p3-c0", "only"),
+        ("p3-c1", "unscored"),
+        ("p4-c0", "  "),
+        ("p4-c1", "a real answer"),  # the judge preferred a blank answer
     ]
     scores = {
-        "p0-c0": [4, 5, None], "p0-c1": [2, 2, 2], "p0-c2": [None, None, None], "p0-c3": [1, 3, 2],
-        "p1-c0": [3, 4], "p1-c1": [4, 3],
-        "p2-c0": [5], "p2-c1": [1],
-        "p3-c0": [4], "p3-c1": [None],
-        "p4-c0": [5], "p4-c1": [2],
+        "p0-c0": [4, 5, None],
+        "p0-c1": [2, 2, 2],
+        "p0-c2": [None, None, None],
+        "p0-c3": [1, 3, 2],
+        "p1-c0": [3, 4],
+        "p1-c1": [4, 3],
+        "p2-c0": [5],
+        "p2-c1": [1],
+        "p3-c0": [4],
+        "p3-c1": [None],
+        "p4-c0": [5],
+        "p4-c1": [2],
     }
     _write(tmp_path, candidates, scores)
     stats = make_pairs(PairsConfig(), tmp_path)
@@ -75,10 +98,16 @@ def test_text_pairs_keep_any_nonzero_margin(tmp_path):
 
 def test_digit_probability_near_tie_is_dropped_with_the_exact_margin(tmp_path):
     """Two expectations that agree to three decimals were a 'pair' before the exact-margin rule."""
-    _write(tmp_path, [("p0-c0", "a"), ("p0-c1", "b"), ("p1-c0", "c"), ("p1-c1", "d")], {
-        "p0-c0": [("digit_probs", 2.58162)], "p0-c1": [("digit_probs", 2.58159)],
-        "p1-c0": [("digit_probs", 3.1)], "p1-c1": [("digit_probs", 2.4)],
-    })
+    _write(
+        tmp_path,
+        [("p0-c0", "a"), ("p0-c1", "b"), ("p1-c0", "c"), ("p1-c1", "d")],
+        {
+            "p0-c0": [("digit_probs", 2.58162)],
+            "p0-c1": [("digit_probs", 2.58159)],
+            "p1-c0": [("digit_probs", 3.1)],
+            "p1-c1": [("digit_probs", 2.4)],
+        },
+    )
     stats = make_pairs(PairsConfig(), tmp_path)
     [pair] = _pairs(tmp_path)
     assert pair["id"] == "p1" and pair["margin"] == 3.1 - 2.4 and pair["chosen_source"] == "digit_probs"
@@ -88,10 +117,16 @@ def test_digit_probability_near_tie_is_dropped_with_the_exact_margin(tmp_path):
 
 
 def test_mixed_sources_use_the_digit_probability_margin(tmp_path):
-    _write(tmp_path, [("p0-c0", "a"), ("p0-c1", "b"), ("p1-c0", "c"), ("p1-c1", "d")], {
-        "p0-c0": [3], "p0-c1": [("digit_probs", 2.9)],  # 0.1 apart: below digit_probs_margin
-        "p1-c0": [4], "p1-c1": [None, ("digit_probs", 2.0)],
-    })
+    _write(
+        tmp_path,
+        [("p0-c0", "a"), ("p0-c1", "b"), ("p1-c0", "c"), ("p1-c1", "d")],
+        {
+            "p0-c0": [3],
+            "p0-c1": [("digit_probs", 2.9)],  # 0.1 apart: below digit_probs_margin
+            "p1-c0": [4],
+            "p1-c1": [None, ("digit_probs", 2.0)],
+        },
+    )
     stats = make_pairs(PairsConfig(digit_probs_margin=0.25), tmp_path)
     [pair] = _pairs(tmp_path)
     assert pair["id"] == "p1" and (pair["chosen_source"], pair["rejected_source"]) == ("text", "digit_probs")
@@ -99,9 +134,17 @@ def test_mixed_sources_use_the_digit_probability_margin(tmp_path):
 
 
 def test_text_scores_are_never_averaged_with_expectations():
-    judged = [{"score": 5, "method": "text"}, {"score": 2.5, "method": "digit_probs"}, {"score": 4, "method": "text_lenient"}]
+    judged = [
+        {"score": 5, "method": "text"},
+        {"score": 2.5, "method": "digit_probs"},
+        {"score": 4, "method": "text_lenient"},
+    ]
     assert candidate_score(judged) == (4.5, 2, "text")
-    assert candidate_score([{"score": 2.5, "method": "digit_probs"}, {"score": None, "method": None}]) == (2.5, 1, "digit_probs")
+    assert candidate_score([{"score": 2.5, "method": "digit_probs"}, {"score": None, "method": None}]) == (
+        2.5,
+        1,
+        "digit_probs",
+    )
     assert candidate_score([{"score": None, "method": None}]) is None
 
 

@@ -16,7 +16,9 @@ from conftest import invoke
 from selfreward.records import read_committed, read_jsonl
 
 RECORD_FILES = [
-    "eft/judgments.jsonl", "eft/train.jsonl", "eft/eval.jsonl",
+    "eft/judgments.jsonl",
+    "eft/train.jsonl",
+    "eft/eval.jsonl",
     *(f"iter{t}/{name}.jsonl" for t in (1, 2) for name in ("prompts", "candidates", "judgments", "pairs")),
 ]
 
@@ -41,7 +43,15 @@ def test_loop_runs_two_iterations(finished_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"config", "versions", "git_commit", "seed", "stages"} <= manifest.keys()
     assert [s for s, v in manifest["stages"].items() if v["status"] == "done"] == [
-        "sft_baseline", "eft", "sft", *(f"iter1/{s}" for s in AIFT), "dpo1", "validate1", *(f"iter2/{s}" for s in AIFT), "dpo2", "validate2",
+        "sft_baseline",
+        "eft",
+        "sft",
+        *(f"iter1/{s}" for s in AIFT),
+        "dpo1",
+        "validate1",
+        *(f"iter2/{s}" for s in AIFT),
+        "dpo2",
+        "validate2",
     ]
     assert all(v["seconds"] >= 0 and v["started"] <= v["ended"] for v in manifest["stages"].values())
     assert (run_dir / "run.log").read_text().count("started") == 7
@@ -58,7 +68,12 @@ def test_checkpoints_load_and_generate(finished_run):
         path = run_dir / "models" / name
         assert (path / "model.safetensors").exists()
         model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": "Explain tides."}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Explain tides."}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         out = model.generate(**ids, max_new_tokens=4, do_sample=False)
         assert out.shape[1] > ids["input_ids"].shape[1]
 
@@ -76,9 +91,16 @@ def test_sigkill_during_judge_then_resume_matches_uninterrupted_run(finished_run
     reference = finished_run[0]
     run_dir = tmp_path / "killed"
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "selfreward", "run", str(loop_config), "--out", str(run_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfreward", "run", str(loop_config), "--out", str(run_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     partial = run_dir / "iter1" / "judgments.jsonl.partial"
-    deadline = time.time() + 900  # generous: a loaded machine is slow, and the kill comes at the first judge batch anyway
+    deadline = (
+        time.time() + 900
+    )  # generous: a loaded machine is slow, and the kill comes at the first judge batch anyway
     while time.time() < deadline and proc.poll() is None:
         if partial.exists() and partial.stat().st_size > 0:
             proc.send_signal(signal.SIGKILL)
@@ -109,7 +131,20 @@ def test_resume_errors(finished_run, tmp_path):
 @pytest.mark.parametrize("policy", ["stop", "skip"])
 def test_zero_pairs_stops_or_skips_cleanly(loop_config, tmp_path, policy):
     run_dir = tmp_path / policy
-    result = invoke("run", loop_config, "--out", run_dir, "--set", "judge.fallback=off", "--set", f"loop.on_no_pairs={policy}", "--set", "sft.baseline=false", "--set", "eft.judge=m0")
+    result = invoke(
+        "run",
+        loop_config,
+        "--out",
+        run_dir,
+        "--set",
+        "judge.fallback=off",
+        "--set",
+        f"loop.on_no_pairs={policy}",
+        "--set",
+        "sft.baseline=false",
+        "--set",
+        "eft.judge=m0",
+    )
     assert result.exit_code == 0, result.output
     assert "produced 0 pairs" in result.output
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -138,4 +173,10 @@ def test_a_model_saved_without_its_stats_is_trained_again(finished_run, tmp_path
     result = invoke("run", "--resume", run_dir)
     assert result.exit_code == 0, result.output
     assert result.output.count("already complete, skipped") == 6 and "[dpo2] started" in result.output
-    assert {k: v for k, v in json.loads(stats.read_text()).items() if k != "seconds"} == {k: v for k, v in expected.items() if k != "seconds"} | {"model": str(run_dir / "models" / "M3"), "policy": str(run_dir / "models" / "M2"), "reference": str(run_dir / "models" / "M2")}
+    assert {k: v for k, v in json.loads(stats.read_text()).items() if k != "seconds"} == {
+        k: v for k, v in expected.items() if k != "seconds"
+    } | {
+        "model": str(run_dir / "models" / "M3"),
+        "policy": str(run_dir / "models" / "M2"),
+        "reference": str(run_dir / "models" / "M2"),
+    }

@@ -12,24 +12,35 @@ def _jsonl(path, rows):
 
 
 def _message(mid, parent, role, text, rank=None, lang="en", quality=None):
-    row = {"message_id": mid, "parent_id": parent, "role": role, "text": text, "lang": lang, "rank": rank, "deleted": False}
+    row = {
+        "message_id": mid,
+        "parent_id": parent,
+        "role": role,
+        "text": text,
+        "lang": lang,
+        "rank": rank,
+        "deleted": False,
+    }
     if quality is not None:
         row["labels"] = {"name": ["spam", "quality"], "value": [0.0, quality], "count": [3, 3]}
     return row
 
 
 def test_oasst_messages_first_turn_english_rank0(tmp_path):
-    path = _jsonl(tmp_path / "m.jsonl", [
-        _message("r1", None, "prompter", "Question one?"),
-        _message("a1", "r1", "assistant", "good", 0, quality=0.9),
-        _message("a2", "r1", "assistant", "bad", 1, quality=0.2),
-        _message("a3", "r1", "assistant", "unranked"),
-        _message("f1", "a1", "prompter", "follow-up?"),
-        _message("a4", "f1", "assistant", "second turn", 0),
-        _message("r2", None, "prompter", "Frage?", lang="de"),
-        _message("a5", "r2", "assistant", "Antwort", 0, lang="de"),
-        {"message_id": "x", "role": "robot", "text": "?"},
-    ])
+    path = _jsonl(
+        tmp_path / "m.jsonl",
+        [
+            _message("r1", None, "prompter", "Question one?"),
+            _message("a1", "r1", "assistant", "good", 0, quality=0.9),
+            _message("a2", "r1", "assistant", "bad", 1, quality=0.2),
+            _message("a3", "r1", "assistant", "unranked"),
+            _message("f1", "a1", "prompter", "follow-up?"),
+            _message("a4", "f1", "assistant", "second turn", 0),
+            _message("r2", None, "prompter", "Frage?", lang="de"),
+            _message("a5", "r2", "assistant", "Antwort", 0, lang="de"),
+            {"message_id": "x", "role": "robot", "text": "?"},
+        ],
+    )
     ift, reports = load_ift([path])
     assert [(e.prompt, e.response) for e in ift] == [("Question one?", "good")]
     assert reports[0].format == "oasst-messages" and reports[0].skipped == 1 and "unknown role" in reports[0].first_bad
@@ -39,10 +50,19 @@ def test_oasst_messages_first_turn_english_rank0(tmp_path):
 
 
 def test_oasst_tree(tmp_path):
-    tree = {"message_tree_id": "t1", "prompt": {"message_id": "t1", "text": "Root?", "role": "prompter", "lang": "en", "replies": [
-        {"message_id": "b", "text": "second", "role": "assistant", "lang": "en", "rank": 1, "replies": []},
-        {"message_id": "a", "text": "first", "role": "assistant", "lang": "en", "rank": 0, "replies": []},
-    ]}}
+    tree = {
+        "message_tree_id": "t1",
+        "prompt": {
+            "message_id": "t1",
+            "text": "Root?",
+            "role": "prompter",
+            "lang": "en",
+            "replies": [
+                {"message_id": "b", "text": "second", "role": "assistant", "lang": "en", "rank": 1, "replies": []},
+                {"message_id": "a", "text": "first", "role": "assistant", "lang": "en", "rank": 0, "replies": []},
+            ],
+        },
+    }
     path = _jsonl(tmp_path / "t.jsonl", [tree, {"message_tree_id": "t2", "prompt": "not a tree"}])
     groups, reports = load_ranked([path])
     assert [r.text for r in groups[0].responses] == ["first", "second"]
@@ -51,13 +71,16 @@ def test_oasst_tree(tmp_path):
 
 
 def test_plain_jsonl_rows_and_malformed_rows_are_counted(tmp_path):
-    path = _jsonl(tmp_path / "p.jsonl", [
-        {"prompt": "p1", "response": "r1"},
-        "{not json",
-        {"prompt": "", "response": "r"},
-        [1, 2],
-        {"prompt": "p2", "response": "r2"},
-    ])
+    path = _jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"prompt": "p1", "response": "r1"},
+            "{not json",
+            {"prompt": "", "response": "r"},
+            [1, 2],
+            {"prompt": "p2", "response": "r2"},
+        ],
+    )
     ift, reports = load_ift([path])
     assert [e.prompt for e in ift] == ["p1", "p2"]
     assert (reports[0].rows, reports[0].skipped) == (5, 3)
@@ -65,10 +88,25 @@ def test_plain_jsonl_rows_and_malformed_rows_are_counted(tmp_path):
 
 
 def test_ranked_rows_and_question_answer_rows(tmp_path):
-    ranked = _jsonl(tmp_path / "r.jsonl", [{"prompt": "q", "responses": [{"text": "meh", "rank": 2}, {"text": "best", "rank": 0}, {"text": "ok", "rank": 1}]}])
+    ranked = _jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {
+                "prompt": "q",
+                "responses": [{"text": "meh", "rank": 2}, {"text": "best", "rank": 0}, {"text": "ok", "rank": 1}],
+            }
+        ],
+    )
     groups, _ = load_ranked([ranked])
     assert [r.text for r in groups[0].responses] == ["best", "ok", "meh"]
-    qa = _jsonl(tmp_path / "qa.jsonl", [{"question": "q1", "answer": "b", "rank": 1.0}, {"question": "q1", "answer": "a", "rank": 0.0}, {"question": "q2", "answer": "c", "rank": 2.0}])
+    qa = _jsonl(
+        tmp_path / "qa.jsonl",
+        [
+            {"question": "q1", "answer": "b", "rank": 1.0},
+            {"question": "q1", "answer": "a", "rank": 0.0},
+            {"question": "q2", "answer": "c", "rank": 2.0},
+        ],
+    )
     groups, _ = load_ranked([qa])
     assert len(groups) == 1 and [r.text for r in groups[0].responses] == ["a", "b"]
     assert [e.prompt for e in load_ift([qa])[0]] == ["q1"]  # q2 has no rank-0 answer
@@ -116,19 +154,25 @@ def ranked(prompt: str, *ranks: int) -> dict:
 
 
 def test_each_row_is_read_in_its_own_format_and_a_bad_first_row_spoils_nothing(tmp_path):
-    path = _jsonl(tmp_path / "mixed.jsonl", [
-        {"text": "no format at all"},
-        {"prompt": "p1", "response": "r1"},
-        chat("user: chat question", "assistant: chat answer", "user: later turn"),
-        {"instruction": "Translate.", "input": "bonjour", "output": "hello"},
-        {"instruction": "Name a colour.", "input": "", "output": "Blue."},
-        chat("system: be brief", "user: q", "assistant: a"),
-        chat("user: no answer"),
-        {"instruction": "Broken.", "input": 3, "output": "x"},
-    ])
+    path = _jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            {"text": "no format at all"},
+            {"prompt": "p1", "response": "r1"},
+            chat("user: chat question", "assistant: chat answer", "user: later turn"),
+            {"instruction": "Translate.", "input": "bonjour", "output": "hello"},
+            {"instruction": "Name a colour.", "input": "", "output": "Blue."},
+            chat("system: be brief", "user: q", "assistant: a"),
+            chat("user: no answer"),
+            {"instruction": "Broken.", "input": 3, "output": "x"},
+        ],
+    )
     ift, (report,) = load_ift([path])
     assert [(e.prompt, e.response) for e in ift] == [
-        ("p1", "r1"), ("chat question", "chat answer"), ("Translate.\n\nbonjour", "hello"), ("Name a colour.", "Blue."),
+        ("p1", "r1"),
+        ("chat question", "chat answer"),
+        ("Translate.\n\nbonjour", "hello"),
+        ("Name a colour.", "Blue."),
     ]
     assert report.format == "ift-jsonl+chat-messages+alpaca"
     assert (report.rows, report.groups, report.skipped) == (8, 4, 4)
@@ -136,11 +180,14 @@ def test_each_row_is_read_in_its_own_format_and_a_bad_first_row_spoils_nothing(t
 
 
 def test_chat_rows_need_a_user_turn_then_the_answer(tmp_path):
-    path = _jsonl(tmp_path / "chat.jsonl", [
-        chat("system: be brief", "user: q", "assistant: a"),
-        {"messages": "not a list"},
-        chat("user: q2", "assistant: a2"),
-    ])
+    path = _jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            chat("system: be brief", "user: q", "assistant: a"),
+            {"messages": "not a list"},
+            chat("user: q2", "assistant: a2"),
+        ],
+    )
     ift, (report,) = load_ift([path])
     assert [e.prompt for e in ift] == ["q2"] and report.skipped == 2
     expected = "must start with a user turn and the assistant's answer (the first roles: 'system', 'user')"

@@ -16,7 +16,15 @@ from selfreward.records import read_json, read_jsonl
 from selfreward.stages import select
 from selfreward.training import complete_checkpoints
 
-SELECT_RUN = ["select.enabled=true", "select.max_prompts=4", "dpo.save_steps=1", "dpo.epochs=3", "loop.iterations=1", "sft.baseline=false", "eft.judge=m0"]
+SELECT_RUN = [
+    "select.enabled=true",
+    "select.max_prompts=4",
+    "dpo.save_steps=1",
+    "dpo.epochs=3",
+    "loop.iterations=1",
+    "sft.baseline=false",
+    "eft.judge=m0",
+]
 
 
 def weights(model_dir):
@@ -47,9 +55,14 @@ def test_every_checkpoint_is_compared_and_the_best_is_promoted(select_run):
     assert steps >= 3 and kept == [f"checkpoint-{s}" for s in range(1, steps)]  # one a step but the last, none deleted
     assert [c["name"] for c in stats["candidates"]] == [*kept, "final"]  # the final model is the last step's
     best = max(c["win_rate"] for c in stats["candidates"])
-    assert stats["chosen_win_rate"] == best and [c["win_rate"] for c in stats["candidates"] if c["name"] == stats["chosen"]] == [best]
+    assert stats["chosen_win_rate"] == best and [
+        c["win_rate"] for c in stats["candidates"] if c["name"] == stats["chosen"]
+    ] == [best]
     assert same_weights(select_run / "models" / "M2", candidate_dir(select_run, stats["chosen"]))
-    assert not list((select_run / "models" / "M2").glob("optimizer*")) and (select_run / "models" / "M2" / "tokenizer.json").exists()
+    assert (
+        not list((select_run / "models" / "M2").glob("optimizer*"))
+        and (select_run / "models" / "M2" / "tokenizer.json").exists()
+    )
     for c in stats["candidates"]:
         verdicts = read_jsonl(select_run / "dpo1" / "select" / f"{c['name']}_vs_M1.jsonl")
         assert len(verdicts) == 2 * stats["prompts"] == 8 and {v["order"] for v in verdicts} == {"xy", "yx"}
@@ -59,7 +72,9 @@ def test_every_checkpoint_is_compared_and_the_best_is_promoted(select_run):
     record = manifest["stages"]["select1"]
     assert record["status"] == "done" and record["chosen"] == stats["chosen"]
     assert record["win_rates"] == {c["name"]: c["win_rate"] for c in stats["candidates"]}
-    assert [s for s in manifest["stages"] if s.endswith("1") or s.startswith("iter1/")] == [f"iter1/{s}" for s in ("prompts", "candidates", "judge", "pairs")] + ["dpo1", "select1", "validate1"]
+    assert [s for s in manifest["stages"] if s.endswith("1") or s.startswith("iter1/")] == [
+        f"iter1/{s}" for s in ("prompts", "candidates", "judge", "pairs")
+    ] + ["dpo1", "select1", "validate1"]
 
 
 def scripted_comparison(win_rates):
@@ -67,7 +82,16 @@ def scripted_comparison(win_rates):
 
     def compare(judge, prompts, answers_x, answers_y, out_dir, name, sampling, seed, batch_size):
         rate = win_rates.get(name.split("_vs_")[0], 10.0)
-        return {"stage": "compare", "prompts": len(prompts), "win": rate, "tie": 0.0, "lose": 100 - rate, "win_rate": rate, "unparsable_verdicts": 0, "order_disagreements": 0}
+        return {
+            "stage": "compare",
+            "prompts": len(prompts),
+            "win": rate,
+            "tie": 0.0,
+            "lose": 100 - rate,
+            "win_rate": rate,
+            "unparsable_verdicts": 0,
+            "order_disagreements": 0,
+        }
 
     return compare
 
@@ -76,13 +100,17 @@ def test_a_middle_checkpoint_with_the_best_win_rate_becomes_the_next_model(selec
     run_dir = tmp_path / "copy"
     shutil.copytree(select_run, run_dir)
     (run_dir / "dpo1" / "select.stats.json").unlink()
-    monkeypatch.setattr(select, "compare_answers", scripted_comparison({"checkpoint-1": 75.0, "checkpoint-2": 40.0, "final": 75.0}))
+    monkeypatch.setattr(
+        select, "compare_answers", scripted_comparison({"checkpoint-1": 75.0, "checkpoint-2": 40.0, "final": 75.0})
+    )
     monkeypatch.setattr(select, "make_judge_engine", lambda *a: type("NoJudge", (), {"close": lambda self: None})())
     result = invoke("run", "--resume", run_dir)
     assert result.exit_code == 0, result.output
     stats = read_json(run_dir / "dpo1" / "select.stats.json")
     assert stats["chosen"] == "final"  # equal win rates: the later candidate
-    monkeypatch.setattr(select, "compare_answers", scripted_comparison({"checkpoint-1": 40.0, "checkpoint-2": 90.0, "final": 60.0}))
+    monkeypatch.setattr(
+        select, "compare_answers", scripted_comparison({"checkpoint-1": 40.0, "checkpoint-2": 90.0, "final": 60.0})
+    )
     config = load_config(str(run_dir / "config.yaml"))
     stats = select.select_checkpoint(config, run_dir, 1, run_dir / "models" / "M1", run_dir / "models" / "M2")
     assert (stats["chosen"], stats["chosen_win_rate"]) == ("checkpoint-2", 90.0)
@@ -100,7 +128,9 @@ def test_the_self_judge_writes_m_ts_answers_without_a_second_load(select_run, tm
         path.unlink()
     loaded = []
     real_make_engine = select.make_engine
-    monkeypatch.setattr(select, "make_engine", lambda config, path: loaded.append(path) or real_make_engine(config, path))
+    monkeypatch.setattr(
+        select, "make_engine", lambda config, path: loaded.append(path) or real_make_engine(config, path)
+    )
     monkeypatch.setattr(select, "compare_answers", scripted_comparison({}))
     config = load_config(str(run_dir / "config.yaml"))
     select.select_checkpoint(config, run_dir, 1, run_dir / "models" / "M1", run_dir / "models" / "M2")

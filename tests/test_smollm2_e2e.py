@@ -16,12 +16,31 @@ pytestmark = [
 
 def test_aift_command_on_smollm2(tmp_path):
     out = tmp_path / "aift"
-    result = CliRunner().invoke(app, [
-        "aift", "demo", "--out", str(out),
-        "--set", "prompts.num_prompts=2", "--set", "prompts.requests_per_round=2", "--set", "prompts.max_rounds=4",
-        "--set", "prompts.max_new_tokens=96", "--set", "candidates.n=2", "--set", "candidates.max_new_tokens=32",
-        "--set", "judge.k=1", "--set", "judge.max_new_tokens=48",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "aift",
+            "demo",
+            "--out",
+            str(out),
+            "--set",
+            "prompts.num_prompts=2",
+            "--set",
+            "prompts.requests_per_round=2",
+            "--set",
+            "prompts.max_rounds=4",
+            "--set",
+            "prompts.max_new_tokens=96",
+            "--set",
+            "candidates.n=2",
+            "--set",
+            "candidates.max_new_tokens=32",
+            "--set",
+            "judge.k=1",
+            "--set",
+            "judge.max_new_tokens=48",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "stage pairs" in result.output and "pair_yield" in result.output
     prompts = read_jsonl(out / "prompts.jsonl")

@@ -417,7 +417,9 @@ def test_dpo_refuses_a_damaged_pairs_file_before_loading_anything(tmp_path):
     with pytest.raises(
         SelfRewardError, match=rf"^{pairs} line 1 \(id 'p0'\): rejected: Input should be a valid string \(got 3\)$"
     ):
-        run_step(TrainDPO("dpo1", config.model, config.dpo, "unused", None, pairs, tmp_path / "dpo1", tmp_path / "M2", 0))
+        run_step(
+            TrainDPO("dpo1", config.model, config.dpo, "unused", None, pairs, tmp_path / "dpo1", tmp_path / "M2", 0)
+        )
     assert not (tmp_path / "dpo1").exists()
 
 
@@ -522,9 +524,7 @@ SEED_ROW = st.one_of(
     st.fixed_dictionaries(
         {
             "messages": st.lists(
-                st.fixed_dictionaries(
-                    {"role": st.sampled_from(["user", "assistant", "system"]), "content": SEED_TEXT}
-                ),
+                st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]), "content": SEED_TEXT}),
                 max_size=3,
             )
         }
@@ -540,9 +540,7 @@ SEED_ROW = st.one_of(
         }
     ),
 )
-SEED_LINE = st.one_of(
-    SEED_ROW.map(lambda row: json.dumps(row)), st.sampled_from(["{cut", "[1]", '"text"', "[" * 3000])
-)
+SEED_LINE = st.one_of(SEED_ROW.map(lambda row: json.dumps(row)), st.sampled_from(["{cut", "[1]", '"text"', "[" * 3000]))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -575,9 +573,7 @@ def test_a_stage_refuses_unusable_seed_data_before_loading_the_model(tiny_model,
         + "\n"
     )
     out = tmp_path / "out"
-    result = invoke(
-        "prompts", "--out", out, "--set", f"model.name_or_path={tiny_model}", "--set", f"data.ift=[{seed}]"
-    )
+    result = invoke("prompts", "--out", out, "--set", f"model.name_or_path={tiny_model}", "--set", f"data.ift=[{seed}]")
     assert result.exit_code == 2 and "Traceback" not in result.output
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(

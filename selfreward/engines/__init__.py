@@ -45,4 +45,13 @@ def server_engine(judge: ServerJudgeConfig) -> Engine:
     )
 
 
-__all__ = ["Completion", "Engine", "Request", "Sampling", "judge_model", "make_engine", "make_judge_engine", "server_engine"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "Request",
+    "Sampling",
+    "judge_model",
+    "make_engine",
+    "make_judge_engine",
+    "server_engine",
+]

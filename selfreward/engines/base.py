@@ -45,7 +45,9 @@ class Engine(ABC):
     @abstractmethod
     def generate(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Completion]: ...
 
-    def generate_n(self, requests: list[Request], n: int, sampling: Sampling, seeds: list[int]) -> list[list[Completion]]:
+    def generate_n(
+        self, requests: list[Request], n: int, sampling: Sampling, seeds: list[int]
+    ) -> list[list[Completion]]:
         """`n` samples for each request (a candidate's K judgments, a prompt's N answers), request i
         seeded by `seeds[i]`. Engines that can share one prefill among the n samples and seed each
         request alone override this; this default samples the repeated requests in one batch

@@ -23,7 +23,9 @@ class HFEngine(Engine):
         self.tokenizer = load_tokenizer(path, model.max_length, model.trust_remote_code)
         self.tokenizer.padding_side = "left"
         self.tokenizer.truncation_side = "left"
-        self.model = load_model(path, pick_dtype(model.dtype, self.device), self.device, model.trust_remote_code, model.allow_pickle)
+        self.model = load_model(
+            path, pick_dtype(model.dtype, self.device), self.device, model.trust_remote_code, model.allow_pickle
+        )
         self.model.eval()
         self.eos_ids = model_sampling(self.tokenizer, self.model.generation_config).eos_ids
 
@@ -32,7 +34,9 @@ class HFEngine(Engine):
 
     def _encode(self, texts: list[str], room: int) -> dict[str, torch.Tensor]:
         limit = max(8, self.tokenizer.model_max_length - room)
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit, add_special_tokens=False)
+        enc = self.tokenizer(
+            texts, return_tensors="pt", padding=True, truncation=True, max_length=limit, add_special_tokens=False
+        )
         return {k: v.to(self.device) for k, v in enc.items()}
 
     @torch.inference_mode()
@@ -60,21 +64,36 @@ class HFEngine(Engine):
                 stop = next((j for j, t in enumerate(ids) if t in self.eos_ids), None)
                 kept = ids if stop is None else ids[:stop]
                 text = self.tokenizer.decode(kept, skip_special_tokens=True)
-                out[i] = Completion(text=text.strip(), num_tokens=len(kept) + (stop is not None), finished=stop is not None)
+                out[i] = Completion(
+                    text=text.strip(), num_tokens=len(kept) + (stop is not None), finished=stop is not None
+                )
         return out  # type: ignore[return-value]
 
-    def generate_n(self, requests: list[Request], n: int, sampling: Sampling, seeds: list[int]) -> list[list[Completion]]:
+    def generate_n(
+        self, requests: list[Request], n: int, sampling: Sampling, seeds: list[int]
+    ) -> list[list[Completion]]:
         """`n` samples per request through the shared-prefix sampler (`shared_prefix.py`): shared
         text prefilled once, samples seeded per request, finished samples leave the batch."""
         room = self.tokenizer.model_max_length - sampling.max_new_tokens
-        rows = [self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"][-max(8, room) :] for r in requests]
+        rows = [
+            self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"][-max(8, room) :] for r in requests
+        ]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         per_batch = max(1, self.batch_size // n)
         stop = StopWatch(self.tokenizer, sampling.stop)
         out: list[list[Completion]] = [[] for _ in rows]
         for start in range(0, len(order), per_batch):
             chunk = order[start : start + per_batch]
-            groups = sample_group(self.model, [rows[i] for i in chunk], n, sampling, [seeds[i] for i in chunk], self.eos_ids, self.tokenizer.pad_token_id, stop)
+            groups = sample_group(
+                self.model,
+                [rows[i] for i in chunk],
+                n,
+                sampling,
+                [seeds[i] for i in chunk],
+                self.eos_ids,
+                self.tokenizer.pad_token_id,
+                stop,
+            )
             for i, samples in zip(chunk, groups):
                 out[i] = [self._completion(s) for s in samples]
         return out

@@ -145,11 +145,15 @@ class OpenAIEngine(Engine):
         except httpx.TransportError as exc:
             raise ServerFault(f"connection failed ({exc.__class__.__name__}: {self._masked(str(exc))})") from None
         except httpx.HTTPError as exc:
-            raise SelfRewardError(f"judge server {self.url}: {exc.__class__.__name__}: {self._masked(str(exc))}") from None
+            raise SelfRewardError(
+                f"judge server {self.url}: {exc.__class__.__name__}: {self._masked(str(exc))}"
+            ) from None
         if response.status_code in RETRYABLE_STATUS:
             raise ServerFault(f"HTTP {response.status_code}", retry_after_seconds(response))
         if response.status_code != 200:
-            raise SelfRewardError(f"judge server {self.url} answered HTTP {response.status_code}: {self._masked(response.text)}")
+            raise SelfRewardError(
+                f"judge server {self.url} answered HTTP {response.status_code}: {self._masked(response.text)}"
+            )
         try:
             payload = response.json()
             choice = payload["choices"][0]
@@ -180,13 +184,27 @@ class OpenAIEngine(Engine):
 
     def _log_retry(self, state: RetryCallState) -> None:
         fault = state.outcome.exception() if state.outcome else None
-        log.warning("judge server %s: %s; retry %d/%d in %.2f s", self.url, fault, state.attempt_number, self.max_retries, state.upcoming_sleep)
+        log.warning(
+            "judge server %s: %s; retry %d/%d in %.2f s",
+            self.url,
+            fault,
+            state.attempt_number,
+            self.max_retries,
+            state.upcoming_sleep,
+        )
 
     def _one(self, request: Request, sampling: Sampling, seed: int, batch: BatchState) -> Completion:
         messages = [{"role": role, "content": content} for role, content in request.messages]
         if request.prefix:  # servers cannot prefill: ask the model to continue the text instead
             messages.append({"role": "assistant", "content": request.prefix})
-        body = {"model": self.model, "messages": messages, "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens, "seed": seed}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_new_tokens,
+            "seed": seed,
+        }
         retrying = Retrying(
             retry=retry_if_exception_type(ServerFault),
             stop=stop_after_attempt(self.max_retries + 1) | stop_when_event_set(batch.stop),
@@ -205,10 +223,15 @@ class OpenAIEngine(Engine):
         """The one-line error for a batch that gave up."""
         counts = f"{batch.done}/{total} requests of this batch done, {batch.attempts} attempts sent"
         if batch.tripped:
-            return SelfRewardError(f"judge server {self.url} failed {batch.consecutive_failures} attempts in a row (last: {batch.last_failure}); {counts}; the circuit breaker (max_consecutive_failures) stopped the stage")
+            return SelfRewardError(
+                f"judge server {self.url} failed {batch.consecutive_failures} attempts in a row (last: {batch.last_failure}); "
+                f"{counts}; the circuit breaker (max_consecutive_failures) stopped the stage"
+            )
         if isinstance(batch.first_error, SelfRewardError):
             return batch.first_error
-        return SelfRewardError(f"judge server {self.url}: a request failed {self.max_retries + 1} attempts (last: {batch.first_error}); {counts}; raise max_retries or check the server")
+        return SelfRewardError(
+            f"judge server {self.url}: a request failed {self.max_retries + 1} attempts (last: {batch.first_error}); {counts}; raise max_retries or check the server"
+        )
 
     def generate(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Completion]:
         batch = BatchState(self.max_consecutive_failures)

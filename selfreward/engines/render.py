@@ -55,4 +55,6 @@ def model_sampling(tokenizer: Any, generation_config: Any) -> ModelSampling:
     biases = generation_config.sequence_bias or []
     pairs = biases.items() if isinstance(biases, dict) else [(tuple(seq), value) for seq, value in biases]
     single = {int(seq[0]): float(value) for seq, value in pairs if len(seq) == 1}
-    return ModelSampling(eos_ids, single, float(generation_config.repetition_penalty or 1.0), sum(1 for seq, _ in pairs if len(seq) != 1))
+    return ModelSampling(
+        eos_ids, single, float(generation_config.repetition_penalty or 1.0), sum(1 for seq, _ in pairs if len(seq) != 1)
+    )

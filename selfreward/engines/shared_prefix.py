@@ -108,14 +108,21 @@ def cache_argument(model: Any, cache: DynamicCache) -> dict[str, DynamicCache]:
     return {cache_keyword(model.__class__): cache}
 
 
-def prefill(model: Any, rows: list[list[int]], pad_id: int) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+def prefill(
+    model: Any, rows: list[list[int]], pad_id: int
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prefill the rows' shared prefix once, then each row's own tokens.
     Returns (cache, attention mask, next position per row, last logits per row)."""
     device = model.device
     shared = shared_prefix_length(rows)
     cache = DynamicCache(config=model.config)
     if shared:
-        model(input_ids=torch.tensor([rows[0][:shared]], device=device), **cache_argument(model, cache), use_cache=True, logits_to_keep=1)
+        model(
+            input_ids=torch.tensor([rows[0][:shared]], device=device),
+            **cache_argument(model, cache),
+            use_cache=True,
+            logits_to_keep=1,
+        )
         cache.batch_repeat_interleave(len(rows))
     own = [r[shared:] for r in rows]
     width = max(len(o) for o in own)
@@ -127,12 +134,23 @@ def prefill(model: Any, rows: list[list[int]], pad_id: int) -> tuple[DynamicCach
     positions = (shared + own_mask.cumsum(-1) - 1).clamp_min(shared)
     mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), own_mask], dim=-1).to(device)
     out = model(
-        input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions.to(device), **cache_argument(model, cache), use_cache=True, logits_to_keep=1
+        input_ids=input_ids.to(device),
+        attention_mask=mask,
+        position_ids=positions.to(device),
+        **cache_argument(model, cache),
+        use_cache=True,
+        logits_to_keep=1,
     )
     return cache, mask, positions[:, -1].to(device) + 1, out.logits[:, -1, :].float()
 
 
-def draw(logits: torch.Tensor, history: torch.Tensor, processors: LogitsProcessorList, top_p: float, generators: list[torch.Generator] | None) -> list[int]:
+def draw(
+    logits: torch.Tensor,
+    history: torch.Tensor,
+    processors: LogitsProcessorList,
+    top_p: float,
+    generators: list[torch.Generator] | None,
+) -> list[int]:
     """One token per row: greedy without generators, else a top-p draw from each row's own generator."""
     scores = processors(history, logits)  # type: ignore[arg-type]  # LongTensor is not a runtime type
     if generators is None:
@@ -143,7 +161,14 @@ def draw(logits: torch.Tensor, history: torch.Tensor, processors: LogitsProcesso
 
 @torch.inference_mode()
 def sample_group(
-    model: Any, rows: list[list[int]], n: int, sampling: Sampling, seeds: list[int], eos_ids: list[int], pad_id: int, stop: StopWatch
+    model: Any,
+    rows: list[list[int]],
+    n: int,
+    sampling: Sampling,
+    seeds: list[int],
+    eos_ids: list[int],
+    pad_id: int,
+    stop: StopWatch,
 ) -> list[list[Sample]]:
     """`n` samples for each row of prompt tokens; row i's j-th sample draws from seed (seeds[i], j)."""
     cache, mask, positions, logits = prefill(model, rows, pad_id)
@@ -160,7 +185,9 @@ def sample_group(
     active = list(range(total))  # the sample behind each batch row
     for step_index in range(sampling.max_new_tokens):
         history = token_history(prompts, samples, active) if reads_history(processors) else torch.empty(0)
-        tokens = draw(logits, history, processors, sampling.top_p, None if generators is None else [generators[s] for s in active])
+        tokens = draw(
+            logits, history, processors, sampling.top_p, None if generators is None else [generators[s] for s in active]
+        )
         for s, token in zip(active, tokens):
             extend(samples[s], token, eos_ids, stop)
         running = [row for row, s in enumerate(active) if not samples[s].finished]
@@ -173,7 +200,13 @@ def sample_group(
             tokens, active = [tokens[row] for row in running], [active[row] for row in running]
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
         step = torch.tensor(tokens, device=mask.device)[:, None]
-        out = model(input_ids=step, attention_mask=mask, position_ids=positions[:, None], **cache_argument(model, cache), use_cache=True)
+        out = model(
+            input_ids=step,
+            attention_mask=mask,
+            position_ids=positions[:, None],
+            **cache_argument(model, cache),
+            use_cache=True,
+        )
         positions = positions + 1
         logits = out.logits[:, -1, :].float()
     return [samples[i * n : (i + 1) * n] for i in range(len(rows))]

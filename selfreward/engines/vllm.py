@@ -69,7 +69,9 @@ def sampling_params(sampling: Sampling, n: int, seed: int, model: ModelSampling)
 def to_completion(output: Any) -> Completion:
     """A vLLM CompletionOutput as a Completion: finish reason `stop` (end of sequence or a stop
     string) is finished; `length` (max_tokens or the context) is not."""
-    return Completion(text=output.text.strip(), num_tokens=len(output.token_ids), finished=output.finish_reason == "stop")
+    return Completion(
+        text=output.text.strip(), num_tokens=len(output.token_ids), finished=output.finish_reason == "stop"
+    )
 
 
 def choice_distribution(top_logprobs: Mapping[int, Any], token_ids: list[list[int]]) -> list[float] | None:
@@ -91,7 +93,9 @@ def checkpoint_sampling(path: str, tokenizer: Any, trust_remote_code: bool) -> M
         config = GenerationConfig()
     found = model_sampling(tokenizer, config)
     if found.multi_token_biases:
-        raise SelfRewardError(f"{path}: generation_config.sequence_bias biases {found.multi_token_biases} multi-token sequences, which vLLM cannot apply (engine.kind hf can)")
+        raise SelfRewardError(
+            f"{path}: generation_config.sequence_bias biases {found.multi_token_biases} multi-token sequences, which vLLM cannot apply (engine.kind hf can)"
+        )
     return found
 
 
@@ -134,11 +138,15 @@ class VLLMEngine(Engine):
         samples = self.generate_n(requests, 1, sampling, [seed + i for i in range(len(requests))])
         return [sample[0] for sample in samples]
 
-    def generate_n(self, requests: list[Request], n: int, sampling: Sampling, seeds: list[int]) -> list[list[Completion]]:
+    def generate_n(
+        self, requests: list[Request], n: int, sampling: Sampling, seeds: list[int]
+    ) -> list[list[Completion]]:
         if not requests:
             return []
         prompts = [self._prompt(r, sampling.max_new_tokens) for r in requests]
-        results = self.llm.generate(prompts, [sampling_params(sampling, n, seed, self.sampling) for seed in seeds], use_tqdm=False)
+        results = self.llm.generate(
+            prompts, [sampling_params(sampling, n, seed, self.sampling) for seed in seeds], use_tqdm=False
+        )
         out = []
         for result in results:
             outputs = sorted(result.outputs, key=lambda o: o.index)

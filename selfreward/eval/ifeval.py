@@ -55,7 +55,11 @@ def punkt_data() -> None:
     if not (english / "ortho_context.tab").exists():
         source = punkt.load_model("english")
         params = PunktParameters()
-        params.abbrev_types, params.collocations, params.sent_starters = set(source.abbrev_types), set(source.collocations), set(source.sent_starters)
+        params.abbrev_types, params.collocations, params.sent_starters = (
+            set(source.abbrev_types),
+            set(source.collocations),
+            set(source.sent_starters),
+        )
         for word, flags in source.ortho_context.items():
             params.ortho_context[word] = flags
         staging = english.with_name("english.tmp")
@@ -88,7 +92,15 @@ def prompt_rows(rows: list[Any], where: str) -> list[dict[str, Any]]:
         if problem:
             raise SelfRewardError(f"{where} row {i}: {problem}")
         keys.add(row["key"])
-        out.append({"id": f"k{row['key']}", "key": row["key"], "prompt": row["prompt"], "instruction_id_list": row["instruction_id_list"], "kwargs": row["kwargs"]})
+        out.append(
+            {
+                "id": f"k{row['key']}",
+                "key": row["key"],
+                "prompt": row["prompt"],
+                "instruction_id_list": row["instruction_id_list"],
+                "kwargs": row["kwargs"],
+            }
+        )
     if not out:
         raise SelfRewardError(f"{where} holds no IFEval prompts")
     return out
@@ -119,7 +131,9 @@ def read_prompts(source: str | None) -> tuple[list[dict[str, Any]], str]:
 
             return prompt_rows(list(load_dataset(HUB_DATASET, split="train")), HUB_DATASET), HUB_DATASET
         except Exception as exc:  # noqa: BLE001 - offline, no cache, hub errors: all mean "give a file"
-            raise SelfRewardError(f"cannot read {HUB_DATASET} ({exc.__class__.__name__}); pass --prompts FILE (google's IFEval input_data.jsonl format)") from None
+            raise SelfRewardError(
+                f"cannot read {HUB_DATASET} ({exc.__class__.__name__}); pass --prompts FILE (google's IFEval input_data.jsonl format)"
+            ) from None
     path = Path(source)
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
@@ -148,7 +162,9 @@ def token_budget(row: dict[str, Any], base: int, limit: int) -> int:
     return min(limit, needed)
 
 
-def generate(engine: Any, rows: list[dict[str, Any]], files: StageFiles, base: int, limit: int, seed: int, batch_size: int) -> list[dict[str, Any]]:
+def generate(
+    engine: Any, rows: list[dict[str, Any]], files: StageFiles, base: int, limit: int, seed: int, batch_size: int
+) -> list[dict[str, Any]]:
     """Greedy answers to every row (resumable), generated in groups of equal token budget."""
     budgets: dict[int, list[WorkItem]] = {}
     for row in rows:
@@ -156,7 +172,9 @@ def generate(engine: Any, rows: list[dict[str, Any]], files: StageFiles, base: i
         budgets.setdefault(token_budget(row, base, limit), []).append(item)
     records: dict[str, dict[str, Any]] = {}
     for budget, items in sorted(budgets.items()):
-        run = run_batches(files, items, engine, Sampling(0.0, 1.0, budget), seed, batch_size, f"ifeval answers ({budget} tokens)")
+        run = run_batches(
+            files, items, engine, Sampling(0.0, 1.0, budget), seed, batch_size, f"ifeval answers ({budget} tokens)"
+        )
         records |= {r["id"]: r | {"max_new_tokens": budget} for r in run.records}
     return [records[row["id"]] for row in rows]
 
@@ -167,12 +185,19 @@ def score(rows: list[dict[str, Any]], answers: list[dict[str, Any]]) -> list[dic
     out = []
     for row, answer in zip(rows, answers):
         result = utils.process_results(row, [answer["text"]])
-        out.append({
-            "id": row["id"], "key": row["key"], "instructions": len(row["instruction_id_list"]),
-            "prompt_strict": bool(result["prompt_level_strict_acc"]), "inst_strict": [bool(x) for x in result["inst_level_strict_acc"]],
-            "prompt_loose": bool(result["prompt_level_loose_acc"]), "inst_loose": [bool(x) for x in result["inst_level_loose_acc"]],
-            "finished": answer["finished"], "num_tokens": answer["num_tokens"],
-        })
+        out.append(
+            {
+                "id": row["id"],
+                "key": row["key"],
+                "instructions": len(row["instruction_id_list"]),
+                "prompt_strict": bool(result["prompt_level_strict_acc"]),
+                "inst_strict": [bool(x) for x in result["inst_level_strict_acc"]],
+                "prompt_loose": bool(result["prompt_level_loose_acc"]),
+                "inst_loose": [bool(x) for x in result["inst_level_loose_acc"]],
+                "finished": answer["finished"],
+                "num_tokens": answer["num_tokens"],
+            }
+        )
     return out
 
 
@@ -217,16 +242,30 @@ def bind_settings(out_dir: Path, settings: dict[str, Any], fresh: bool) -> None:
     saved = read_json(path)
     if saved and saved != settings:
         changed = ", ".join(k for k in settings if saved.get(k) != settings[k])
-        raise SelfRewardError(f"{out_dir} holds IFEval answers made with other settings ({changed}); add --fresh to start over")
+        raise SelfRewardError(
+            f"{out_dir} holds IFEval answers made with other settings ({changed}); add --fresh to start over"
+        )
     write_json(path, settings)
 
 
-def evaluate_ifeval(run_dir: Path, config: Config, console: Console, checkpoints: dict[str, Path], prompts_source: str | None, fresh: bool = False) -> dict[str, Any]:
+def evaluate_ifeval(
+    run_dir: Path,
+    config: Config,
+    console: Console,
+    checkpoints: dict[str, Path],
+    prompts_source: str | None,
+    fresh: bool = False,
+) -> dict[str, Any]:
     """Answer and score the IFEval prompts with each checkpoint (cached per model in RUN/eval/ifeval);
     returns and writes the summary (RUN/eval/ifeval/summary.json, also under `ifeval` in RUN/eval/summary.json)."""
     rows, source = read_prompts(prompts_source or config.eval.ifeval.prompts)
-    settings = {"prompts": source, "prompts_sha256": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest(),
-                "max_new_tokens": config.eval.ifeval.max_new_tokens, "max_new_tokens_limit": config.eval.ifeval.max_new_tokens_limit, "budget_step": BUDGET_STEP}
+    settings = {
+        "prompts": source,
+        "prompts_sha256": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest(),
+        "max_new_tokens": config.eval.ifeval.max_new_tokens,
+        "max_new_tokens_limit": config.eval.ifeval.max_new_tokens_limit,
+        "budget_step": BUDGET_STEP,
+    }
     out_dir = run_dir / "eval" / "ifeval"
     bind_settings(out_dir, settings, fresh)
     summary = read_json(out_dir / "summary.json") or {"models": {}}
@@ -237,20 +276,44 @@ def evaluate_ifeval(run_dir: Path, config: Config, console: Console, checkpoints
             answers = answer_prompts(config, path, rows, out_dir, name)
             scored = score(rows, answers)
             scores.finish(scored, {"stage": "ifeval", "model": name, **accuracies(scored)})
-        summary["models"][name] = scores.read_stats() | {"mean_tokens": round(sum(s["num_tokens"] for s in scores.read()) / len(rows), 1)}
-    summary |= {"prompts": len(rows), "source": source, "differences": model_differences(out_dir, list(summary["models"]))}
+        summary["models"][name] = scores.read_stats() | {
+            "mean_tokens": round(sum(s["num_tokens"] for s in scores.read()) / len(rows), 1)
+        }
+    summary |= {
+        "prompts": len(rows),
+        "source": source,
+        "differences": model_differences(out_dir, list(summary["models"])),
+    }
     write_json(out_dir / "summary.json", summary)
     eval_summary = read_json(run_dir / "eval" / "summary.json")
     write_json(run_dir / "eval" / "summary.json", eval_summary | {"ifeval": summary})
     return summary
 
 
-def answer_prompts(config: Config, model: Path, rows: list[dict[str, Any]], out_dir: Path, name: str) -> list[dict[str, Any]]:
+def answer_prompts(
+    config: Config, model: Path, rows: list[dict[str, Any]], out_dir: Path, name: str
+) -> list[dict[str, Any]]:
     engine = make_engine(config, str(model))
     try:
         files = StageFiles(out_dir / "answers", name)
-        answers = generate(engine, rows, files, config.eval.ifeval.max_new_tokens, config.eval.ifeval.max_new_tokens_limit, derive_seed(config.seed, "ifeval"), config.engine.batch_size)
-        files.finish(answers, {"stage": "ifeval-answers", "model": name, "answers": len(answers), "unfinished": sum(1 for a in answers if not a["finished"])})
+        answers = generate(
+            engine,
+            rows,
+            files,
+            config.eval.ifeval.max_new_tokens,
+            config.eval.ifeval.max_new_tokens_limit,
+            derive_seed(config.seed, "ifeval"),
+            config.engine.batch_size,
+        )
+        files.finish(
+            answers,
+            {
+                "stage": "ifeval-answers",
+                "model": name,
+                "answers": len(answers),
+                "unfinished": sum(1 for a in answers if not a["finished"]),
+            },
+        )
         return answers
     finally:
         engine.close()
@@ -258,7 +321,10 @@ def answer_prompts(config: Config, model: Path, rows: list[dict[str, Any]], out_
 
 def model_differences(out_dir: Path, names: list[str]) -> list[dict[str, Any]]:
     scored = {name: StageFiles(out_dir, f"{name}.scores").read() for name in names}
-    return [{"model": after, "baseline": before, **differences(scored[after], scored[before])} for after, before in comparisons(names)]
+    return [
+        {"model": after, "baseline": before, **differences(scored[after], scored[before])}
+        for after, before in comparisons(names)
+    ]
 
 
 def seed_checkpoint(config: Config) -> dict[str, Path]:

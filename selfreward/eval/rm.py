@@ -90,20 +90,38 @@ def rm_metrics(groups: list[tuple[list[float], list[float | None]]], top: float 
     }
 
 
-def judge_groups(config: Config, engine: Engine, groups: list[dict[str, Any]], files: StageFiles, name: str, seed: int) -> list[dict[str, Any]]:
+def judge_groups(
+    config: Config, engine: Engine, groups: list[dict[str, Any]], files: StageFiles, name: str, seed: int
+) -> list[dict[str, Any]]:
     """`eval.rm_samples` judgments of every response of `groups` (resumable) with the model's own judge."""
     items = [
-        JudgeItem(f"{g['id']}-r{r}-j{k}", {"instruction": g["prompt"], "response": resp["text"]}, {"group_id": g["id"], "response_index": r, "sample": k})
-        for g in groups for r, resp in enumerate(g["responses"]) for k in range(config.eval.rm_samples)
+        JudgeItem(
+            f"{g['id']}-r{r}-j{k}",
+            {"instruction": g["prompt"], "response": resp["text"]},
+            {"group_id": g["id"], "response_index": r, "sample": k},
+        )
+        for g in groups
+        for r, resp in enumerate(g["responses"])
+        for k in range(config.eval.rm_samples)
     ]
     judgment = point_judgment(config.judge)
     sampling = Sampling(config.judge.temperature, config.judge.top_p, config.judge.max_new_tokens)
     run = judge_responses(engine, judgment, items, 1, sampling, files, seed, config.engine.batch_size, f"rm {name}")
-    files.finish(run.records, {"stage": "rm-judge", "model": name, **judgment_stats(judgment.scale, run.records), "tokens_per_second": run.tokens_per_second})
+    files.finish(
+        run.records,
+        {
+            "stage": "rm-judge",
+            "model": name,
+            **judgment_stats(judgment.scale, run.records),
+            "tokens_per_second": run.tokens_per_second,
+        },
+    )
     return run.records
 
 
-def evaluate_rm(config: Config, engine: Engine, groups: list[dict[str, Any]], out_dir: Path, name: str, seed: int) -> dict[str, Any]:
+def evaluate_rm(
+    config: Config, engine: Engine, groups: list[dict[str, Any]], out_dir: Path, name: str, seed: int
+) -> dict[str, Any]:
     """Judge every response of `groups` (rows of eft/eval.jsonl) `eval.rm_samples` times with the model's
     own judge prompt and settings (resumable), then compute the metrics."""
     files = StageFiles(out_dir, f"{name}.judgments")
@@ -120,4 +138,8 @@ def evaluate_rm(config: Config, engine: Engine, groups: list[dict[str, Any]], ou
         table.append(([resp["rank"] for resp in g["responses"]], [f[0] if f else None for f in found]))
     scale = scale_named(config.judge.scale)
     health = judgment_stats(scale, records)
-    return {**rm_metrics(table, scale.highest - 0.5), "judge_parse_rate": health["parse_rate_text"], "judge_valid_rate": health["valid_rate"]}
+    return {
+        **rm_metrics(table, scale.highest - 0.5),
+        "judge_parse_rate": health["parse_rate_text"],
+        "judge_valid_rate": health["valid_rate"],
+    }

@@ -33,7 +33,11 @@ def run_models(run_dir: Path, wanted: list[str] | None = None, seed_model: str |
     """Models by name: checkpoints of the run (sft_baseline, M1, M2, ...; default: all, checked to hold
     weights), `M0` for `seed_model`, or a path or hub id (named by its last part): what `--model` means."""
     root = run_dir / "models"
-    found = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")), key=model_order) if root.is_dir() else []
+    found = (
+        sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")), key=model_order)
+        if root.is_dir()
+        else []
+    )
     names = wanted or found
     if not names:
         raise SelfRewardError(f"{run_dir} has no checkpoints in models/ (is it a finished `selfreward run`?)")
@@ -49,7 +53,9 @@ def run_models(run_dir: Path, wanted: list[str] | None = None, seed_model: str |
         elif Path(name).expanduser().is_dir() or name.count("/") == 1:
             out[Path(name).name] = Path(resolve_model(name))
         else:
-            raise SelfRewardError(f"model {name} is not a checkpoint of {root} (found: {', '.join(found) or 'none'}; M0: the seed model) nor a model directory")
+            raise SelfRewardError(
+                f"model {name} is not a checkpoint of {root} (found: {', '.join(found) or 'none'}; M0: the seed model) nor a model directory"
+            )
     return out
 
 
@@ -66,7 +72,11 @@ def rm_sets(run_dir: Path, config: Config) -> dict[str, list[dict[str, Any]]]:
     return {name: rows[:limit] if limit else rows for name, rows in sets.items() if rows}
 
 
-CACHE_FREE_KEYS = {"after_iteration", "judge", "ifeval"}  # head-to-head results live under the judge's own name; ifeval binds its own
+CACHE_FREE_KEYS = {
+    "after_iteration",
+    "judge",
+    "ifeval",
+}  # head-to-head results live under the judge's own name; ifeval binds its own
 
 
 def eval_settings(config: Config) -> dict[str, Any]:
@@ -87,7 +97,9 @@ def bind_eval_settings(eval_dir: Path, config: Config, fresh: bool) -> None:
     if path.exists():
         changed = config_differences(json.loads(path.read_text()), settings)
         if changed:
-            raise SelfRewardError(f"{eval_dir} holds results made with other settings (differs in: {', '.join(changed)}); add --fresh to evaluate from scratch")
+            raise SelfRewardError(
+                f"{eval_dir} holds results made with other settings (differs in: {', '.join(changed)}); add --fresh to evaluate from scratch"
+            )
     eval_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, settings)
 
@@ -112,10 +124,16 @@ def evaluate_run(
     sets = rm_sets(run_dir, config)
     prompts = test_prompts(run_dir, config.eval.prompts, config.data.lang, config.eval.max_prompts)
     if not sets and not prompts:
-        raise SelfRewardError(f"nothing to evaluate: {run_dir}/eft/eval.jsonl is missing and eval.ranked / eval.prompts are empty")
+        raise SelfRewardError(
+            f"nothing to evaluate: {run_dir}/eft/eval.jsonl is missing and eval.ranked / eval.prompts are empty"
+        )
     bind_eval_settings(eval_dir, config, fresh)
     previous = read_json(eval_dir / "summary.json")
-    summary: dict[str, Any] = {"rm": previous.get("rm", {}), "answers": previous.get("answers", {}), "head_to_head": previous.get("head_to_head", [])}
+    summary: dict[str, Any] = {
+        "rm": previous.get("rm", {}),
+        "answers": previous.get("answers", {}),
+        "head_to_head": previous.get("head_to_head", []),
+    }
     for name, path in checkpoints.items():
         console.print(f"[bold]evaluating {name}[/bold]")
         evaluate_checkpoint(config, name, path, sets, prompts, eval_dir, summary)
@@ -127,17 +145,42 @@ def evaluate_run(
     return summary
 
 
-def evaluate_checkpoint(config: Config, name: str, path: Path, sets: dict[str, list[dict[str, Any]]], prompts: list[dict[str, Any]], eval_dir: Path, summary: dict[str, Any]) -> None:
+def evaluate_checkpoint(
+    config: Config,
+    name: str,
+    path: Path,
+    sets: dict[str, list[dict[str, Any]]],
+    prompts: list[dict[str, Any]],
+    eval_dir: Path,
+    summary: dict[str, Any],
+) -> None:
     """Reward-model metrics on every set and answers to the test prompts of one checkpoint (cached)."""
     engine = make_engine(config, str(path))
     try:
         summary["rm"][name] = {
-            set_name: evaluate_rm(config, engine, groups, eval_dir / "rm" / set_name, name, derive_seed(config.seed, f"eval-rm-{set_name}-{name}"))
+            set_name: evaluate_rm(
+                config,
+                engine,
+                groups,
+                eval_dir / "rm" / set_name,
+                name,
+                derive_seed(config.seed, f"eval-rm-{set_name}-{name}"),
+            )
             for set_name, groups in sets.items()
         }
         if prompts:
-            sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
-            generate_answers(engine, prompts, eval_dir / "answers", name, sampling, derive_seed(config.seed, "eval-answers"), config.engine.batch_size)
+            sampling = Sampling(
+                config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens
+            )
+            generate_answers(
+                engine,
+                prompts,
+                eval_dir / "answers",
+                name,
+                sampling,
+                derive_seed(config.seed, "eval-answers"),
+                config.engine.batch_size,
+            )
             summary["answers"][name] = read_json(eval_dir / "answers" / f"{name}.stats.json")
     finally:
         engine.close()
@@ -153,7 +196,13 @@ def earlier_answers(answers_dir: Path, names: list[str]) -> dict[str, dict[str, 
     return found
 
 
-def run_head_to_head(config: Config, prompts: list[dict[str, Any]], answers: dict[str, dict[str, str]], eval_dir: Path, summary: dict[str, Any]) -> None:
+def run_head_to_head(
+    config: Config,
+    prompts: list[dict[str, Any]],
+    answers: dict[str, dict[str, str]],
+    eval_dir: Path,
+    summary: dict[str, Any],
+) -> None:
     """The paper's matches among the answered models, judged in both orders (finished ones are cached)."""
     label = judge_label(config)
     judge = make_judge_engine(config, config.eval.judge, resolve_model(config.model.name_or_path))
@@ -161,9 +210,23 @@ def run_head_to_head(config: Config, prompts: list[dict[str, Any]], answers: dic
     text = {p["id"]: p["prompt"] for p in prompts}
     try:
         for x, y in head_to_head_pairs(list(answers)):
-            stats = compare_answers(judge, text, answers[x], answers[y], eval_dir / "h2h" / label, f"{x}_vs_{y}", judge_sampling, derive_seed(config.seed, f"h2h-{x}-{y}"), config.engine.batch_size)
-            summary["head_to_head"] = [h for h in summary["head_to_head"] if (h["model"], h["opponent"], h.get("judge")) != (x, y, label)]
-            summary["head_to_head"].append({"model": x, "opponent": y, "judge": label, **{k: v for k, v in stats.items() if k != "stage"}})
+            stats = compare_answers(
+                judge,
+                text,
+                answers[x],
+                answers[y],
+                eval_dir / "h2h" / label,
+                f"{x}_vs_{y}",
+                judge_sampling,
+                derive_seed(config.seed, f"h2h-{x}-{y}"),
+                config.engine.batch_size,
+            )
+            summary["head_to_head"] = [
+                h for h in summary["head_to_head"] if (h["model"], h["opponent"], h.get("judge")) != (x, y, label)
+            ]
+            summary["head_to_head"].append(
+                {"model": x, "opponent": y, "judge": label, **{k: v for k, v in stats.items() if k != "stage"}}
+            )
     finally:
         judge.close()
 

@@ -44,19 +44,38 @@ class VerdictJudgment:
         return cls(template_with("pairwise_compare", ("instruction", "answer_a", "answer_b")))
 
     def rows(self, engine: Engine, items: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
-        return [{"id": it.id, **it.payload, "text": c.text, "verdict": parse_verdict(c.text)} for it, c in zip(items, completions)]
+        return [
+            {"id": it.id, **it.payload, "text": c.text, "verdict": parse_verdict(c.text)}
+            for it, c in zip(items, completions)
+        ]
 
 
 def compare_answers(
-    judge: Engine, prompts: dict[str, str], answers_x: dict[str, str], answers_y: dict[str, str], out_dir: Path, name: str, sampling: Sampling, seed: int, batch_size: int
+    judge: Engine,
+    prompts: dict[str, str],
+    answers_x: dict[str, str],
+    answers_y: dict[str, str],
+    out_dir: Path,
+    name: str,
+    sampling: Sampling,
+    seed: int,
+    batch_size: int,
 ) -> dict[str, Any]:
     """Judge X against Y on every prompt in both orders (resumable in OUT/NAME.jsonl); returns win/tie/lose for X."""
     files = StageFiles(out_dir, name)
     items = []
     for pid, prompt in prompts.items():
         for order, (a, b) in (("xy", (answers_x[pid], answers_y[pid])), ("yx", (answers_y[pid], answers_x[pid]))):
-            items.append(JudgeItem(f"{pid}-{order}", {"instruction": prompt, "answer_a": a, "answer_b": b}, {"prompt_id": pid, "order": order}))
-    records = judge_responses(judge, VerdictJudgment.default(), items, 1, sampling, files, seed, batch_size, f"judge {name}").records
+            items.append(
+                JudgeItem(
+                    f"{pid}-{order}",
+                    {"instruction": prompt, "answer_a": a, "answer_b": b},
+                    {"prompt_id": pid, "order": order},
+                )
+            )
+    records = judge_responses(
+        judge, VerdictJudgment.default(), items, 1, sampling, files, seed, batch_size, f"judge {name}"
+    ).records
     stats = {"stage": "compare", **tally(records)}
     files.finish(records, stats)
     return stats
@@ -83,5 +102,12 @@ def tally(records: list[dict[str, Any]]) -> dict[str, Any]:
         **pct,
         "win_rate": round(100 * (results.count("win") + 0.5 * results.count("tie")) / n, 1) if n else None,
         "unparsable_verdicts": sum(1 for r in records if r["verdict"] is None),
-        "order_disagreements": sum(1 for v in verdicts.values() if None not in (v.get("xy"), v.get("yx")) and outcome(v.get("xy"), v.get("yx")) == "tie" and v.get("xy") != "tie" and v.get("yx") != "tie"),
+        "order_disagreements": sum(
+            1
+            for v in verdicts.values()
+            if None not in (v.get("xy"), v.get("yx"))
+            and outcome(v.get("xy"), v.get("yx")) == "tie"
+            and v.get("xy") != "tie"
+            and v.get("yx") != "tie"
+        ),
     }

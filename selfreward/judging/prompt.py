@@ -19,13 +19,24 @@ def template_with(name_or_path: str, fields: tuple[str, ...]) -> str:
     return template
 
 
-def fitted_request(template: str, fields: dict[str, str], shorten: tuple[str, ...], engine: Engine, max_new_tokens: int, suffix: str = "") -> tuple[Request, bool]:
+def fitted_request(
+    template: str,
+    fields: dict[str, str],
+    shorten: tuple[str, ...],
+    engine: Engine,
+    max_new_tokens: int,
+    suffix: str = "",
+) -> tuple[Request, bool]:
     """The filled template (+ `suffix`) as a user request; when it would not fit the engine's context
     with `max_new_tokens` to spare, each field named in `shorten` is cut to the longest common length
     that fits, and marked. Returns (request, shortened)."""
 
     def request(limit: int | None) -> Request:
-        cut = {f: fields[f][:limit].rstrip() + SHORTENED_MARKER for f in shorten if limit is not None and len(fields[f]) > limit}
+        cut = {
+            f: fields[f][:limit].rstrip() + SHORTENED_MARKER
+            for f in shorten
+            if limit is not None and len(fields[f]) > limit
+        }
         return Request.user(fill(template, **(fields | cut)) + suffix)
 
     whole = request(None)

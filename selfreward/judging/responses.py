@@ -63,7 +63,17 @@ def judge_prompt(engine: Engine, judgment: Judgment, fields: dict[str, str], max
     return judge_requests(engine, judgment, [JudgeItem("", fields, {})], max_new_tokens)[0].request.messages[0][1]
 
 
-def judge_responses(engine: Engine, judgment: Judgment, items: list[JudgeItem], k: int, sampling: Sampling, files: StageFiles, seed: int, batch_size: int, label: str) -> BatchRun:
+def judge_responses(
+    engine: Engine,
+    judgment: Judgment,
+    items: list[JudgeItem],
+    k: int,
+    sampling: Sampling,
+    files: StageFiles,
+    seed: int,
+    batch_size: int,
+    label: str,
+) -> BatchRun:
     """`k` judgments of every item (records `<item id><j>` for k > 1), resuming from `files`; returns
     the records in item order with this attempt's generated tokens and time."""
     work = judge_requests(engine, judgment, items, sampling.max_new_tokens)
@@ -96,9 +106,16 @@ class PointJudgment:
 
     def rows(self, engine: Engine, items: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
         rows = [self.text_row(item, completion) for item, completion in zip(items, completions)]
-        wanted = [i for i, r in enumerate(rows) if self.fallback == "always" or (self.fallback == "fallback" and r["score"] is None)]
+        wanted = [
+            i
+            for i, r in enumerate(rows)
+            if self.fallback == "always" or (self.fallback == "fallback" and r["score"] is None)
+        ]
         if wanted and self.scale.digits:
-            requests = [Request(items[i].request.messages, prefix=completions[i].text.rstrip() + f"\n{self.scale.label}:") for i in wanted]
+            requests = [
+                Request(items[i].request.messages, prefix=completions[i].text.rstrip() + f"\n{self.scale.label}:")
+                for i in wanted
+            ]
             for i, probs in zip(wanted, engine.choice_probs(requests, self.scale.digits)):
                 if probs is not None:  # the engine saw no digit: the judgment keeps the score it had (or none)
                     rows[i] |= self.expectation(probs)
@@ -107,13 +124,26 @@ class PointJudgment:
     def text_row(self, item: WorkItem, completion: Completion) -> dict[str, Any]:
         found = self.scale.read(completion.text)
         score, method = (found.value, found.method) if found and found.value is not None else (None, None)
-        return {"id": item.id, **item.payload, "text": completion.text, "num_tokens": completion.num_tokens, "text_score": score, "text_method": method, "score": score, "method": method}
+        return {
+            "id": item.id,
+            **item.payload,
+            "text": completion.text,
+            "num_tokens": completion.num_tokens,
+            "text_score": score,
+            "text_method": method,
+            "score": score,
+            "method": method,
+        }
 
     def expectation(self, probs: list[float]) -> dict[str, Any]:
         points = self.scale.points
         expected = sum(p * q for p, q in zip(points, probs))
         argmax = points[max(range(len(probs)), key=probs.__getitem__)]
-        return {"digit_probs": {"probs": [round(q, 4) for q in probs], "expected": round(expected, 4), "argmax": argmax}, "score": round(expected, 4), "method": "digit_probs"}
+        return {
+            "digit_probs": {"probs": [round(q, 4) for q in probs], "expected": round(expected, 4), "argmax": argmax},
+            "score": round(expected, 4),
+            "method": "digit_probs",
+        }
 
 
 def response_score(judgments: list[dict[str, Any]]) -> tuple[float, int, str] | None:

@@ -52,7 +52,16 @@ def seed_data(config: Config, console: Console) -> tuple[list[IFTExample], list[
     return data.ift, data.evaluation_prompts
 
 
-def iteration(config: Config, out_dir: Path, steps: list[type[AIFTStep]], console: Console, model: str | None = None, tag: str = "aift", number: int = 1, lineage: Lineage | None = None) -> Iteration:
+def iteration(
+    config: Config,
+    out_dir: Path,
+    steps: list[type[AIFTStep]],
+    console: Console,
+    model: str | None = None,
+    tag: str = "aift",
+    number: int = 1,
+    lineage: Lineage | None = None,
+) -> Iteration:
     """What `steps` are built from, loading only what they need (seed data, model paths)."""
     seeds, evaluation = seed_data(config, console) if any(s.uses_seed_data for s in steps) else ([], [])
     uses_model = any(s.uses_model(config) for s in steps)

@@ -47,13 +47,20 @@ def self_rewarding(config: Config, run: Run, data: TrainingData, ranked: list[Ra
     yield eft(config, run, data, ranked, m0)
     eft_examples = [(e["prompt"], e["completion"]) for e in read_jsonl(run.dir / "eft" / "train.jsonl")]
     if not eft_examples:
-        yield Note("eft/warning", "warning", "[eft] warning: no judgment agreed with the human ranking; M1 is trained on IFT data only")
+        yield Note(
+            "eft/warning",
+            "warning",
+            "[eft] warning: no judgment agreed with the human ranking; M1 is trained on IFT data only",
+        )
     yield sft(config, run, "sft", m0, ift + eft_examples, run.model("M1"))
     yield from evaluation(config, run, "M1")
     model = run.model("M1")
     for t in range(1, config.loop.iterations + 1):
         steps = enabled_steps(config)
-        yield from aift(iteration(config, run.dir / f"iter{t}", steps, run.console, str(model), f"iter{t}", t, lineage(run, t)), steps)
+        yield from aift(
+            iteration(config, run.dir / f"iter{t}", steps, run.console, str(model), f"iter{t}", t, lineage(run, t)),
+            steps,
+        )
         target = run.model(f"M{t + 1}")
         if read_json(run.dir / f"iter{t}" / "pairs.stats.json")["pairs"] == 0 and not (target / "config.json").exists():
             yield no_pairs(config, run, t)
@@ -65,7 +72,9 @@ def self_rewarding(config: Config, run: Run, data: TrainingData, ranked: list[Ra
         model = target
 
 
-def start(config: Config, run_dir: Path, console: Console, force: bool = False) -> tuple[Run, TrainingData, list[RankedGroup]]:
+def start(
+    config: Config, run_dir: Path, console: Console, force: bool = False
+) -> tuple[Run, TrainingData, list[RankedGroup]]:
     """Bind `run_dir` to `config` (refusing another config unless `force`), load the seed data, keep
     training data apart from evaluation data (RUN/data.stats.json) and open the run's manifest."""
     ift, ift_reports = load_ift(config.data.ift, config.data.lang)
@@ -98,13 +107,35 @@ def refuse_late_steps(config: Config, run_dir: Path) -> None:
 
 
 def sft(config: Config, run: Run, name: str, base: str, examples: list[tuple[str, str]], target: Path) -> TrainSFT:
-    return TrainSFT(name, config.model, config.sft, base, examples, run.dir / name, target, derive_seed(config.seed, name), child_process(config.sft, config.engine.kind))
+    return TrainSFT(
+        name,
+        config.model,
+        config.sft,
+        base,
+        examples,
+        run.dir / name,
+        target,
+        derive_seed(config.seed, name),
+        child_process(config.sft, config.engine.kind),
+    )
 
 
 def eft(config: Config, run: Run, data: TrainingData, ranked: list[RankedGroup], m0: str) -> BuildEFT:
     """EFT data written by the SFT baseline (`eft.judge: baseline`, the paper), M0 (`seed`) or a model."""
-    writer = {"baseline": str(run.model("sft_baseline")), "m0": m0}.get(config.eft.judge) or resolve_model(config.eft.judge)
-    return BuildEFT("eft", config.eft, config.judge, writer, ranked, data.eft_excluded, run.dir / "eft", derive_seed(config.seed, "eft"), config.engine.batch_size)
+    writer = {"baseline": str(run.model("sft_baseline")), "m0": m0}.get(config.eft.judge) or resolve_model(
+        config.eft.judge
+    )
+    return BuildEFT(
+        "eft",
+        config.eft,
+        config.judge,
+        writer,
+        ranked,
+        data.eft_excluded,
+        run.dir / "eft",
+        derive_seed(config.seed, "eft"),
+        config.engine.batch_size,
+    )
 
 
 def dpo(config: Config, run: Run, t: int, current: Path, target: Path) -> Iterator[Step]:
@@ -113,17 +144,41 @@ def dpo(config: Config, run: Run, t: int, current: Path, target: Path) -> Iterat
     trained = stage / "final" if config.select.enabled else target  # with select, a candidate for M_{t+1}
     reference = dpo_reference(config.dpo.reference, run.model)
     settings = iteration_dpo_config(config, run.dir / f"iter{t}")
-    yield TrainDPO(f"dpo{t}", config.model, settings, str(current), reference, run.dir / f"iter{t}" / "pairs.jsonl", stage, trained, derive_seed(config.seed, f"dpo{t}"), child_process(config.dpo, config.engine.kind))
+    yield TrainDPO(
+        f"dpo{t}",
+        config.model,
+        settings,
+        str(current),
+        reference,
+        run.dir / f"iter{t}" / "pairs.jsonl",
+        stage,
+        trained,
+        derive_seed(config.seed, f"dpo{t}"),
+        child_process(config.dpo, config.engine.kind),
+    )
     if config.select.enabled:
         yield SelectCheckpoint(f"select{t}", config, run.dir, t, current, target)
-    yield ValidateDPO(f"validate{t}", config.model, settings, str(current), str(target), reference, stage, derive_seed(config.seed, f"validate{t}"))
+    yield ValidateDPO(
+        f"validate{t}",
+        config.model,
+        settings,
+        str(current),
+        str(target),
+        reference,
+        stage,
+        derive_seed(config.seed, f"validate{t}"),
+    )
 
 
 def no_pairs(config: Config, run: Run, t: int) -> Note:
     """What an iteration without pairs does (`loop.on_no_pairs`): stop the loop, or skip its DPO (M_{t+1} = M_t)."""
     stats = run.dir / f"iter{t}" / "pairs.stats.json"
     if config.loop.on_no_pairs == "stop":
-        return Note(f"dpo{t}", "stopped: no pairs", f"[dpo{t}] iteration {t} produced 0 pairs (see {stats}); stopping: M{t} is the last model (loop.on_no_pairs=skip continues instead)")
+        return Note(
+            f"dpo{t}",
+            "stopped: no pairs",
+            f"[dpo{t}] iteration {t} produced 0 pairs (see {stats}); stopping: M{t} is the last model (loop.on_no_pairs=skip continues instead)",
+        )
     return Note(f"dpo{t}", "skipped: no pairs", f"[dpo{t}] iteration {t} produced 0 pairs; skipped: M{t + 1} = M{t}")
 
 
@@ -131,7 +186,9 @@ def iteration_dpo_config(config: Config, iter_dir: Path) -> DPOTrainingConfig:
     """`dpo` as this iteration trains: with `label_smoothing: cream`, the smoothing its consistency step measured."""
     if config.dpo.label_smoothing != "cream":
         return config.dpo
-    return config.dpo.model_copy(update={"label_smoothing": float(read_json(iter_dir / "consistency.stats.json")["label_smoothing"])})
+    return config.dpo.model_copy(
+        update={"label_smoothing": float(read_json(iter_dir / "consistency.stats.json")["label_smoothing"])}
+    )
 
 
 def trained_from(run: Run, t: int) -> str:
@@ -145,7 +202,12 @@ def trained_from(run: Run, t: int) -> str:
 
 def lineage(run: Run, t: int) -> Lineage:
     previous = str(run.model(f"M{t - 1}")) if t > 1 else resolve_model(run.config.model.name_or_path)
-    return Lineage(initial=str(run.model("M1")), trained_from=trained_from(run, t), previous=previous, previous_trained_from=trained_from(run, t - 1))
+    return Lineage(
+        initial=str(run.model("M1")),
+        trained_from=trained_from(run, t),
+        previous=previous,
+        previous_trained_from=trained_from(run, t - 1),
+    )
 
 
 def evaluation(config: Config, run: Run, model: str) -> Iterator[Step]:
@@ -174,4 +236,3 @@ class Evaluate:
         summary = evaluate_run(self.run_dir, self.config, tools.console)
         write_json(self.marker, summary)
         return {}
-

@@ -39,8 +39,21 @@ class Anchor(AIFTStep):
     def build(cls, it: Iteration) -> Anchor:
         anchor_dir = it.out_dir / ANCHOR_DIR
         initial = resolve_model(it.lineage.initial or it.config.model.name_or_path)
-        answer = Candidates(it.step_name("anchor-candidates"), it.config.candidates, anchor_dir, initial, it.seed("anchor-candidates"), it.batch_size)
-        return cls(it.step_name("anchor"), it.out_dir, initial, answer, judge_of(it, anchor_dir, "anchor-judge", it.model, it.lineage.trained_from))
+        answer = Candidates(
+            it.step_name("anchor-candidates"),
+            it.config.candidates,
+            anchor_dir,
+            initial,
+            it.seed("anchor-candidates"),
+            it.batch_size,
+        )
+        return cls(
+            it.step_name("anchor"),
+            it.out_dir,
+            initial,
+            answer,
+            judge_of(it, anchor_dir, "anchor-judge", it.model, it.lineage.trained_from),
+        )
 
     def outputs(self) -> tuple[Path, ...]:
         return (self.out_dir / "anchor.stats.json",)
@@ -50,7 +63,14 @@ class Anchor(AIFTStep):
         anchor_dir.mkdir(exist_ok=True)
         shutil.copyfile(self.out_dir / "prompts.jsonl", anchor_dir / "prompts.jsonl")
         answered, judged = run_parts((self.answer, self.judge), tools)
-        stats = {"stage": "anchor", "model": self.initial, "candidates": answered["candidates"], "truncated": answered["truncated"],
-                 "judgments": judged["judgments"], "valid_rate": judged["valid_rate"], "mean_score": judged["mean_score"]}
+        stats = {
+            "stage": "anchor",
+            "model": self.initial,
+            "candidates": answered["candidates"],
+            "truncated": answered["truncated"],
+            "judgments": judged["judgments"],
+            "valid_rate": judged["valid_rate"],
+            "mean_score": judged["mean_score"],
+        }
         write_json(self.out_dir / "anchor.stats.json", stats)
         return stats

@@ -17,7 +17,9 @@ from selfreward.stage_inputs import PromptRecord, read_records
 from selfreward.steps import AIFTStep, Column, Iteration, Tools
 
 
-def generate_candidates(config: CandidatesConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+def generate_candidates(
+    config: CandidatesConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int
+) -> dict[str, Any]:
     """`candidates.n` answers to each prompt of OUT/prompts.jsonl -> OUT/candidates.jsonl and its stats
     (the prompts are checked before `load_engine` loads the model)."""
     files = StageFiles(out_dir, "candidates")
@@ -25,7 +27,9 @@ def generate_candidates(config: CandidatesConfig, load_engine: Callable[[], Engi
     if not prompts.records.exists():
         raise SelfRewardError(f"{prompts.records} not found: run the prompts stage first")
     rows = read_records(prompts.records, PromptRecord)  # may be empty: the stages after it then report zero records
-    items = [WorkItem(f"{p['id']}-c", Request.user(p["prompt"]), {"prompt_id": p["id"], "prompt": p["prompt"]}) for p in rows]
+    items = [
+        WorkItem(f"{p['id']}-c", Request.user(p["prompt"]), {"prompt_id": p["id"], "prompt": p["prompt"]}) for p in rows
+    ]
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
     run = run_batches(files, items, load_engine(), sampling, seed, batch_size, "candidates", n=config.n)
     records = run.records
@@ -56,14 +60,21 @@ class Candidates(AIFTStep):
     batch_size: int
     stage: ClassVar[str] = "candidates"
     files: ClassVar[str] = "candidates"
-    columns: ClassVar[tuple[Column, ...]] = (Column("candidates", "candidates"), Column("answer tokens", "mean_tokens", "candidate_mean_tokens"))
+    columns: ClassVar[tuple[Column, ...]] = (
+        Column("candidates", "candidates"),
+        Column("answer tokens", "mean_tokens", "candidate_mean_tokens"),
+    )
 
     @classmethod
     def build(cls, it: Iteration) -> Candidates:
-        return cls(it.step_name("candidates"), it.config.candidates, it.out_dir, it.model, it.seed("candidates"), it.batch_size)
+        return cls(
+            it.step_name("candidates"), it.config.candidates, it.out_dir, it.model, it.seed("candidates"), it.batch_size
+        )
 
     def outputs(self) -> tuple[Path, ...]:
         return (self.out_dir / "candidates.stats.json",)
 
     def run(self, tools: Tools) -> dict[str, Any]:
-        return generate_candidates(self.config, partial(tools.engines.get, self.model), self.out_dir, self.seed, self.batch_size)
+        return generate_candidates(
+            self.config, partial(tools.engines.get, self.model), self.out_dir, self.seed, self.batch_size
+        )

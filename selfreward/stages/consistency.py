@@ -54,7 +54,11 @@ def prompt_taus(current: dict[str, dict[str, float]], previous: dict[str, dict[s
     taus, undefined = [], 0
     for prompt_id, scores in current.items():
         both = sorted(set(scores) & set(previous.get(prompt_id, {})))
-        tau = sps.kendalltau([scores[c] for c in both], [previous[prompt_id][c] for c in both]).statistic if len(both) >= 2 else math.nan
+        tau = (
+            sps.kendalltau([scores[c] for c in both], [previous[prompt_id][c] for c in both]).statistic
+            if len(both) >= 2
+            else math.nan
+        )
         if math.isnan(tau):
             undefined += 1
         else:
@@ -62,15 +66,28 @@ def prompt_taus(current: dict[str, dict[str, float]], previous: dict[str, dict[s
     return taus, undefined
 
 
-def consistency_stats(out_dir: Path, previous_dir: Path | None, previous_model: str | None, scale: tuple[int, int] = SCALE) -> dict[str, Any]:
+def consistency_stats(
+    out_dir: Path, previous_dir: Path | None, previous_model: str | None, scale: tuple[int, int] = SCALE
+) -> dict[str, Any]:
     """The agreement of the two judges and the label smoothing it sets; eps 0 when there is no previous judge."""
     stats: dict[str, Any] = {"stage": "consistency", "previous_model": previous_model}
     if previous_dir is None:
-        return stats | {"prompts_compared": 0, "tau_mean": None, "label_smoothing": 0.0, "note": "no previous judge: labels kept as they are"}
+        return stats | {
+            "prompts_compared": 0,
+            "tau_mean": None,
+            "label_smoothing": 0.0,
+            "note": "no previous judge: labels kept as they are",
+        }
     taus, undefined = prompt_taus(candidate_scores(out_dir, scale), candidate_scores(previous_dir, scale))
     tau = mean_ci(taus)
     smoothing = 0.0 if tau["value"] is None else min(MAX_SMOOTHING, max(0.0, (1 - tau["value"]) / 2))
-    return stats | {"prompts_compared": len(taus), "prompts_undefined": undefined, "tau_mean": tau["value"], "tau": tau, "label_smoothing": round(smoothing, 4)}
+    return stats | {
+        "prompts_compared": len(taus),
+        "prompts_undefined": undefined,
+        "tau_mean": tau["value"],
+        "tau": tau,
+        "label_smoothing": round(smoothing, 4),
+    }
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,10 @@ class Consistency(AIFTStep):
     """The judge scale's lowest and highest score (written judgments are checked against it)."""
     stage: ClassVar[str] = "consistency"
     files: ClassVar[str] = "consistency"
-    columns: ClassVar[tuple[Column, ...]] = (Column("judge agreement tau", "tau_mean", "consistency_tau"), Column("label smoothing", "label_smoothing"))
+    columns: ClassVar[tuple[Column, ...]] = (
+        Column("judge agreement tau", "tau_mean", "consistency_tau"),
+        Column("label smoothing", "label_smoothing"),
+    )
 
     @staticmethod
     def enabled(config: Config) -> bool:
@@ -96,8 +116,20 @@ class Consistency(AIFTStep):
     @classmethod
     def build(cls, it: Iteration) -> Consistency:
         previous = it.lineage.previous
-        usable = previous and (it.config.judge.kind == "text" or it.lineage.previous_trained_from or it.config.judge.reference)
-        judge = judge_of(it, it.out_dir / PREVIOUS_DIR, "previous-judge", resolve_model(previous), it.lineage.previous_trained_from) if usable else None
+        usable = previous and (
+            it.config.judge.kind == "text" or it.lineage.previous_trained_from or it.config.judge.reference
+        )
+        judge = (
+            judge_of(
+                it,
+                it.out_dir / PREVIOUS_DIR,
+                "previous-judge",
+                resolve_model(previous),
+                it.lineage.previous_trained_from,
+            )
+            if usable
+            else None
+        )
         scale = scale_named(it.config.judge.scale)
         return cls(it.step_name("consistency"), it.out_dir, previous or None, judge, (scale.lowest, scale.highest))
 

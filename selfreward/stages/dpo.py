@@ -14,7 +14,15 @@ from selfreward.models import pick_device, resolve_model
 from selfreward.records import read_jsonl, write_jsonl
 from selfreward.stage_inputs import PairRecord, read_records
 from selfreward.steps import Column, Tools
-from selfreward.training import fits_length, launch, load_for_training, lora_config, merge_base, train_and_save, trainer_arguments
+from selfreward.training import (
+    fits_length,
+    launch,
+    load_for_training,
+    lora_config,
+    merge_base,
+    train_and_save,
+    trainer_arguments,
+)
 
 
 def dpo_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -48,7 +56,11 @@ def conservative_losses(epsilon: float) -> dict[str, Any]:
     applies label smoothing to `robust` only, whose loss at smoothing r is
     ((1-r) l(d) - r l(-d)) / (1-2r) with l(d) = -log s(b d). So (1+2eps) sigmoid - 2eps robust(r=1/4)
     = (1+2eps-3eps) l(d) + eps l(-d): exactly the conservative loss, minimised where s(b d) = 1-eps."""
-    return {"loss_type": ["sigmoid", "robust"], "loss_weights": [1 + 2 * epsilon, -2 * epsilon], "label_smoothing": ROBUST_SMOOTHING}
+    return {
+        "loss_type": ["sigmoid", "robust"],
+        "loss_weights": [1 + 2 * epsilon, -2 * epsilon],
+        "label_smoothing": ROBUST_SMOOTHING,
+    }
 
 
 def loss_arguments(config: DPOTrainingConfig) -> dict[str, Any]:
@@ -89,10 +101,16 @@ def validation_count(pairs: int, config: DPOTrainingConfig) -> int:
     return min(pairs // 2, max(config.min_eval_pairs, round(config.eval_fraction * pairs)))
 
 
-def split_pairs(pairs: list[dict[str, Any]], config: DPOTrainingConfig, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_pairs(
+    pairs: list[dict[str, Any]], config: DPOTrainingConfig, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, validation): the validation pairs are drawn by a seeded hash of their ids, so a resumed
     or repeated stage holds out the same ones; both keep the file's order."""
-    held = set(sorted(range(len(pairs)), key=lambda i: (derive_seed(seed, f"dpo-validation:{pairs[i].get('id', i)}"), i))[: validation_count(len(pairs), config)])
+    held = set(
+        sorted(range(len(pairs)), key=lambda i: (derive_seed(seed, f"dpo-validation:{pairs[i].get('id', i)}"), i))[
+            : validation_count(len(pairs), config)
+        ]
+    )
     return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
 
 
@@ -116,8 +134,10 @@ class TrainDPO:
     """Train in a child process (selfreward.training.launch): its GPU memory is all back when it exits."""
     kind: ClassVar[str] = "dpo"
     columns: ClassVar[tuple[Column, ...]] = (
-        Column("DPO loss", "train_loss", "dpo_loss"), Column("DPO reward acc", "reward_accuracies_mean", "dpo_reward_accuracy"),
-        Column("DPO margin", "reward_margins_mean", "dpo_reward_margin"), Column("DPO steps", "steps", "dpo_steps"),
+        Column("DPO loss", "train_loss", "dpo_loss"),
+        Column("DPO reward acc", "reward_accuracies_mean", "dpo_reward_accuracy"),
+        Column("DPO margin", "reward_margins_mean", "dpo_reward_margin"),
+        Column("DPO steps", "steps", "dpo_steps"),
     )
     """Figures of dpo.stats.json in the run summary."""
 
@@ -152,14 +172,41 @@ class TrainDPO:
         # The arguments come before the model: under DeepSpeed ZeRO-3 they make loading shard the weights.
         args = dpo_arguments(config, self.stage_dir / "trainer", self.seed, device)
         model, tokenizer = load_for_training(self.model_config, self.policy, config, device, "dpo")
-        fitting = [p for p in pairs if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)]
+        fitting = [
+            p for p in pairs if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)
+        ]
         if not fitting:
-            raise SelfRewardError(f"none of the {len(pairs)} pairs in {self.pairs_file} fits dpo.max_length={config.max_length} tokens")
-        ref_model = load_for_training(self.model_config, self.reference, config, device, "dpo")[0] if self.reference else None
-        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(dpo_rows(fitting)), processing_class=tokenizer, peft_config=lora_config(config))
+            raise SelfRewardError(
+                f"none of the {len(pairs)} pairs in {self.pairs_file} fits dpo.max_length={config.max_length} tokens"
+            )
+        ref_model = (
+            load_for_training(self.model_config, self.reference, config, device, "dpo")[0] if self.reference else None
+        )
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=Dataset.from_list(dpo_rows(fitting)),
+            processing_class=tokenizer,
+            peft_config=lora_config(config),
+        )
         stats = {
-            "stage": "dpo", "policy": self.policy, "reference": self.reference or self.policy, "pairs": len(fitting), "dropped_too_long": len(pairs) - len(fitting),
-            "loss_type": args.loss_type, "loss_weights": args.loss_weights, "label_smoothing": config.label_smoothing,
+            "stage": "dpo",
+            "policy": self.policy,
+            "reference": self.reference or self.policy,
+            "pairs": len(fitting),
+            "dropped_too_long": len(pairs) - len(fitting),
+            "loss_type": args.loss_type,
+            "loss_weights": args.loss_weights,
+            "label_smoothing": config.label_smoothing,
         }
         metric_keys = ("loss", "rewards/accuracies", "rewards/margins")
-        return train_and_save(trainer, tokenizer, self.target, metric_keys, merge_base(self.model_config, self.policy, config, device), stats, self.stats_file)
+        return train_and_save(
+            trainer,
+            tokenizer,
+            self.target,
+            metric_keys,
+            merge_base(self.model_config, self.policy, config, device),
+            stats,
+            self.stats_file,
+        )

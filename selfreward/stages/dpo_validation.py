@@ -30,20 +30,43 @@ def pair_outcomes(rewards: list[float]) -> tuple[list[float], list[float]]:
     return [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins], margins
 
 
-def validate_dpo(model_config: ModelConfig, config: DPOTrainingConfig, before: str, after: str, reference: str | None, pairs_file: Path, out_dir: Path, seed: int) -> dict[str, Any]:
+def validate_dpo(
+    model_config: ModelConfig,
+    config: DPOTrainingConfig,
+    before: str,
+    after: str,
+    reference: str | None,
+    pairs_file: Path,
+    out_dir: Path,
+    seed: int,
+) -> dict[str, Any]:
     """Validation figures of M_t (`before`) and M_{t+1} (`after`) against `reference` (None: M_t) on the
     held-out pairs -> OUT/validation.jsonl (per pair) and OUT/validation.stats.json."""
     tokenizer = load_tokenizer(resolve_model(before), config.max_length, model_config.trust_remote_code)
-    pairs = [p for p in read_jsonl(pairs_file) if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)]
+    pairs = [
+        p
+        for p in read_jsonl(pairs_file)
+        if fits_length(tokenizer, p["prompt"], [p["chosen"], p["rejected"]], config.max_length)
+    ]
     items = [(p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
-    scored = {name: score_with_model(model_config, name, items, config.max_length) for name in dict.fromkeys([before, after, reference or before])}
+    scored = {
+        name: score_with_model(model_config, name, items, config.max_length)
+        for name in dict.fromkeys([before, after, reference or before])
+    }
     ref = scored[reference or before]
     correct_before, margins_before = pair_outcomes(implicit_rewards(scored[before], ref, config.beta))
     correct_after, margins_after = pair_outcomes(implicit_rewards(scored[after], ref, config.beta))
-    write_jsonl(out_dir / "validation.jsonl", [
-        {"id": p.get("id"), "margin_before": round(b, 6), "margin_after": round(a, 6)} for p, b, a in zip(pairs, margins_before, margins_after)
-    ])
-    change = {"accuracy": paired_difference_ci(correct_after, correct_before, seed=seed), "margin": paired_difference_ci(margins_after, margins_before, seed=seed)}
+    write_jsonl(
+        out_dir / "validation.jsonl",
+        [
+            {"id": p.get("id"), "margin_before": round(b, 6), "margin_after": round(a, 6)}
+            for p, b, a in zip(pairs, margins_before, margins_after)
+        ],
+    )
+    change = {
+        "accuracy": paired_difference_ci(correct_after, correct_before, seed=seed),
+        "margin": paired_difference_ci(margins_after, margins_before, seed=seed),
+    }
     stats = {
         "stage": "dpo-validation",
         "pairs": len(pairs),
@@ -83,4 +106,13 @@ class ValidateDPO:
 
     def run(self, tools: Tools) -> dict[str, Any]:
         tools.engines.close()  # the models are loaded one at a time, in full precision
-        return validate_dpo(self.model_config, self.config, self.before, self.after, self.reference, self.stage_dir / VALIDATION_PAIRS, self.stage_dir, self.seed)
+        return validate_dpo(
+            self.model_config,
+            self.config,
+            self.before,
+            self.after,
+            self.reference,
+            self.stage_dir / VALIDATION_PAIRS,
+            self.stage_dir,
+            self.seed,
+        )

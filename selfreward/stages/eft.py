@@ -180,7 +180,13 @@ class Justification:
 
     def rows(self, engine: Engine, items: list[WorkItem], completions: list[Completion]) -> list[dict[str, Any]]:
         return [
-            {"id": it.id, **it.payload, "text": c.text, "justification": clean_justification(c.text, self.max_words), "num_tokens": c.num_tokens}
+            {
+                "id": it.id,
+                **it.payload,
+                "text": c.text,
+                "justification": clean_justification(c.text, self.max_words),
+                "num_tokens": c.num_tokens,
+            }
             for it, c in zip(items, completions)
         ]
 
@@ -200,9 +206,14 @@ def rationalized_examples(c: EFTInputs) -> EFTExamples:
         if found is not None:
             targets[g["id"]] = found
     items = [
-        JudgeItem(f"{g['id']}-r{r}", hint_fields(scale, targets[g["id"]][r]) | {"instruction": g["prompt"], "response": resp["text"]},
-                  {"group_id": g["id"], "response_index": r, "rank": resp["rank"], "target": targets[g["id"]][r]})
-        for g in c.train_rows if g["id"] in targets for r, resp in enumerate(g["responses"])
+        JudgeItem(
+            f"{g['id']}-r{r}",
+            hint_fields(scale, targets[g["id"]][r]) | {"instruction": g["prompt"], "response": resp["text"]},
+            {"group_id": g["id"], "response_index": r, "rank": resp["rank"], "target": targets[g["id"]][r]},
+        )
+        for g in c.train_rows
+        if g["id"] in targets
+        for r, resp in enumerate(g["responses"])
     ]
     writer = Justification(c.judgment.template + HINT, scale.stop, c.config.max_justification_words)
     run = judge_responses(c.engine, writer, items, 1, c.sampling, c.files, c.seed, c.batch_size, "eft rationalize")
@@ -217,8 +228,20 @@ def rationalized_examples(c: EFTInputs) -> EFTExamples:
         kept += 1
         for record in records:
             completion = f"{record['justification']}\n{scale.target(record['target'])}"
-            examples.append({"id": record["id"], "group_id": group["id"], "prompt": c.prompt(group, record["response_index"]), "completion": completion, "score": record["target"]})
-    judge_stats = {"stage": "eft-rationalize", "justifications": len(run.records), "too_short": sum(1 for r in run.records if len(r["justification"].split()) < 3)}
+            examples.append(
+                {
+                    "id": record["id"],
+                    "group_id": group["id"],
+                    "prompt": c.prompt(group, record["response_index"]),
+                    "completion": completion,
+                    "score": record["target"],
+                }
+            )
+    judge_stats = {
+        "stage": "eft-rationalize",
+        "justifications": len(run.records),
+        "too_short": sum(1 for r in run.records if len(r["justification"].split()) < 3),
+    }
     return EFTExamples(run, examples, kept, judge_stats, unorderable_groups=len(c.train_rows) - len(targets))
 
 
@@ -226,33 +249,64 @@ def judged_examples(c: EFTInputs) -> EFTExamples:
     """`self` / `teacher`: the judge scores each response `samples` times; a group is kept when some
     choice of one sample per response agrees with the human ranking."""
     items = [
-        JudgeItem(f"{g['id']}-r{r}-s{k}", {"instruction": g["prompt"], "response": resp["text"]}, {"group_id": g["id"], "response_index": r, "sample": k, "rank": resp["rank"]})
-        for g in c.train_rows for r, resp in enumerate(g["responses"]) for k in range(c.config.samples)
+        JudgeItem(
+            f"{g['id']}-r{r}-s{k}",
+            {"instruction": g["prompt"], "response": resp["text"]},
+            {"group_id": g["id"], "response_index": r, "sample": k, "rank": resp["rank"]},
+        )
+        for g in c.train_rows
+        for r, resp in enumerate(g["responses"])
+        for k in range(c.config.samples)
     ]
-    run = judge_responses(c.engine, c.judgment, items, 1, c.sampling, c.files, c.seed, c.batch_size, f"eft {c.config.strategy}")
+    run = judge_responses(
+        c.engine, c.judgment, items, 1, c.sampling, c.files, c.seed, c.batch_size, f"eft {c.config.strategy}"
+    )
     by_response: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in run.records:
         by_response[(record["group_id"], record["response_index"])].append(record)
     examples, kept = [], 0
     for group in c.train_rows:
-        judged = [sorted(by_response[(group["id"], r)], key=lambda x: x["sample"]) for r in range(len(group["responses"]))]
-        choice = agreeing_choice([resp["rank"] for resp in group["responses"]], [[j["score"] for j in samples] for samples in judged])
+        judged = [
+            sorted(by_response[(group["id"], r)], key=lambda x: x["sample"]) for r in range(len(group["responses"]))
+        ]
+        choice = agreeing_choice(
+            [resp["rank"] for resp in group["responses"]], [[j["score"] for j in samples] for samples in judged]
+        )
         if choice is None:
             continue
         kept += 1
         for r, k in enumerate(choice):
             record = judged[r][k]
             completion = up_to_score(record["text"], c.judgment.scale)
-            examples.append({"id": record["id"], "group_id": group["id"], "prompt": c.prompt(group, r), "completion": completion, "score": record["score"]})
+            examples.append(
+                {
+                    "id": record["id"],
+                    "group_id": group["id"],
+                    "prompt": c.prompt(group, r),
+                    "completion": completion,
+                    "score": record["score"],
+                }
+            )
     return EFTExamples(run, examples, kept, {"stage": "eft-judge", **judgment_stats(c.judgment.scale, run.records)})
 
 
-STRATEGIES: dict[str, Callable[[EFTInputs], EFTExamples]] = {"self": judged_examples, "teacher": judged_examples, "rationalize": rationalized_examples}
+STRATEGIES: dict[str, Callable[[EFTInputs], EFTExamples]] = {
+    "self": judged_examples,
+    "teacher": judged_examples,
+    "rationalize": rationalized_examples,
+}
 """How each `eft.strategy` makes its examples (a new strategy: a function here and its name in the config)."""
 
 
 def build_eft(
-    config: EFTConfig, judge: JudgeConfig, engine: Engine, groups: list[RankedGroup], excluded_prompts: set[str], out_dir: Path, seed: int, batch_size: int
+    config: EFTConfig,
+    judge: JudgeConfig,
+    engine: Engine,
+    groups: list[RankedGroup],
+    excluded_prompts: set[str],
+    out_dir: Path,
+    seed: int,
+    batch_size: int,
 ) -> dict[str, Any]:
     """Build (or resume) EFT data in `out_dir`: judgments.jsonl, train.jsonl, eval.jsonl, eft.stats.json."""
     train_groups, eval_groups = split_groups(groups, config.eval_fraction, seed)
@@ -268,7 +322,10 @@ def build_eft(
     if config.downsample:
         examples = downsample_top_score(examples, random.Random(derive_seed(seed, "eft-downsample")))
     write_jsonl(out_dir / "train.jsonl", examples)
-    files.finish(made.run.records, made.judge_stats | {"new_tokens": made.run.new_tokens, "tokens_per_second": made.run.tokens_per_second})
+    files.finish(
+        made.run.records,
+        made.judge_stats | {"new_tokens": made.run.new_tokens, "tokens_per_second": made.run.tokens_per_second},
+    )
     stats = {
         "stage": "eft",
         "strategy": config.strategy,
@@ -321,4 +378,13 @@ class BuildEFT:
             server.close()
 
     def build(self, engine: Engine) -> dict[str, Any]:
-        return build_eft(self.config, self.judge, engine, self.groups, self.excluded_prompts, self.out_dir, self.seed, self.batch_size)
+        return build_eft(
+            self.config,
+            self.judge,
+            engine,
+            self.groups,
+            self.excluded_prompts,
+            self.out_dir,
+            self.seed,
+            self.batch_size,
+        )

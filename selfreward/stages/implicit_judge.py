@@ -50,13 +50,30 @@ class ImplicitJudge:
         rewards = implicit_rewards(policy, reference, self.config.beta, self.config.per_token)
         records = [
             {
-                "id": f"{c['id']}-j", "candidate_id": c["id"], "prompt_id": c["prompt_id"], "text": "", "num_tokens": 0,
-                "text_score": None, "text_method": None, "score": round(reward, 6), "method": METHOD,
-                "logp": round(p.logp, 4), "reference_logp": round(r.logp, 4), "answer_tokens": p.tokens,
+                "id": f"{c['id']}-j",
+                "candidate_id": c["id"],
+                "prompt_id": c["prompt_id"],
+                "text": "",
+                "num_tokens": 0,
+                "text_score": None,
+                "text_method": None,
+                "score": round(reward, 6),
+                "method": METHOD,
+                "logp": round(p.logp, 4),
+                "reference_logp": round(r.logp, 4),
+                "answer_tokens": p.tokens,
             }
             for c, p, r, reward in zip(rows, policy, reference, rewards)
         ]
-        stats = {"stage": "judge", "kind": METHOD, "policy": self.policy, "reference": self.reference, "beta": self.config.beta, "per_token": self.config.per_token, **reward_stats(rewards)}
+        stats = {
+            "stage": "judge",
+            "kind": METHOD,
+            "policy": self.policy,
+            "reference": self.reference,
+            "beta": self.config.beta,
+            "per_token": self.config.per_token,
+            **reward_stats(rewards),
+        }
         StageFiles(self.out_dir, "judgments").finish(records, stats)
         return stats
 

@@ -28,7 +28,14 @@ def candidate_items(out_dir: Path) -> list[JudgeItem]:
     if not candidates.records.exists():
         raise SelfRewardError(f"{candidates.records} not found: run the candidates stage first")
     rows = read_records(candidates.records, CandidateRecord)
-    return [JudgeItem(f"{c['id']}-j", {"instruction": c["prompt"], "response": c["text"]}, {"candidate_id": c["id"], "prompt_id": c["prompt_id"]}) for c in rows]
+    return [
+        JudgeItem(
+            f"{c['id']}-j",
+            {"instruction": c["prompt"], "response": c["text"]},
+            {"candidate_id": c["id"], "prompt_id": c["prompt_id"]},
+        )
+        for c in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,9 @@ class Judge(AIFTStep):
     stage: ClassVar[str] = "judge"
     files: ClassVar[str] = "judgments"
     columns: ClassVar[tuple[Column, ...]] = (
-        Column("judge parse", "parse_rate_text", "judge_parse_rate"), Column("judge valid", "valid_rate", "judge_valid_rate"), Column("top-score share", "top_score_share"),
+        Column("judge parse", "parse_rate_text", "judge_parse_rate"),
+        Column("judge valid", "valid_rate", "judge_valid_rate"),
+        Column("top-score share", "top_score_share"),
     )
 
     @staticmethod
@@ -63,9 +72,25 @@ class Judge(AIFTStep):
         files = StageFiles(self.out_dir, "judgments")
         sampling = Sampling(self.config.temperature, self.config.top_p, self.config.max_new_tokens)
         items = candidate_items(self.out_dir)  # checked before the model loads
-        run = judge_responses(tools.engines.get(self.model), judgment, items, self.config.k, sampling, files, self.seed, self.batch_size, "judge")
+        run = judge_responses(
+            tools.engines.get(self.model),
+            judgment,
+            items,
+            self.config.k,
+            sampling,
+            files,
+            self.seed,
+            self.batch_size,
+            "judge",
+        )
         shortened = len({r["candidate_id"] for r in run.records if r.get("response_shortened")})
-        stats = {"stage": "judge", **judgment_stats(judgment.scale, run.records), "responses_shortened": shortened, "new_tokens": run.new_tokens, "tokens_per_second": run.tokens_per_second}
+        stats = {
+            "stage": "judge",
+            **judgment_stats(judgment.scale, run.records),
+            "responses_shortened": shortened,
+            "new_tokens": run.new_tokens,
+            "tokens_per_second": run.tokens_per_second,
+        }
         files.finish(run.records, stats)
         return stats
 
@@ -77,6 +102,8 @@ def judge_of(it: Iteration, out_dir: Path, stage: str, model: str, trained_from:
     if config.kind == "implicit":
         reference = config.reference or trained_from
         if not reference:
-            raise SelfRewardError("judge.kind implicit needs judge.reference (the model M_t was trained from) when the judge runs on its own")
+            raise SelfRewardError(
+                "judge.kind implicit needs judge.reference (the model M_t was trained from) when the judge runs on its own"
+            )
         return ImplicitJudge(it.step_name(stage), config, it.config.model, out_dir, model, resolve_model(reference))
     return Judge(it.step_name(stage), config, out_dir, model, it.seed(stage), it.batch_size)

@@ -60,13 +60,17 @@ class Disputed:
     spread: float
 
 
-def most_disputed(candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]]) -> tuple[list[Disputed], Counter[str]]:
+def most_disputed(
+    candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]]
+) -> tuple[list[Disputed], Counter[str]]:
     """Per prompt (in candidate order), its candidate with the largest spread of text scores, and
     counts of prompts left out and why."""
     by_prompt: dict[str, list[Disputed]] = defaultdict(list)
     for c in candidates:
         own = [j for j in by_candidate.get(c["id"], []) if j.get("text_score") is not None]
-        by_prompt[c["prompt_id"]].append(Disputed(c, own, statistics.pstdev([j["text_score"] for j in own]) if len(own) > 1 else 0.0))
+        by_prompt[c["prompt_id"]].append(
+            Disputed(c, own, statistics.pstdev([j["text_score"] for j in own]) if len(own) > 1 else 0.0)
+        )
     chosen, skipped = [], Counter[str]()
     for options in by_prompt.values():
         if max(len(d.judgments) for d in options) < 2:
@@ -85,8 +89,19 @@ def comparison_items(disputed: Disputed) -> list[JudgeItem]:
     c, items = disputed.candidate, []
     for first, second in combinations(disputed.judgments, 2):
         for a, b in ((first, second), (second, first)):
-            fields = {"instruction": c["prompt"], "response": c["text"], "judgment_a": a["text"], "judgment_b": b["text"]}
-            payload = {"prompt_id": c["prompt_id"], "candidate_id": c["id"], "pair": f"{first['id']}|{second['id']}", "shown_a": a["id"], "shown_b": b["id"]}
+            fields = {
+                "instruction": c["prompt"],
+                "response": c["text"],
+                "judgment_a": a["text"],
+                "judgment_b": b["text"],
+            }
+            payload = {
+                "prompt_id": c["prompt_id"],
+                "candidate_id": c["id"],
+                "pair": f"{first['id']}|{second['id']}",
+                "shown_a": a["id"],
+                "shown_b": b["id"],
+            }
             items.append(JudgeItem(f"{a['id']}-vs-{b['id']}", fields, payload))
     return items
 
@@ -104,7 +119,16 @@ class WinnerJudgment:
         for item, completion in zip(items, completions):
             winner = parse_winner(completion.text)
             winner_id = {"A": item.payload["shown_a"], "B": item.payload["shown_b"]}.get(winner or "")
-            rows.append({"id": item.id, **item.payload, "text": completion.text, "num_tokens": completion.num_tokens, "winner": winner, "winner_id": winner_id})
+            rows.append(
+                {
+                    "id": item.id,
+                    **item.payload,
+                    "text": completion.text,
+                    "num_tokens": completion.num_tokens,
+                    "winner": winner,
+                    "winner_id": winner_id,
+                }
+            )
         return rows
 
 
@@ -167,16 +191,25 @@ def judge_pair_cap(fraction: float, actor_pairs: int) -> int:
 
 def capped(pairs: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
     """At most `cap` pairs, the largest wins-minus-losses gaps first, kept in their order."""
-    ranked = sorted(range(len(pairs)), key=lambda i: (-(pairs[i]["chosen_net_wins"] - pairs[i]["rejected_net_wins"]), i))
+    ranked = sorted(
+        range(len(pairs)), key=lambda i: (-(pairs[i]["chosen_net_wins"] - pairs[i]["rejected_net_wins"]), i)
+    )
     keep = set(ranked[:cap])
     return [p for i, p in enumerate(pairs) if i in keep]
 
 
-def judge_pairs(judge: JudgeConfig, engine: Engine, disputed: list[Disputed], winners: dict[str, str | None], skipped: Counter[str]) -> list[dict[str, Any]]:
+def judge_pairs(
+    judge: JudgeConfig, engine: Engine, disputed: list[Disputed], winners: dict[str, str | None], skipped: Counter[str]
+) -> list[dict[str, Any]]:
     """One judge pair per meta-judged candidate with a preference; the prompt is the judge request it was judged with."""
     judgment, pairs = point_judgment(judge), []
     for d in disputed:
-        prompt = judge_prompt(engine, judgment, {"instruction": d.candidate["prompt"], "response": d.candidate["text"]}, judge.max_new_tokens)
+        prompt = judge_prompt(
+            engine,
+            judgment,
+            {"instruction": d.candidate["prompt"], "response": d.candidate["text"]},
+            judge.max_new_tokens,
+        )
         pair, reason = judge_pair(d, net_wins(d, winners), prompt)
         if pair is None:
             skipped[reason or "no_preference"] += 1
@@ -196,11 +229,15 @@ def read_meta_inputs(out_dir: Path, scale: Scale) -> tuple[list[Disputed], Count
     judgment_rows = read_records(judgments.records, JudgmentRecord, (scale.lowest, scale.highest))
     by_candidate, orphans = judgments_by_candidate(candidate_rows, judgment_rows, judgments.records)
     disputed, skipped = most_disputed(candidate_rows, by_candidate)
-    actor = [p for p in read_records(pairs.records, PairRecord) if p.get("kind") != "judge"]  # a resumed stage replaces its own rows
+    actor = [
+        p for p in read_records(pairs.records, PairRecord) if p.get("kind") != "judge"
+    ]  # a resumed stage replaces its own rows
     return disputed, skipped, actor, orphans
 
 
-def run_meta_judge(config: MetaConfig, judge: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int) -> dict[str, Any]:
+def run_meta_judge(
+    config: MetaConfig, judge: JudgeConfig, load_engine: Callable[[], Engine], out_dir: Path, seed: int, batch_size: int
+) -> dict[str, Any]:
     """Meta-judge each prompt's most disputed candidate and add judge pairs to pairs.jsonl (resumable;
     the inputs are checked before `load_engine` loads the model)."""
     files = StageFiles(out_dir, "meta")
@@ -209,17 +246,38 @@ def run_meta_judge(config: MetaConfig, judge: JudgeConfig, load_engine: Callable
     engine = load_engine()
     items = [item for d in disputed for item in comparison_items(d)]
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
-    run = judge_responses(engine, WinnerJudgment(meta_template(config.template)), items, 1, sampling, files, seed, batch_size, "meta-judge")
+    run = judge_responses(
+        engine,
+        WinnerJudgment(meta_template(config.template)),
+        items,
+        1,
+        sampling,
+        files,
+        seed,
+        batch_size,
+        "meta-judge",
+    )
     winners, orders = outcomes(run.records)
     found = judge_pairs(judge, engine, disputed, winners, skipped)
     kept = capped(found, judge_pair_cap(config.fraction, len(actor)))
     write_jsonl(StageFiles(out_dir, "pairs").records, actor + kept)
-    stats = meta_stats(scale, disputed, run.records, orders, skipped, found, kept, len(actor)) | {"judgments_without_candidate": orphans}
+    stats = meta_stats(scale, disputed, run.records, orders, skipped, found, kept, len(actor)) | {
+        "judgments_without_candidate": orphans
+    }
     files.finish(run.records, stats)
     return stats
 
 
-def meta_stats(scale: Scale, disputed: list[Disputed], verdicts: list[dict[str, Any]], orders: Counter[str], skipped: Counter[str], found: list[dict[str, Any]], kept: list[dict[str, Any]], actor: int) -> dict[str, Any]:
+def meta_stats(
+    scale: Scale,
+    disputed: list[Disputed],
+    verdicts: list[dict[str, Any]],
+    orders: Counter[str],
+    skipped: Counter[str],
+    found: list[dict[str, Any]],
+    kept: list[dict[str, Any]],
+    actor: int,
+) -> dict[str, Any]:
     parsed = [v for v in verdicts if v["winner"] is not None]
     decided = orders["agree"] + orders["disagree"]
     return {
@@ -244,7 +302,6 @@ def meta_stats(scale: Scale, disputed: list[Disputed], verdicts: list[dict[str, 
     }
 
 
-
 @dataclass(frozen=True)
 class MetaJudge(AIFTStep):
     """The meta-judge compares M_t's judgments of each prompt's most disputed candidate -> ITER/meta.jsonl,
@@ -259,7 +316,10 @@ class MetaJudge(AIFTStep):
     batch_size: int
     stage: ClassVar[str] = "meta"
     files: ClassVar[str] = "meta"
-    columns: ClassVar[tuple[Column, ...]] = (Column("judge pairs", "judge_pairs"), Column("meta agreement", "order_agreement", "meta_order_agreement"))
+    columns: ClassVar[tuple[Column, ...]] = (
+        Column("judge pairs", "judge_pairs"),
+        Column("meta agreement", "order_agreement", "meta_order_agreement"),
+    )
 
     @staticmethod
     def enabled(config: Config) -> bool:
@@ -267,10 +327,14 @@ class MetaJudge(AIFTStep):
 
     @classmethod
     def build(cls, it: Iteration) -> MetaJudge:
-        return cls(it.step_name("meta"), it.config.meta, it.config.judge, it.out_dir, it.model, it.seed("meta"), it.batch_size)
+        return cls(
+            it.step_name("meta"), it.config.meta, it.config.judge, it.out_dir, it.model, it.seed("meta"), it.batch_size
+        )
 
     def outputs(self) -> tuple[Path, ...]:
         return (self.out_dir / "meta.stats.json",)
 
     def run(self, tools: Tools) -> dict[str, Any]:
-        return run_meta_judge(self.config, self.judge, partial(tools.engines.get, self.model), self.out_dir, self.seed, self.batch_size)
+        return run_meta_judge(
+            self.config, self.judge, partial(tools.engines.get, self.model), self.out_dir, self.seed, self.batch_size
+        )

@@ -92,7 +92,10 @@ def pair_row(prompt_id: str, chosen: Scored, rejected: Scored, unit: str) -> dic
 
 
 def load_scored(
-    candidates: list[dict[str, Any]], by_candidate: dict[str, list[dict[str, Any]]], require_finished: bool, need_scores: bool = True
+    candidates: list[dict[str, Any]],
+    by_candidate: dict[str, list[dict[str, Any]]],
+    require_finished: bool,
+    need_scores: bool = True,
 ) -> tuple[dict[str, list[Scored]], Counter[str]]:
     """Eligible scored candidates by prompt id, and counts of the candidates left out and why.
     Without `need_scores`, unscored candidates stay eligible (score None, source `unjudged`)."""
@@ -135,7 +138,9 @@ prompts (prompts.jsonl, candidates.jsonl: made once) and the current model's jud
 (judgments.jsonl); the candidates and judge stages run in it as they run in the iteration."""
 
 
-def read_inputs(directory: Path, require_finished: bool, need_scores: bool, missing_hint: str, scale: tuple[int, int]) -> tuple[dict[str, list[Scored]], Counter[str]]:
+def read_inputs(
+    directory: Path, require_finished: bool, need_scores: bool, missing_hint: str, scale: tuple[int, int]
+) -> tuple[dict[str, list[Scored]], Counter[str]]:
     """The scored candidates of `directory` (its candidates.jsonl and judgments.jsonl, checked; written
     scores on `scale`), and counts of what is left out: candidates by reason, `judgments_without_candidate`."""
     candidates, judgments = StageFiles(directory, "candidates"), StageFiles(directory, "judgments")
@@ -150,16 +155,28 @@ def read_inputs(directory: Path, require_finished: bool, need_scores: bool, miss
     return by_prompt, excluded
 
 
-def make_pairs(config: PairsConfig, out_dir: Path, iteration: int = 1, reference_answers: dict[str, str] | None = None, scale: tuple[int, int] = SCALE) -> dict[str, Any]:
+def make_pairs(
+    config: PairsConfig,
+    out_dir: Path,
+    iteration: int = 1,
+    reference_answers: dict[str, str] | None = None,
+    scale: tuple[int, int] = SCALE,
+) -> dict[str, Any]:
     """Pairs of iteration `iteration` (which picks `pairs.rho`) in `out_dir`. `reference_answers`
     (prompt id -> human answer) feed `spin`; `anchored` reads out_dir/anchor (ANCHOR_DIR); written
     judgments' scores must lie on `scale` (the judge scale's lowest and highest)."""
     files = StageFiles(out_dir, "pairs")
     if config.policy == "spin" and reference_answers is None:
-        raise SelfRewardError("pairs.policy spin needs the human answers of the iteration's IFT prompts (see stages/prompts.spin_prompts)")
+        raise SelfRewardError(
+            "pairs.policy spin needs the human answers of the iteration's IFT prompts (see stages/prompts.spin_prompts)"
+        )
     by_prompt, excluded = read_inputs(out_dir, config.require_finished, config.policy not in SCORELESS, "", scale)
     anchor_hint = "pairs.policy anchored needs the initial model's answers, judged by the current model"
-    anchors = read_inputs(out_dir / ANCHOR_DIR, config.require_finished, True, anchor_hint, scale)[0] if config.policy == "anchored" else {}
+    anchors = (
+        read_inputs(out_dir / ANCHOR_DIR, config.require_finished, True, anchor_hint, scale)[0]
+        if config.policy == "anchored"
+        else {}
+    )
     rho = config.rho_at(iteration)
     dropped: Counter[str] = Counter()
     picked = []
@@ -188,7 +205,14 @@ def best_worst_margins(by_prompt: dict[str, list[Scored]]) -> list[float]:
     return spreads
 
 
-def pair_stats(by_prompt: dict[str, list[Scored]], pairs: list[dict[str, Any]], dropped: Counter[str], excluded: Counter[str], policy: dict[str, Any], unit: str) -> dict[str, Any]:
+def pair_stats(
+    by_prompt: dict[str, list[Scored]],
+    pairs: list[dict[str, Any]],
+    dropped: Counter[str],
+    excluded: Counter[str],
+    policy: dict[str, Any],
+    unit: str,
+) -> dict[str, Any]:
     n_prompts = len(by_prompt)
     margins = [p["margin"] for p in pairs if p["margin"] is not None]
     return {
@@ -235,8 +259,11 @@ class Pairs(AIFTStep):
     stage: ClassVar[str] = "pairs"
     files: ClassVar[str] = "pairs"
     columns: ClassVar[tuple[Column, ...]] = (
-        Column("pairs", "pairs"), Column("pair yield", "pair_yield"), Column("mean margin", "mean_margin"),
-        Column("chosen length", "mean_chosen_length"), Column("rejected length", "mean_rejected_length"),
+        Column("pairs", "pairs"),
+        Column("pair yield", "pair_yield"),
+        Column("mean margin", "mean_margin"),
+        Column("chosen length", "mean_chosen_length"),
+        Column("rejected length", "mean_rejected_length"),
     )
     uses_model = staticmethod(never)
 
@@ -251,5 +278,9 @@ class Pairs(AIFTStep):
     def run(self, tools: Tools) -> dict[str, Any]:
         answers = None
         if self.config.policy == "spin":
-            answers = {r["id"]: r[REFERENCE_ANSWER] for r in StageFiles(self.out_dir, "prompts").read() if REFERENCE_ANSWER in r}
+            answers = {
+                r["id"]: r[REFERENCE_ANSWER]
+                for r in StageFiles(self.out_dir, "prompts").read()
+                if REFERENCE_ANSWER in r
+            }
         return make_pairs(self.config, self.out_dir, self.iteration, answers, self.scale)

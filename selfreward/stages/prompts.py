@@ -28,7 +28,9 @@ from selfreward.records import StageFiles, read_jsonl, write_jsonl
 from selfreward.seed_data import IFTExample
 from selfreward.steps import AIFTStep, Column, Iteration, Step, Tools
 
-TASK_MARKER = re.compile(r"(?:^|\n)\s*[*#]*\s*(?:Task|Instruction|Prompt|Question)?\s*#?\s*\d{1,3}\s*[:.)]\**\s*", re.IGNORECASE)
+TASK_MARKER = re.compile(
+    r"(?:^|\n)\s*[*#]*\s*(?:Task|Instruction|Prompt|Question)?\s*#?\s*\d{1,3}\s*[:.)]\**\s*", re.IGNORECASE
+)
 ANSWER_MARKER = re.compile(r"\n\s*[*#]*\s*(?:Answer|Output|Response|Solution|Example output)\s*[:.]", re.IGNORECASE)
 
 
@@ -61,7 +63,11 @@ class PromptFilter:
         self.evaluation = EvaluationPrompts(config.decontaminate, evaluation_prompts)
         self.pool = RougePool()
         self.seen: set[str] = set()
-        self.blacklist = re.compile(r"\b(?:" + "|".join(map(re.escape, config.blacklist)) + r")\b", re.IGNORECASE) if config.blacklist else None
+        self.blacklist = (
+            re.compile(r"\b(?:" + "|".join(map(re.escape, config.blacklist)) + r")\b", re.IGNORECASE)
+            if config.blacklist
+            else None
+        )
         for text in existing:
             self.add(text)
 
@@ -94,7 +100,9 @@ def build_request(template: str, shots: list[str]) -> Request:
     return Request.user(fill(template, examples=examples, next=str(len(shots) + 1)), prefix=f"Task {len(shots) + 1}:")
 
 
-def round_requests(config: PromptsConfig, template: str, seed_prompts: list[str], generated: list[str], rng: random.Random) -> list[Request]:
+def round_requests(
+    config: PromptsConfig, template: str, seed_prompts: list[str], generated: list[str], rng: random.Random
+) -> list[Request]:
     """One round's few-shot requests: `generated_shots` kept prompts (fewer while there are fewer)
     and seed prompts for the rest of the shots."""
     requests = []
@@ -105,7 +113,9 @@ def round_requests(config: PromptsConfig, template: str, seed_prompts: list[str]
     return requests
 
 
-def screen_tasks(rnd: int, completions: list[Completion], flt: PromptFilter, kept: list[dict[str, Any]], quota: int) -> list[dict[str, Any]]:
+def screen_tasks(
+    rnd: int, completions: list[Completion], flt: PromptFilter, kept: list[dict[str, Any]], quota: int
+) -> list[dict[str, Any]]:
     """The round's raw rows, one per parsed task, each kept (appended to `kept`) or given the
     filter's reason; a round that parsed nothing still gets a row, so a resume moves on."""
     rows = []
@@ -123,7 +133,15 @@ def screen_tasks(rnd: int, completions: list[Completion], flt: PromptFilter, kep
     return rows or [{"id": f"r{rnd:03d}-none", "round": rnd, "prompt": "", "status": "no_tasks_parsed"}]
 
 
-def prompt_stats(config: PromptsConfig, raw: list[dict[str, Any]], records: list[dict[str, Any]], rounds: int, seed_prompts: int, new_tokens: int, seconds: float) -> dict[str, Any]:
+def prompt_stats(
+    config: PromptsConfig,
+    raw: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    rounds: int,
+    seed_prompts: int,
+    new_tokens: int,
+    seconds: float,
+) -> dict[str, Any]:
     verdicts = Counter(r["status"] for r in raw if r["status"] != "no_tasks_parsed")
     stats = {
         "stage": "prompts",
@@ -140,12 +158,20 @@ def prompt_stats(config: PromptsConfig, raw: list[dict[str, Any]], records: list
         "tokens_per_second": round(new_tokens / seconds, 1) if new_tokens and seconds > 0 else None,
     }
     if len(records) < config.num_prompts:
-        stats["warning"] = f"only {len(records)} of {config.num_prompts} prompts after {config.max_rounds} rounds (prompts.max_rounds)"
+        stats["warning"] = (
+            f"only {len(records)} of {config.num_prompts} prompts after {config.max_rounds} rounds (prompts.max_rounds)"
+        )
     return stats
 
 
 def generate_prompts(
-    config: PromptsConfig, engine: Engine, seed_prompts: list[str], evaluation_prompts: list[str], out_dir: Path, seed: int, batch_size: int
+    config: PromptsConfig,
+    engine: Engine,
+    seed_prompts: list[str],
+    evaluation_prompts: list[str],
+    out_dir: Path,
+    seed: int,
+    batch_size: int,
 ) -> dict[str, Any]:
     """Run (or resume) the stage into `out_dir`; returns its stats. Prompts copying one of
     `evaluation_prompts` are rejected as `contaminated`."""
@@ -168,14 +194,20 @@ def generate_prompts(
             requests = round_requests(config, template, seed_prompts, [r["prompt"] for r in kept], rng)
             completions = []
             for start in range(0, len(requests), batch_size):
-                completions += engine.generate(requests[start : start + batch_size], sampling, derive_seed(seed, f"prompts-{rnd}-{start}"))
+                completions += engine.generate(
+                    requests[start : start + batch_size], sampling, derive_seed(seed, f"prompts-{rnd}-{start}")
+                )
             new_tokens += sum(c.num_tokens for c in completions)
             rows = screen_tasks(rnd, completions, flt, kept, config.num_prompts)
             files.append(rows)
             raw += rows
             rounds = rnd + 1
-            bar.update(task, completed=len(kept), rate=f"{new_tokens / max(time.perf_counter() - started, 1e-9):.0f} tok/s")
-    records = [{"id": r["prompt_id"], "prompt": r["prompt"], "round": r["round"], "source": "self-instruct"} for r in kept]
+            bar.update(
+                task, completed=len(kept), rate=f"{new_tokens / max(time.perf_counter() - started, 1e-9):.0f} tok/s"
+            )
+    records = [
+        {"id": r["prompt_id"], "prompt": r["prompt"], "round": r["round"], "source": "self-instruct"} for r in kept
+    ]
     stats = prompt_stats(config, raw, records, rounds, len(seed_prompts), new_tokens, time.perf_counter() - started)
     write_jsonl(raw_path, raw)
     files.finish(records, stats)
@@ -189,7 +221,16 @@ REFERENCE_ANSWER = "reference_answer"
 def spin_prompts(examples: list[IFTExample], count: int, seed: int) -> list[dict[str, Any]]:
     """For `spin`: prompts.jsonl rows of `count` IFT examples drawn with `seed`, each with its human answer."""
     drawn = sorted(random.Random(seed).sample(range(len(examples)), min(count, len(examples))))
-    return [{"id": f"ift{i:06d}", "prompt": examples[i].prompt, "round": 0, "source": "ift", REFERENCE_ANSWER: examples[i].response} for i in drawn]
+    return [
+        {
+            "id": f"ift{i:06d}",
+            "prompt": examples[i].prompt,
+            "round": 0,
+            "source": "ift",
+            REFERENCE_ANSWER: examples[i].response,
+        }
+        for i in drawn
+    ]
 
 
 @dataclass(frozen=True)
@@ -217,15 +258,34 @@ class Prompts(AIFTStep):
     @classmethod
     def build(cls, it: Iteration) -> Step:
         if it.config.pairs.policy == "spin":
-            return IFTPrompts(it.step_name("prompts"), it.out_dir, it.ift_examples, it.config.prompts.num_prompts, it.seed("prompts"))
+            return IFTPrompts(
+                it.step_name("prompts"), it.out_dir, it.ift_examples, it.config.prompts.num_prompts, it.seed("prompts")
+            )
         seeds = [e.prompt for e in it.ift_examples]
-        return cls(it.step_name("prompts"), it.config.prompts, it.out_dir, it.generator, seeds, it.evaluation_prompts, it.seed("prompts"), it.batch_size)
+        return cls(
+            it.step_name("prompts"),
+            it.config.prompts,
+            it.out_dir,
+            it.generator,
+            seeds,
+            it.evaluation_prompts,
+            it.seed("prompts"),
+            it.batch_size,
+        )
 
     def outputs(self) -> tuple[Path, ...]:
         return (self.out_dir / "prompts.stats.json",)
 
     def run(self, tools: Tools) -> dict[str, Any]:
-        return generate_prompts(self.config, tools.engines.get(self.generator), self.seed_prompts, self.evaluation_prompts, self.out_dir, self.seed, self.batch_size)
+        return generate_prompts(
+            self.config,
+            tools.engines.get(self.generator),
+            self.seed_prompts,
+            self.evaluation_prompts,
+            self.out_dir,
+            self.seed,
+            self.batch_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -244,6 +304,12 @@ class IFTPrompts:
 
     def run(self, tools: Tools) -> dict[str, Any]:
         rows = spin_prompts(self.examples, self.count, self.seed)
-        stats = {"stage": "prompts", "source": "ift", "prompts_kept": len(rows), "prompts_requested": self.count, "ift_examples": len(self.examples)}
+        stats = {
+            "stage": "prompts",
+            "source": "ift",
+            "prompts_kept": len(rows),
+            "prompts_requested": self.count,
+            "ift_examples": len(self.examples),
+        }
         StageFiles(self.out_dir, "prompts").finish(rows, stats)
         return stats

@@ -30,18 +30,33 @@ from selfreward.records import StageFiles, read_json, write_json
 from selfreward.steps import Tools
 from selfreward.training import checkpoint_step, complete_checkpoints
 
-TRAINER_STATE = shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin", "global_step*", "latest", "zero_to_fp32.py")
+TRAINER_STATE = shutil.ignore_patterns(
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state*.pth",
+    "trainer_state.json",
+    "training_args.bin",
+    "global_step*",
+    "latest",
+    "zero_to_fp32.py",
+)
 """Files of a Trainer checkpoint that are not the model: left out of the promoted copy."""
 
 
 def candidates(stage_dir: Path, final_step: int) -> list[tuple[str, int, Path]]:
     """(name, step, directory) of each kept checkpoint before the last step (one at the last step, left
     by an older version, is the final model's weights), then the final model."""
-    found = [(p.name, checkpoint_step(p), p) for p in complete_checkpoints(stage_dir / "trainer") if checkpoint_step(p) < final_step]
+    found = [
+        (p.name, checkpoint_step(p), p)
+        for p in complete_checkpoints(stage_dir / "trainer")
+        if checkpoint_step(p) < final_step
+    ]
     found.append(("final", final_step, stage_dir / "final"))
     for name, _, path in found:
         if not (path / "config.json").exists() or not any(path.glob("*.safetensors")):
-            raise SelfRewardError(f"[select] {path} holds no full model (config.json, *.safetensors) to answer with; checkpoint {name} cannot be compared")
+            raise SelfRewardError(
+                f"[select] {path} holds no full model (config.json, *.safetensors) to answer with; checkpoint {name} cannot be compared"
+            )
     return found
 
 
@@ -49,18 +64,30 @@ def validation_prompts(run_dir: Path, config: Config) -> list[dict[str, Any]]:
     """`select.prompts` (at most `select.max_prompts`), read as `selfreward eval` reads eval.prompts."""
     prompts = test_prompts(run_dir, config.select.prompts, config.data.lang, config.select.max_prompts)
     if not prompts:
-        raise SelfRewardError(f"select.prompts {config.select.prompts} gave no validation prompts (eft-eval comes from {run_dir}/eft/eval.jsonl; see eft.eval_fraction)")
+        raise SelfRewardError(
+            f"select.prompts {config.select.prompts} gave no validation prompts (eft-eval comes from {run_dir}/eft/eval.jsonl; see eft.eval_fraction)"
+        )
     return prompts
 
 
-def answers_of(config: Config, model: Path, prompts: list[dict[str, Any]], out_dir: Path, name: str, seed: int, loaded: Engine | None = None) -> dict[str, str]:
+def answers_of(
+    config: Config,
+    model: Path,
+    prompts: list[dict[str, Any]],
+    out_dir: Path,
+    name: str,
+    seed: int,
+    loaded: Engine | None = None,
+) -> dict[str, str]:
     """`model`'s answers to `prompts` (cached in OUT/NAME.jsonl; the model is loaded only to make
     them, unless `loaded` is an engine already holding it)."""
     files = StageFiles(out_dir, name)
     if not files.done():
         engine = loaded or make_engine(config, str(model))
         try:
-            sampling = Sampling(config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens)
+            sampling = Sampling(
+                config.eval.answer_temperature, config.candidates.top_p, config.eval.answer_max_new_tokens
+            )
             generate_answers(engine, prompts, out_dir, name, sampling, seed, config.engine.batch_size)
         finally:
             if loaded is None:
@@ -85,16 +112,31 @@ def select_checkpoint(config: Config, run_dir: Path, t: int, current: Path, targ
     found = candidates(stage_dir, read_json(stage_dir / "dpo.stats.json")["steps"])
     prompts = validation_prompts(run_dir, config)
     seed = derive_seed(config.seed, f"select{t}")
-    answers = {name: answers_of(config, path, prompts, stage_dir / "select" / "answers", name, seed) for name, _, path in found}
+    answers = {
+        name: answers_of(config, path, prompts, stage_dir / "select" / "answers", name, seed) for name, _, path in found
+    }
     text = {p["id"]: p["prompt"] for p in prompts}
     judge_config = config.select.judge
     sampling = Sampling(judge_config.temperature, 1.0, judge_config.max_new_tokens)
     judge = make_judge_engine(config, judge_config, str(current))
     self_judge = judge_model(judge_config, str(current)) == resolve_model(str(current))  # the judge engine holds M_t
     try:
-        baseline = answers_of(config, current, prompts, stage_dir / "select" / "answers", opponent, seed, judge if self_judge else None)
+        baseline = answers_of(
+            config, current, prompts, stage_dir / "select" / "answers", opponent, seed, judge if self_judge else None
+        )
         results = [
-            {"name": name, "step": step} | compare_answers(judge, text, answers[name], baseline, stage_dir / "select", f"{name}_vs_{opponent}", sampling, derive_seed(seed, name), config.engine.batch_size)
+            {"name": name, "step": step}
+            | compare_answers(
+                judge,
+                text,
+                answers[name],
+                baseline,
+                stage_dir / "select",
+                f"{name}_vs_{opponent}",
+                sampling,
+                derive_seed(seed, name),
+                config.engine.batch_size,
+            )
             for name, step, _ in found
         ]
     finally:
@@ -118,7 +160,11 @@ def select_checkpoint(config: Config, run_dir: Path, t: int, current: Path, targ
 
 def manifest_entry(stats: dict[str, Any]) -> dict[str, Any]:
     """What the run manifest records of a selection: the choice and every candidate's win rate."""
-    return {"chosen": stats["chosen"], "chosen_win_rate": stats["chosen_win_rate"], "win_rates": {c["name"]: c["win_rate"] for c in stats["candidates"]}}
+    return {
+        "chosen": stats["chosen"],
+        "chosen_win_rate": stats["chosen_win_rate"],
+        "win_rates": {c["name"]: c["win_rate"] for c in stats["candidates"]},
+    }
 
 
 @dataclass(frozen=True)

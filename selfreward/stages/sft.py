@@ -11,12 +11,23 @@ from selfreward.config import ModelConfig, SFTTrainingConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import pick_device
 from selfreward.steps import Tools
-from selfreward.training import fits_length, launch, load_for_training, lora_config, merge_base, train_and_save, trainer_arguments
+from selfreward.training import (
+    fits_length,
+    launch,
+    load_for_training,
+    lora_config,
+    merge_base,
+    train_and_save,
+    trainer_arguments,
+)
 
 
 def sft_rows(examples: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """(prompt, completion) -> TRL's conversational prompt/completion format (the chat template applies)."""
-    return [{"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": c}]} for p, c in examples]
+    return [
+        {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": c}]}
+        for p, c in examples
+    ]
 
 
 @dataclass(frozen=True)
@@ -58,12 +69,29 @@ class TrainSFT:
 
         device = pick_device(self.model_config.device)
         # The arguments come before the model: under DeepSpeed ZeRO-3 they make loading shard the weights.
-        args = SFTConfig(**trainer_arguments(self.config, self.stage_dir / "trainer", self.seed, device), completion_only_loss=True, packing=False)
+        args = SFTConfig(
+            **trainer_arguments(self.config, self.stage_dir / "trainer", self.seed, device),
+            completion_only_loss=True,
+            packing=False,
+        )
         model, tokenizer = load_for_training(self.model_config, self.base_model, self.config, device, "sft")
         fitting = [(p, c) for p, c in self.examples if fits_length(tokenizer, p, [c], self.config.max_length)]
         if not fitting:
-            raise SelfRewardError(f"none of the {len(self.examples)} training examples for {self.target.name} fits sft.max_length={self.config.max_length} tokens")
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(fitting)), processing_class=tokenizer, peft_config=lora_config(self.config))
-        stats = {"stage": "sft", "base_model": self.base_model, "examples": len(fitting), "dropped_too_long": len(self.examples) - len(fitting)}
+            raise SelfRewardError(
+                f"none of the {len(self.examples)} training examples for {self.target.name} fits sft.max_length={self.config.max_length} tokens"
+            )
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(sft_rows(fitting)),
+            processing_class=tokenizer,
+            peft_config=lora_config(self.config),
+        )
+        stats = {
+            "stage": "sft",
+            "base_model": self.base_model,
+            "examples": len(fitting),
+            "dropped_too_long": len(self.examples) - len(fitting),
+        }
         base = merge_base(self.model_config, self.base_model, self.config, device)
         return train_and_save(trainer, tokenizer, self.target, ("loss",), base, stats, self.stats_file)
