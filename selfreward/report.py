@@ -399,8 +399,10 @@ def to_markdown(data: dict[str, Any], table_list: list[Table]) -> str:
     manifest = data["manifest"]
     config = manifest.get("config", {})
     lines += [
-        f"- model: {md_text(config.get('model', {}).get('name_or_path'))}; seed {md_text(manifest.get('seed'))}; "
-        f"created {md_text(manifest.get('created'))}; finished {md_text(manifest.get('finished', '-'))}",
+        (
+            f"- model: {md_text(config.get('model', {}).get('name_or_path'))}; seed {md_text(manifest.get('seed'))}; "
+            f"created {md_text(manifest.get('created'))}; finished {md_text(manifest.get('finished', '-'))}"
+        ),
         f"- versions: {md_text(manifest.get('versions', {}))}",
         "",
     ]
