@@ -112,7 +112,7 @@ class VLLMConfig(Section):
 
 class EngineConfig(Section):
     kind: str = "hf"
-    """`hf`: transformers (CPU or one GPU); `vllm`: vLLM in this process (GPUs); selfreward.engines.ENGINES."""
+    """`hf`: transformers (CPU or one GPU); `vllm`: vLLM in this process (GPUs); the engines are in selfreward.registry."""
     batch_size: int = Field(32, gt=0)
     """Sequences per generate() call (prompts sorted by length). vLLM schedules its own batches inside a call."""
     vllm: VLLMConfig = VLLMConfig()

@@ -69,3 +69,13 @@ def test_every_config_field_is_documented():
         if not field.description
     ]
     assert undocumented == []
+
+
+def test_the_configuration_reference_is_current():
+    """docs/configuration.md is made from the config's docstrings; regenerate it when a key changes:
+    python -m selfreward.config_doc > docs/configuration.md"""
+    from pathlib import Path
+
+    from selfreward.config_doc import markdown_reference
+
+    assert (Path(__file__).parents[1] / "docs" / "configuration.md").read_text() == markdown_reference()
