@@ -25,6 +25,7 @@ from pydantic import (
 
 from selfreward.display import quoted
 from selfreward.errors import SelfRewardError
+from selfreward.pair_policies import POLICIES
 from selfreward.registry import ENGINES, SCALES
 
 PRESETS_DIR = Path(__file__).parent / "configs"
@@ -255,7 +256,7 @@ class PairsConfig(Section):
     require_finished: bool = True
     """Answers cut at candidates.max_new_tokens never become chosen or rejected (TRL appends EOS,
     which would teach the model to stop mid-sentence)."""
-    policy: Literal["max_min", "length_control", "spin", "anchored"] = "max_min"
+    policy: str = "max_min"
     """Which answers become chosen and rejected (selfreward/pair_policies.py, README "Pair
     policies"): max_min (the paper), length_control (Meta-Rewarding), spin (human IFT answer vs
     own sample, SPIN), anchored (best answer vs the initial model's worst, Temporal Self-Rewarding)."""
@@ -269,6 +270,13 @@ class PairsConfig(Section):
     def _one_rho(cls, value: Any) -> Any:
         """A single number stands for every iteration."""
         return [value] if isinstance(value, int | float) else value
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in POLICIES:
+            raise ValueError(f"unknown pair policy (policies: {', '.join(POLICIES)})")
+        return value
 
     def rho_at(self, iteration: int) -> float:
         """The rho of iteration `iteration` (1-based)."""

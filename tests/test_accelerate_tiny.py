@@ -80,7 +80,7 @@ def test_a_worker_error_is_one_line_naming_the_log(tiny_model, tmp_path):
         )
     message = str(caught.value)
     assert "\n" not in message and message.startswith(
-        "[sft] training under accelerate failed: none of the 1 training examples"
+        "[sft] training in worker processes failed: none of the 1 training examples"
     )
     assert message.endswith(f"(log: {tmp_path / 'sft' / 'launch.log'})") and not (tmp_path / "model").exists()
 
@@ -135,3 +135,40 @@ def test_a_yaml_that_is_not_an_accelerate_config(loop_config, tmp_path):
         match=r"^config error: sft\.accelerate_config: .*is not an accelerate config \(no distributed_type\)",
     ):
         load_config(str(loop_config), [f"sft.accelerate_config={other}"])
+
+
+def test_training_in_a_child_process_hands_all_its_memory_back(tiny_model, tmp_path):
+    """`train.child_process` (auto with the vLLM engine): the step trains in `python -m selfreward.launch`,
+    a process of its own whose exit returns every byte it held; the same weights as training here."""
+    import os
+
+    from selfreward.config import load_config
+    from selfreward.training import child_process
+
+    config = SFTTrainingConfig(batch_size=2, max_length=256, learning_rate=1e-4, final_learning_rate=1e-5)
+    examples = [("Explain tides.", "The moon pulls the sea."), ("Name a color.", "Blue.")]
+
+    def train(name, child):
+        step = TrainSFT(
+            name,
+            ModelConfig(name_or_path=str(tiny_model)),
+            config,
+            str(tiny_model),
+            examples,
+            tmp_path / name,
+            tmp_path / f"{name}-model",
+            0,
+            child,
+        )
+        return run_step(step)
+
+    here, there = train("here", False), train("child", True)
+    assert here["pid"] == os.getpid() and there["pid"] != os.getpid()
+    assert (tmp_path / "child" / "launch.json").exists() and "selfreward.launch" in (
+        tmp_path / "child" / "launch.log"
+    ).read_text()
+    assert (here["loss_first"], here["loss_last"]) == (there["loss_first"], there["loss_last"])
+    assert child_process(load_config("demo", ["engine.kind=vllm"]).sft, "vllm") and not child_process(
+        load_config("demo").sft, "hf"
+    )
+    assert child_process(load_config("demo", ["sft.child_process=true"]).sft, "hf")
