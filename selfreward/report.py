@@ -413,7 +413,7 @@ def to_markdown(data: dict[str, Any], table_list: list[Table]) -> str:
         if not rows:
             lines += ["(none yet)", ""]
             continue
-        lines.append("| " + " | ".join(headers) + " |")
+        lines.append("| " + " | ".join(md_text(h) for h in headers) + " |")
         lines.append("|" + "---|" * len(headers))
         lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows]
         lines.append("")
@@ -444,7 +444,7 @@ def to_html(data: dict[str, Any], table_list: list[Table], images: list[Plot]) -
         if not rows:
             parts.append("<p>(none yet)</p>")
             continue
-        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
+        parts.append("<table><tr>" + "".join(f"<th>{esc(cell(h))}</th>" for h in headers) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(cell(c))}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table>")
     parts.append("<h2>Plots</h2>")

@@ -95,7 +95,8 @@ def test_validation_pairs_are_held_out_by_seeded_ids_and_never_trained_on(tiny_m
 def test_validation_before_is_a_coin_and_after_learns_the_preference(tiny_model, tmp_path):
     """With reference M_t, every reward before training is 0 (accuracy 50%); a few steps at a high
     rate on pairs whose chosen answers share a pattern generalise to held-out pairs of the pattern."""
-    train(tiny_model, tmp_path, PAIRS * 3, eval_fraction=0.0, learning_rate=5e-3, final_learning_rate=1e-3)
+    thrice = [p | {"id": f"{p['id']}-{n}"} for n in range(3) for p in PAIRS]
+    train(tiny_model, tmp_path, thrice, eval_fraction=0.0, learning_rate=5e-3, final_learning_rate=1e-3)
     write_jsonl(
         tmp_path / "held.jsonl", [p | {"id": f"h{i}", "prompt": f"Describe item {i}."} for i, p in enumerate(PAIRS)]
     )

@@ -200,7 +200,7 @@ def test_alpaca_and_mt_bench_formats(evaluated_run, judge_server, tmp_path):
 def test_eval_errors(finished_run, tmp_path):
     run_dir = finished_run[0]
     result = invoke("eval", run_dir, "--model", "M9")
-    assert result.exit_code == 2 and "checkpoint M9 not found" in result.stderr
+    assert result.exit_code == 2 and "model M9 is not a checkpoint of" in result.stderr
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"instruction": "not a list"}))
     result = invoke("alpaca", run_dir, "--prompts", bad)

@@ -87,7 +87,9 @@ def test_lora_dpo_reference_is_the_policy_with_its_adapter_off(tiny_model, tmp_p
         lora=lora, dropout=0, learning_rate=1e-2, final_learning_rate=1e-3, batch_size=2, epochs=2
     )
     model_config = ModelConfig(name_or_path=str(tiny_model))
-    stats = dpo.train_dpo_here(model_config, config, str(tiny_model), None, pairs, tmp_path / "dpo", tmp_path / "M2", 0)
+    stats = dpo.TrainDPO(
+        "dpo", model_config, config, str(tiny_model), None, pairs, tmp_path / "dpo", tmp_path / "M2", 0
+    ).train_here()
     (trainer,) = trainers
     assert stats["steps"] == 4 and stats["reference"] == stats["policy"] and trainer.ref_model is None
     model = trainer.model.eval()

@@ -297,7 +297,7 @@ def test_turning_the_meta_judge_on_for_a_finished_run_is_refused(finished_run, t
     result = invoke("run", "--resume", run_dir, "--set", "meta.enabled=true", "--force")
     assert result.exit_code == 2, result.output
     refusal = (
-        f"error: stage meta is enabled but did not run in {run_dir / 'iter1'}, whose DPO is done: it would "
+        f"error: step meta is enabled but did not run in {run_dir / 'iter1'}, whose DPO is done: it would "
         "change the data after M2 was trained on it; turn it off for this run (with --force) or start a new run"
     )
     assert result.stderr.splitlines() == [refusal]

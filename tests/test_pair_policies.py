@@ -90,7 +90,9 @@ def test_anchored_pairs_current_best_with_the_initial_models_worst():
 
 
 def test_registry_matches_the_config_names_and_unknown_names_fail_in_one_line():
-    assert all(load_config("demo", [f"pairs.policy={name}"]).pairs.policy == name for name in POLICIES if name != "spin")
+    assert all(
+        load_config("demo", [f"pairs.policy={name}"]).pairs.policy == name for name in POLICIES if name != "spin"
+    )
     scored = [cand("c0", 4.0, tokens=9), cand("c1", 1.0, tokens=3)]
     assert ids(POLICIES["length_control"](PromptCandidates(scored), 0.3)) == ("c0", "c1")
     with pytest.raises(SelfRewardError) as err:
