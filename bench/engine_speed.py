@@ -80,7 +80,7 @@ def compare(
 
 
 def anchors(engine: HFEngine, prompts: list[str], max_new_tokens: int) -> None:
-    """Plain `generate` tok/s at batch 1 and 32, greedy, as the README's reference figures."""
+    """Plain `generate` tok/s at batch 1 and 32, greedy, as the reference figures of docs/measurements.md."""
     sampling = Sampling(0.0, 1.0, max_new_tokens)
     for batch in (1, 32):
         requests = [Request.user(p) for p in (prompts * 32)[: 4 if batch == 1 else 32]]

@@ -252,12 +252,12 @@ class PairsConfig(Section):
     continuous, so answers of the same quality differ by noise: measured on the demo, two K=3
     averages of the same answer differ by 0.33 (SD; raw SmolLM2, 140 fallback judgments) and 0.64
     (M1, expectation read after its own judgment). 0.33 is the first figure and also the
-    resolution of integer text scores averaged over K=3 (README, "Preference pairs")."""
+    resolution of integer text scores averaged over K=3 (docs/pairs.md)."""
     require_finished: bool = True
     """Answers cut at candidates.max_new_tokens never become chosen or rejected (TRL appends EOS,
     which would teach the model to stop mid-sentence)."""
     policy: str = "max_min"
-    """Which answers become chosen and rejected (selfreward/pair_policies.py, README "Pair
+    """Which answers become chosen and rejected (selfreward/pair_policies.py, docs/pairs.md "Pair
     policies"): max_min (the paper), length_control (Meta-Rewarding), spin (human IFT answer vs
     own sample, SPIN), anchored (best answer vs the initial model's worst, Temporal Self-Rewarding)."""
     rho: list[Annotated[float, Field(ge=0, lt=0.5)]] = Field([0.0, 0.32, 0.32, 0.4], min_length=1)

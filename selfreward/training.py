@@ -258,7 +258,7 @@ def score_labelled_positions_only() -> None:
     TRL 1.16 does so on Triton devices only; elsewhere it scores every position, so that compilers
     with fixed tile shapes (Neuron's) never see a new one. Eager CPU training compiles nothing,
     and an EFT example labels ~40 of its ~600 tokens: M1's SFT then runs 1.35x faster, with the same
-    losses up to bf16 rounding (README, "Measured here"). Idempotent; a no-op where TRL no longer has the switch."""
+    losses up to bf16 rounding (docs/measurements.md). Idempotent; a no-op where TRL no longer has the switch."""
     import trl.trainer.utils as trl_utils
 
     switch = getattr(trl_utils, "_use_triton", None)

@@ -15,6 +15,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+TINY_AIFT = (
+    "engine.batch_size=4",
+    "prompts.num_prompts=3",
+    "prompts.requests_per_round=4",
+    "prompts.max_rounds=4",
+    "prompts.min_words=1",
+    "prompts.max_new_tokens=40",
+    "prompts.rouge_threshold=0.99",
+    "candidates.max_new_tokens=40",
+    "judge.max_new_tokens=12",
+    "judge.k=2",
+    "judge.fallback=fallback",
+)
+"""Overrides for one AIFT iteration of the tiny model in seconds: 3 prompts, short answers, K=2."""
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

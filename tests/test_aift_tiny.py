@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import TINY_AIFT
 
 from selfreward.config import load_config
 from selfreward.engines import Request, Sampling, make_engine
@@ -47,17 +48,7 @@ def tiny_config(model_dir, seed_file, *extra):
         [
             f"model.name_or_path={model_dir}",
             f"data.ift=[{seed_file}]",
-            "engine.batch_size=4",
-            "prompts.num_prompts=3",
-            "prompts.requests_per_round=4",
-            "prompts.max_rounds=4",
-            "prompts.min_words=1",
-            "prompts.max_new_tokens=40",
-            "prompts.rouge_threshold=0.99",
-            "candidates.max_new_tokens=40",
-            "judge.max_new_tokens=12",
-            "judge.k=2",
-            "judge.fallback=fallback",
+            *TINY_AIFT,
             "pairs.min_margin=0.0",
             *extra,
         ],

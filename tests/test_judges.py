@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from conftest import TINY_AIFT
 from rich.console import Console
 
 from selfreward.config import ModelConfig, load_config
@@ -45,17 +46,7 @@ def config_for(model, ift_file, *extra):
         [
             f"model.name_or_path={model}",
             f"data.ift=[{ift_file}]",
-            "engine.batch_size=4",
-            "prompts.num_prompts=3",
-            "prompts.requests_per_round=4",
-            "prompts.max_rounds=4",
-            "prompts.min_words=1",
-            "prompts.max_new_tokens=40",
-            "prompts.rouge_threshold=0.99",
-            "candidates.max_new_tokens=40",
-            "judge.max_new_tokens=12",
-            "judge.k=2",
-            "judge.fallback=fallback",
+            *TINY_AIFT,
             *extra,
         ],
     )

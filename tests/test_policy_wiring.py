@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+from conftest import TINY_AIFT
 from rich.console import Console
 
 from selfreward.config import load_config
@@ -47,18 +48,8 @@ def config_for(model, ift_file, policy, *extra):
         [
             f"model.name_or_path={model}",
             f"data.ift=[{ift_file}]",
-            "engine.batch_size=4",
+            *TINY_AIFT,
             f"pairs.policy={policy}",
-            "prompts.num_prompts=3",
-            "prompts.requests_per_round=4",
-            "prompts.max_rounds=4",
-            "prompts.min_words=1",
-            "prompts.max_new_tokens=40",
-            "prompts.rouge_threshold=0.99",
-            "candidates.max_new_tokens=40",
-            "judge.max_new_tokens=12",
-            "judge.k=2",
-            "judge.fallback=fallback",
             "pairs.min_margin=0.0",
             *extra,
         ],
