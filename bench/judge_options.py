@@ -9,7 +9,8 @@ in ../shared/data; the judge sees the group's last user turn):
   the run's judge), its `Score: N` (no score: a tie);
 - `expected`: the expected digit after `Score:` appended to that same judgment (`judge.fallback: always`);
 - `implicit P|R` and `implicit P|R per token`: beta * (log P(y|x) - log R(y|x)), whole or per answer
-  token (`judge.kind: implicit`), for each --implicit POLICY:REFERENCE pair.
+  token (`judge.kind: implicit`), for each --implicit POLICY:REFERENCE pair;
+- `longer answer` (a reference, not a judge): the answer's length in characters.
 Reward-modelling metrics (selfreward.eval.rm: ties count half), pairwise accuracy and Spearman with
 95% bootstrap intervals over groups, and each option's pairwise accuracy minus `text`'s on the same
 groups. Judgments and log-probabilities are cached in DIR (resumable).
@@ -93,6 +94,7 @@ def main() -> None:
         p, r = logprobs(config, policy, groups, args.out), logprobs(config, reference, groups, args.out)
         options[label] = per_group(groups, implicit_rewards(p, r, config.judge.beta))
         options[f"{label} per token"] = per_group(groups, implicit_rewards(p, r, config.judge.beta, per_token=True))
+    options["longer answer"] = [[float(len(resp["text"])) for resp in g["responses"]] for g in groups]
     ranks = [[resp["rank"] for resp in g["responses"]] for g in groups]
     print(
         f"\n{len(groups)} groups, {sum(len(r) for r in ranks)} responses of {Path(args.ranked).name}; judge {args.judge}\n"
