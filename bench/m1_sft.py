@@ -1,10 +1,10 @@
 """Which SFT makes M1 a judge without overwriting the seed model? Held-out measures per setting.
 
-    python bench/m1_sft.py RUN_DIR --name NAME [--set sft.key=value ...] [--no-ift] [--max-groups 40]
+    python bench/m1_sft.py RUN_DIR --name NAME [--set sft.key=value ...] [--max-groups 40]
 
 RUN_DIR is a demo run past its EFT stage (`selfreward run --set loop.iterations=0` makes one, with
 M1 trained by the preset's own setting). Each setting trains M1 anew from M0 on the run's own
-IFT + EFT examples (`--no-ift`: EFT only) into RUN_DIR/bench/m1/NAME, then measures, never on IFEval:
+IFT + EFT examples (`--set sft.m1_with_ift=false`: EFT only) into RUN_DIR/bench/m1/NAME, then measures, never on IFEval:
 - IFT validation loss: per-token NLL of the human answers of the demo IFT examples the run did not
   train on (`data.max_ift` leaves them out);
 - retention: per-token NLL of M0's own greedy answers to those prompts (M0 itself is the floor; how
@@ -125,11 +125,10 @@ def main() -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="sft.key=value changes of the run's config"
     )
-    parser.add_argument("--no-ift", action="store_true", help="train on the EFT examples only")
     parser.add_argument("--max-groups", type=int, default=40)
     args = parser.parse_args()
     config = load_config(str(args.run_dir / "config.yaml"), args.overrides)
-    examples, held_out = training_examples(config, args.run_dir, not args.no_ift)
+    examples, held_out = training_examples(config, args.run_dir, config.sft.m1_with_ift)
     out = args.run_dir / "bench" / "m1" / args.name
     started = time.perf_counter()
     if args.name == "M0":
@@ -156,7 +155,7 @@ def main() -> None:
     row = {
         "name": args.name,
         "overrides": args.overrides,
-        "ift": not args.no_ift,
+        "ift": config.sft.m1_with_ift,
         "examples": len(examples),
         "sft_seconds": seconds,
     }

@@ -475,6 +475,10 @@ class SFTTrainingConfig(TrainingConfig):
     """The rate decays linearly to this (the paper: 1.1e-6)."""
     baseline: bool = True
     """Also train the SFT baseline (IFT only), for comparison and as the default EFT judge."""
+    m1_with_ift: bool = True
+    """M1 trains on the IFT examples and the EFT examples (the paper). `false`: on the EFT examples
+    only, so that M1 learns to judge without being pulled towards the IFT data's answers: for a seed
+    model that already follows instructions (docs/measurements.md, "Which SFT for M1")."""
 
 
 class DPOTrainingConfig(TrainingConfig):

@@ -164,12 +164,12 @@ def overrides(files, model, *extra):
     ]
 
 
-def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_path, monkeypatch):
+def run_recipe_with_fake_sft(config, run_dir, monkeypatch) -> dict[str, list[tuple[str, str]]]:
+    """Runs the recipe with SFT replaced by a record of each SFT stage's training examples."""
     from selfreward import steps
     from selfreward.recipes.self_rewarding import self_rewarding, start
     from selfreward.stages.sft import TrainSFT
 
-    files, model = data_files
     trained: dict[str, list[tuple[str, str]]] = {}
 
     def fake_sft(step, tools):
@@ -183,11 +183,17 @@ def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_
     monkeypatch.setattr(
         steps, "make_engine", lambda config, path: Scripted("The answer is clear and helpful. Score: 3")
     )
-    run_dir = tmp_path / "run"
-    config = load_config("demo", overrides(files, model))
     runner, data, ranked = start(config, run_dir, Console(file=io.StringIO()))
     for step in self_rewarding(config, runner, data, ranked):
         runner.run(step)
+    return trained
+
+
+def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_path, monkeypatch):
+    files, model = data_files
+    run_dir = tmp_path / "run"
+    config = load_config("demo", overrides(files, model, "sft.m1_with_ift=true"))
+    trained = run_recipe_with_fake_sft(config, run_dir, monkeypatch)
     stats = read_json(run_dir / "data.stats.json")
     source = f"eval.prompts {files['evaluation']}"
     assert stats["shared_prompts"] == {
@@ -200,6 +206,33 @@ def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_
     eft_examples = read_jsonl(run_dir / "eft" / "train.jsonl")
     assert read_json(run_dir / "eft" / "eft.stats.json")["train_groups_tried"] == stats["eft_train_groups"]["used"] == 5
     assert len(trained["M1"]) == 4 + len(eft_examples) and not any("magnets" in p for p, _ in trained["M1"])
+
+
+def test_m1_without_ift_trains_on_the_eft_examples_only(data_files, tmp_path, monkeypatch):
+    files, model = data_files
+    run_dir = tmp_path / "run"
+    trained = run_recipe_with_fake_sft(
+        load_config("demo", overrides(files, model, "sft.m1_with_ift=false")), run_dir, monkeypatch
+    )
+    eft_examples = read_jsonl(run_dir / "eft" / "train.jsonl")
+    assert len(eft_examples) > 0 and len(trained["sft_baseline"]) == 4
+    assert trained["M1"] == [(e["prompt"], e["completion"]) for e in eft_examples]
+
+
+def test_m1_without_ift_and_no_eft_example_stops_with_one_line(data_files, tmp_path, monkeypatch):
+    from selfreward.stages.eft import BuildEFT
+
+    def no_agreement(step, tools):
+        step.out_dir.mkdir(parents=True, exist_ok=True)
+        (step.out_dir / "train.jsonl").write_text("")
+        write_json(step.out_dir / "eft.stats.json", {"stage": "eft", "train": 0})
+        return {"train": 0}
+
+    monkeypatch.setattr(BuildEFT, "run", no_agreement)
+    files, model = data_files
+    config = load_config("demo", overrides(files, model, "sft.m1_with_ift=false"))
+    with pytest.raises(SelfRewardError, match=r"sft\.m1_with_ift is false: M1 has no example"):
+        run_recipe_with_fake_sft(config, tmp_path / "run", monkeypatch)
 
 
 def test_refuse_stops_with_one_line(data_files, tmp_path):

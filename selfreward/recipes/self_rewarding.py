@@ -46,13 +46,17 @@ def self_rewarding(config: Config, run: Run, data: TrainingData, ranked: list[Ra
         yield sft(config, run, "sft_baseline", m0, ift, run.model("sft_baseline"))
     yield eft(config, run, data, ranked, m0)
     eft_examples = [(e["prompt"], e["completion"]) for e in read_jsonl(run.dir / "eft" / "train.jsonl")]
+    if not eft_examples and not config.sft.m1_with_ift:
+        raise SelfRewardError(
+            "[eft] no judgment agreed with the human ranking, and sft.m1_with_ift is false: M1 has no example to learn from"
+        )
     if not eft_examples:
         yield Note(
             "eft/warning",
             "warning",
             "[eft] warning: no judgment agreed with the human ranking; M1 is trained on IFT data only",
         )
-    yield sft(config, run, "sft", m0, ift + eft_examples, run.model("M1"))
+    yield sft(config, run, "sft", m0, (ift if config.sft.m1_with_ift else []) + eft_examples, run.model("M1"))
     yield from evaluation(config, run, "M1")
     model = run.model("M1")
     for t in range(1, config.loop.iterations + 1):
