@@ -726,7 +726,7 @@ class Config(Section):
     eft: EFTConfig = EFTConfig()
     """Evaluation fine-tuning data: the judge task learned from human-ranked groups."""
     sft: SFTTrainingConfig = SFTTrainingConfig()
-    """Supervised fine-tuning of the SFT baseline (IFT) and of M1 (IFT + EFT)."""
+    """Supervised fine-tuning of the SFT baseline (IFT) and of M1 (IFT + EFT, or EFT: `sft.m1_with_ift`)."""
     dpo: DPOTrainingConfig = DPOTrainingConfig()
     """DPO of M_{t+1} from M_t on AIFT(M_t)."""
     loop: LoopConfig = LoopConfig()

@@ -129,7 +129,7 @@ def preamble(summary: dict[str, Any]) -> Table:
     if summary["sft"]:
         pre.append(
             [
-                "M1 = SFT (IFT + EFT)",
+                f"M1 = SFT ({summary['m1_data']})",
                 summary["sft"].get("examples"),
                 summary["sft"].get("train_loss"),
                 summary["sft"].get("seconds"),

@@ -72,6 +72,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "sft_baseline": read_json(run_dir / "sft_baseline" / "sft.stats.json"),
         "eft": read_json(run_dir / "eft" / "eft.stats.json"),
         "sft": read_json(run_dir / "sft" / "sft.stats.json"),
+        "m1_data": "IFT + EFT" if config.sft.m1_with_ift else "EFT",
         "iterations": iterations,
         "stage_seconds": {name: s.get("seconds") for name, s in stages.items()},
         "models": sorted(p.name for p in models.iterdir() if (p / "config.json").exists()) if models.exists() else [],
@@ -129,6 +130,9 @@ def preamble_table(summary: dict[str, Any]) -> Table:
         )
     if sft:
         table.add_row(
-            "M1 = SFT (IFT+EFT)", str(sft.get("examples")), f"loss {sft.get('train_loss')}", str(sft.get("seconds"))
+            f"M1 = SFT ({summary['m1_data']})",
+            str(sft.get("examples")),
+            f"loss {sft.get('train_loss')}",
+            str(sft.get("seconds")),
         )
     return table

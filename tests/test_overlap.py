@@ -21,6 +21,7 @@ from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed_data import load_ift, load_ranked
 from selfreward.stages.eft import build_eft
 from selfreward.stages.prompts import PromptFilter, generate_prompts
+from selfreward.summary import summarize
 
 IFT = [
     "How do volcanoes form?",
@@ -206,6 +207,7 @@ def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_
     eft_examples = read_jsonl(run_dir / "eft" / "train.jsonl")
     assert read_json(run_dir / "eft" / "eft.stats.json")["train_groups_tried"] == stats["eft_train_groups"]["used"] == 5
     assert len(trained["M1"]) == 4 + len(eft_examples) and not any("magnets" in p for p, _ in trained["M1"])
+    assert summarize(run_dir)["m1_data"] == "IFT + EFT"
 
 
 def test_m1_without_ift_trains_on_the_eft_examples_only(data_files, tmp_path, monkeypatch):
@@ -217,6 +219,7 @@ def test_m1_without_ift_trains_on_the_eft_examples_only(data_files, tmp_path, mo
     eft_examples = read_jsonl(run_dir / "eft" / "train.jsonl")
     assert len(eft_examples) > 0 and len(trained["sft_baseline"]) == 4
     assert trained["M1"] == [(e["prompt"], e["completion"]) for e in eft_examples]
+    assert summarize(run_dir)["m1_data"] == "EFT"
 
 
 def test_m1_without_ift_and_no_eft_example_stops_with_one_line(data_files, tmp_path, monkeypatch):
