@@ -48,7 +48,8 @@ def self_rewarding(config: Config, run: Run, data: TrainingData, ranked: list[Ra
     eft_examples = [(e["prompt"], e["completion"]) for e in read_jsonl(run.dir / "eft" / "train.jsonl")]
     if not eft_examples and not config.sft.m1_with_ift:
         raise SelfRewardError(
-            "[eft] no judgment agreed with the human ranking, and sft.m1_with_ift is false: M1 has no example to learn from"
+            "[eft] no judgment agreed with the human ranking, and sft.m1_with_ift is false: M1 has no example to learn "
+            "from (to train it on IFT: --resume RUN --set sft.m1_with_ift=true --force)"
         )
     if not eft_examples:
         yield Note(
