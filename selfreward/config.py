@@ -83,6 +83,10 @@ class ModelConfig(Section):
     """Run Python code shipped with a hub model (off: only transformers' own architectures load)."""
     allow_pickle: bool = False
     """Also load pickle weights (`pytorch_model.bin`, which can run code when loaded); off: safetensors only."""
+    hub_kernels: bool = False
+    """Let transformers swap layers for compiled kernels from the Hugging Face Hub (`kernels`), which
+    it fetches, and whose code it runs, when a model first trains or generates on a GPU. Off: offline
+    runs work (on, an offline GPU run stops at its first training step)."""
     max_length: int = Field(2048, gt=16)
     """Tokenizer model_max_length: prompts are truncated from the left to fit."""
 

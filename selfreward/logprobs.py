@@ -77,7 +77,9 @@ def score_with_model(
     device = pick_device(model_config.device)
     path = resolve_model(name_or_path)
     dtype = torch.float32 if device == "cpu" else pick_dtype(model_config.dtype, device)
-    model = load_model(path, dtype, device, model_config.trust_remote_code, model_config.allow_pickle)
+    model = load_model(
+        path, dtype, device, model_config.trust_remote_code, model_config.allow_pickle, model_config.hub_kernels
+    )
     try:
         return answer_logprobs(model, load_tokenizer(path, max_length, model_config.trust_remote_code), items)
     finally:

@@ -140,9 +140,11 @@ def load_model(
     device: str | None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    hub_kernels: bool = False,
     **load_options: Any,
 ) -> Any:
-    """Safetensors weights only, unless `allow_pickle` also admits pickle (`.bin`) checkpoints.
+    """Safetensors weights only, unless `allow_pickle` also admits pickle (`.bin`) checkpoints; Hub
+    kernels only with `hub_kernels` (transformers turns them on by default where `kernels` is installed).
     `device` None leaves the model where `from_pretrained` put it (`load_options`: e.g. a quantization config)."""
     from transformers import AutoModelForCausalLM
 
@@ -152,6 +154,7 @@ def load_model(
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
+            use_kernels=hub_kernels,
             **load_options,
         )
     except (OSError, ValueError) as exc:

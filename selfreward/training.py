@@ -69,7 +69,13 @@ def load_for_training(
         )
         options["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = load_model(
-        path, weights_dtype(train, device), None, model_config.trust_remote_code, model_config.allow_pickle, **options
+        path,
+        weights_dtype(train, device),
+        None,
+        model_config.trust_remote_code,
+        model_config.allow_pickle,
+        model_config.hub_kernels,
+        **options,
     )
     set_dropout(model, train.dropout)
     return model, tokenizer

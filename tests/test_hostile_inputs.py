@@ -65,6 +65,23 @@ def test_pickle_weights_are_refused_by_default(pickle_model):
     assert "pytorch_model.bin" in message and "model.allow_pickle=true" in message
 
 
+def test_models_load_without_hub_kernels_unless_asked(tiny_model):
+    """transformers turns Hub kernels on wherever `kernels` is installed, and on a GPU fetches them at the
+    first training step, which an offline run cannot: they stay off unless model.hub_kernels is set."""
+    from transformers import AutoModelForCausalLM
+
+    from selfreward.engines.hf import HFEngine
+    from selfreward.training import load_for_training
+
+    assert AutoModelForCausalLM.from_pretrained(str(tiny_model)).use_kernels  # transformers' default
+    assert not load_model(str(tiny_model), torch.float32, "cpu").use_kernels
+    model, _ = load_for_training(
+        ModelConfig(name_or_path=str(tiny_model)), str(tiny_model), SFTTrainingConfig(), "cpu", "sft"
+    )
+    assert not model.use_kernels
+    assert not HFEngine(ModelConfig(name_or_path=str(tiny_model), device="cpu"), 2).model.use_kernels
+
+
 def test_allow_pickle_loads_the_same_weights(tiny_model, pickle_model):
     from selfreward.training import load_for_training
 

@@ -24,7 +24,12 @@ class HFEngine(Engine):
         self.tokenizer.padding_side = "left"
         self.tokenizer.truncation_side = "left"
         self.model = load_model(
-            path, pick_dtype(model.dtype, self.device), self.device, model.trust_remote_code, model.allow_pickle
+            path,
+            pick_dtype(model.dtype, self.device),
+            self.device,
+            model.trust_remote_code,
+            model.allow_pickle,
+            model.hub_kernels,
         )
         self.model.eval()
         self.eos_ids = model_sampling(self.tokenizer, self.model.generation_config).eos_ids
