@@ -157,11 +157,11 @@ def free_memory() -> str:
 
 def build_llama8b(work: Path, layers: int) -> Path:
     """A random bf16 model of Llama-3-8B's shape with the tests' small tokenizer (ids stay in range)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from selfreward.testing import build_tiny_model
+    from selfreward.testing import build_tiny_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_model(work / "tokenizer")))
+    tokenizer = build_tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=128256,
         hidden_size=4096,

@@ -40,16 +40,14 @@ from selfreward.stages.sft import TrainSFT
 from selfreward.steps import run_step
 
 
-def training_examples(
-    config: Config, run_dir: Path, with_ift: bool
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def training_examples(config: Config, run_dir: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(M1's training examples as the pipeline builds them, the demo IFT examples it leaves out)."""
     ift, _ = load_ift(config.data.ift, config.data.lang)
     data = disjoint_training_data(config, ift, load_ranked(config.data.ranked, config.data.lang)[0])
     used = {e.prompt for e in data.ift}
     eft = [(e["prompt"], e["completion"]) for e in read_jsonl(run_dir / "eft" / "train.jsonl")]
     held_out = [(e.prompt, e.response) for e in ift if e.prompt not in used]
-    return ([(e.prompt, e.response) for e in data.ift] if with_ift else []) + eft, held_out
+    return ([(e.prompt, e.response) for e in data.ift] if config.sft.m1_with_ift else []) + eft, held_out
 
 
 def per_token_nll(config: Config, model: str, items: list[tuple[str, str]]) -> float:
@@ -128,7 +126,7 @@ def main() -> None:
     parser.add_argument("--max-groups", type=int, default=40)
     args = parser.parse_args()
     config = load_config(str(args.run_dir / "config.yaml"), args.overrides)
-    examples, held_out = training_examples(config, args.run_dir, config.sft.m1_with_ift)
+    examples, held_out = training_examples(config, args.run_dir)
     out = args.run_dir / "bench" / "m1" / args.name
     started = time.perf_counter()
     if args.name == "M0":

@@ -4,6 +4,7 @@ sized for it: what the tests and the kill campaign (bench/kill_campaign.py) run 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -11,10 +12,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(directory: Path, seed: int = 0, head_dim: int = 8) -> Path:
-    import torch
+def build_tiny_tokenizer() -> Any:
+    """A 512-token byte-level BPE trained on a few words, with a ChatML template (no download)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     words = "the a of to and is in for with on how what why explain write list describe answer response user score task".split()
     corpus = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(12)) for i in range(200)]
@@ -32,6 +33,14 @@ def build_tiny_model(directory: Path, seed: int = 0, head_dim: int = 8) -> Path:
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
     )
     tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(directory: Path, seed: int = 0, head_dim: int = 8) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
