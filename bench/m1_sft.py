@@ -4,7 +4,8 @@
 
 RUN_DIR is a demo run past its EFT stage (`selfreward run --set loop.iterations=0` makes one, with
 M1 trained by the preset's own setting). Each setting trains M1 anew from M0 on the run's own
-IFT + EFT examples (`--set sft.m1_with_ift=false`: EFT only) into RUN_DIR/bench/m1/NAME, then measures, never on IFEval:
+IFT + EFT examples (`--set sft.m1_with_ift=false`: EFT only; `--set sft.m1_self_distill=true`: the IFT
+prompts answered by M0 itself, cached in RUN_DIR/bench/m1/self_distill) into RUN_DIR/bench/m1/NAME, then measures, never on IFEval:
 - IFT validation loss: per-token NLL of the human answers of the demo IFT examples the run did not
   train on (`data.max_ift` leaves them out);
 - retention: per-token NLL of M0's own greedy answers to those prompts (M0 itself is the floor; how
@@ -34,8 +35,10 @@ from selfreward.intervals import describe
 from selfreward.logprobs import score_with_model
 from selfreward.models import resolve_model
 from selfreward.overlap import disjoint_training_data
+from selfreward.recipes.self_rewarding import self_distill
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed_data import load_ift, load_ranked
+from selfreward.stages.self_distill import distilled_examples
 from selfreward.stages.sft import TrainSFT
 from selfreward.steps import run_step
 
@@ -47,7 +50,13 @@ def training_examples(config: Config, run_dir: Path) -> tuple[list[tuple[str, st
     used = {e.prompt for e in data.ift}
     eft = [(e["prompt"], e["completion"]) for e in read_jsonl(run_dir / "eft" / "train.jsonl")]
     held_out = [(e.prompt, e.response) for e in ift if e.prompt not in used]
-    return ([(e.prompt, e.response) for e in data.ift] if config.sft.m1_with_ift else []) + eft, held_out
+    trained = [(e.prompt, e.response) for e in data.ift] if config.sft.m1_with_ift else []
+    if config.sft.m1_self_distill:
+        out = run_dir / "bench" / "m1" / "self_distill"
+        if not (out / "self_distill.stats.json").exists():
+            run_step(self_distill(config, data, resolve_model(config.model.name_or_path), out), config)
+        trained = distilled_examples(out)
+    return trained + eft, held_out
 
 
 def per_token_nll(config: Config, model: str, items: list[tuple[str, str]]) -> float:

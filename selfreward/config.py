@@ -483,6 +483,18 @@ class SFTTrainingConfig(TrainingConfig):
     """M1 trains on the IFT examples and the EFT examples (the paper). `false`: on the EFT examples
     only, so that M1 learns to judge without being pulled towards the IFT data's answers: for a seed
     model that already follows instructions (docs/measurements.md, "Which SFT for M1")."""
+    m1_self_distill: bool = False
+    """With m1_with_ift: M1's IFT examples answer their prompts with M0's own greedy answers instead of
+    the data's (self-distillation, SDFT, Yang et al. 2024; step `self_distill`, RUN/self_distill/), so that
+    M1 learns to judge while the way it answers stays the seed model's."""
+    self_distill_max_new_tokens: int = Field(512, ge=1)
+    """Token budget of M0's self-distillation answers; answers cut at it are dropped (counted)."""
+
+    @model_validator(mode="after")
+    def _distill_needs_ift(self) -> SFTTrainingConfig:
+        if self.m1_self_distill and not self.m1_with_ift:
+            raise ValueError("m1_self_distill needs m1_with_ift: it replaces the IFT examples' answers")
+        return self
 
 
 class DPOTrainingConfig(TrainingConfig):

@@ -126,6 +126,16 @@ def preamble(summary: dict[str, Any]) -> Table:
                 e.get("seconds"),
             ]
         )
+    if summary.get("self_distill"):
+        d = summary["self_distill"]
+        pre.append(
+            [
+                f"M0's IFT answers, self-distillation ({d.get('kept')}/{d.get('prompts')} finished)",
+                d.get("kept"),
+                None,
+                d.get("seconds"),
+            ]
+        )
     if summary["sft"]:
         pre.append(
             [

@@ -72,11 +72,19 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "sft_baseline": read_json(run_dir / "sft_baseline" / "sft.stats.json"),
         "eft": read_json(run_dir / "eft" / "eft.stats.json"),
         "sft": read_json(run_dir / "sft" / "sft.stats.json"),
-        "m1_data": "IFT + EFT" if config.sft.m1_with_ift else "EFT",
+        "self_distill": read_json(run_dir / "self_distill" / "self_distill.stats.json"),
+        "m1_data": m1_data(config),
         "iterations": iterations,
         "stage_seconds": {name: s.get("seconds") for name, s in stages.items()},
         "models": sorted(p.name for p in models.iterdir() if (p / "config.json").exists()) if models.exists() else [],
     }
+
+
+def m1_data(config: Config) -> str:
+    """What M1's SFT trained on, in words."""
+    if not config.sft.m1_with_ift:
+        return "EFT"
+    return "IFT answered by M0 + EFT" if config.sft.m1_self_distill else "IFT + EFT"
 
 
 def write_summary(run_dir: Path) -> dict[str, Any]:
@@ -127,6 +135,14 @@ def preamble_table(summary: dict[str, Any]) -> Table:
             str(eft.get("examples")),
             f"{eft.get('train_groups_kept')}/{eft.get('train_groups_tried')} groups kept{parse}",
             str(eft.get("seconds")),
+        )
+    if summary.get("self_distill"):
+        d = summary["self_distill"]
+        table.add_row(
+            "M0's IFT answers (self-distill)",
+            str(d.get("kept")),
+            f"{d.get('kept')}/{d.get('prompts')} finished, {d.get('mean_tokens')} tokens",
+            str(d.get("seconds")),
         )
     if sft:
         table.add_row(

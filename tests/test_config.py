@@ -34,6 +34,7 @@ def test_overrides_are_parsed_as_yaml():
         (["candidates.n=1"], "candidates.n"),
         (["judge.fallback=maybe"], "judge.fallback"),
         (["judge"], "section.key=value"),
+        (["sft.m1_with_ift=false", "sft.m1_self_distill=true"], "m1_self_distill needs m1_with_ift"),
     ],
 )
 def test_bad_config_names_the_key(overrides, message):

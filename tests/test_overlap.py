@@ -222,6 +222,40 @@ def test_m1_without_ift_trains_on_the_eft_examples_only(data_files, tmp_path, mo
     assert summarize(run_dir)["m1_data"] == "EFT"
 
 
+def test_m1_self_distilled_trains_on_m0s_own_answers_to_the_ift_prompts(data_files, tmp_path, monkeypatch):
+    files, model = data_files
+    run_dir = tmp_path / "run"
+    config = load_config("demo", overrides(files, model, "sft.m1_with_ift=true", "sft.m1_self_distill=true"))
+    trained = run_recipe_with_fake_sft(config, run_dir, monkeypatch)
+    eft_examples = [(e["prompt"], e["completion"]) for e in read_jsonl(run_dir / "eft" / "train.jsonl")]
+    ift_prompts = [p for p, _ in trained["sft_baseline"]]
+    assert len(ift_prompts) == 4 and len(eft_examples) > 0
+    answer = "The answer is clear and helpful. Score: 3"  # what the scripted M0 writes
+    assert trained["M1"] == [(p, answer) for p in ift_prompts] + eft_examples
+    stats = read_json(run_dir / "self_distill" / "self_distill.stats.json")
+    assert (stats["prompts"], stats["kept"], stats["dropped_unfinished_or_empty"]) == (4, 4, 0)
+    assert summarize(run_dir)["m1_data"] == "IFT answered by M0 + EFT"
+
+
+def test_self_distill_drops_cut_and_empty_answers(tmp_path):
+    from selfreward.stages.self_distill import SelfDistill, distilled_examples
+    from selfreward.steps import EngineCache, Tools
+
+    class Mixed(Engine):
+        name = "mixed"
+
+        def generate(self, requests, sampling, seed):
+            assert sampling.temperature == 0.0 and sampling.max_new_tokens == 7
+            written = {"a": Completion("done.", 3), "b": Completion("cut mid", 7, False), "c": Completion("  ", 1)}
+            return [written[r.messages[-1][1]] for r in requests]
+
+    cache = EngineCache(load_config("demo"))
+    cache.engines = {"m0": Mixed()}
+    stats = SelfDistill("self_distill", "m0", ["a", "b", "c"], tmp_path, 7, 0, 2).run(Tools(Console(), cache))
+    assert (stats["kept"], stats["dropped_unfinished_or_empty"]) == (1, 2)
+    assert distilled_examples(tmp_path) == [("a", "done.")]
+
+
 def test_m1_without_ift_and_no_eft_example_stops_with_one_line(data_files, tmp_path, monkeypatch):
     from selfreward.stages.eft import BuildEFT
 

@@ -2,7 +2,7 @@
 
     M0 = the seed model                     SFT baseline = SFT(M0, IFT)   (the paper's comparison; EFT's default writer)
     EFT = judgments of human-ranked answers that agree with the human ranking (the judge task)
-    M1 = SFT(M0, IFT + EFT)
+    M1 = SFT(M0, IFT + EFT)                 [IFT answered by M0 itself: sft.m1_self_distill; EFT only: sft.m1_with_ift false]
     for t = 1 .. loop.iterations:
         AIFT(M_t) = M_t writes prompts -> N answers each -> K judgments each -> best-vs-worst pairs
         M_{t+1} = DPO(M_t, AIFT(M_t))  [-> checkpoint selection]  -> validation on held-out pairs
@@ -33,6 +33,7 @@ from selfreward.stages.dpo import TrainDPO, dpo_reference
 from selfreward.stages.dpo_validation import ValidateDPO
 from selfreward.stages.eft import BuildEFT
 from selfreward.stages.select import SelectCheckpoint
+from selfreward.stages.self_distill import SelfDistill, distilled_examples
 from selfreward.stages.sft import TrainSFT
 from selfreward.steps import Lineage, Note, Step, Tools
 from selfreward.training import child_process
@@ -57,7 +58,7 @@ def self_rewarding(config: Config, run: Run, data: TrainingData, ranked: list[Ra
             "warning",
             "[eft] warning: no judgment agreed with the human ranking; M1 is trained on IFT data only",
         )
-    yield sft(config, run, "sft", m0, (ift if config.sft.m1_with_ift else []) + eft_examples, run.model("M1"))
+    yield from m1_sft(config, run, data, m0, eft_examples)
     yield from evaluation(config, run, "M1")
     model = run.model("M1")
     for t in range(1, config.loop.iterations + 1):
@@ -122,6 +123,30 @@ def sft(config: Config, run: Run, name: str, base: str, examples: list[tuple[str
         target,
         derive_seed(config.seed, name),
         child_process(config.sft, config.engine.kind),
+    )
+
+
+def m1_sft(
+    config: Config, run: Run, data: TrainingData, m0: str, eft_examples: list[tuple[str, str]]
+) -> Iterator[Step]:
+    """M1 = SFT(M0, IFT + EFT), the IFT examples answered by M0 itself with `sft.m1_self_distill`, or EFT only."""
+    ift = [(e.prompt, e.response) for e in data.ift] if config.sft.m1_with_ift else []
+    if config.sft.m1_self_distill:
+        yield self_distill(config, data, m0, run.dir / "self_distill")
+        ift = distilled_examples(run.dir / "self_distill")
+    yield sft(config, run, "sft", m0, ift + eft_examples, run.model("M1"))
+
+
+def self_distill(config: Config, data: TrainingData, m0: str, out_dir: Path) -> SelfDistill:
+    """M0 answers the IFT prompts (`sft.m1_self_distill`) in `out_dir`."""
+    return SelfDistill(
+        "self_distill",
+        m0,
+        [e.prompt for e in data.ift],
+        out_dir,
+        config.sft.self_distill_max_new_tokens,
+        derive_seed(config.seed, "self_distill"),
+        config.engine.batch_size,
     )
 
 
