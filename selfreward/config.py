@@ -493,7 +493,10 @@ class SFTTrainingConfig(TrainingConfig):
     @model_validator(mode="after")
     def _distill_needs_ift(self) -> SFTTrainingConfig:
         if self.m1_self_distill and not self.m1_with_ift:
-            raise ValueError("m1_self_distill needs m1_with_ift: it replaces the IFT examples' answers")
+            raise ValueError(
+                "m1_self_distill needs m1_with_ift (it answers the IFT prompts with M0's own answers); "
+                "for M1 on EFT only set m1_self_distill false too"
+            )
         return self
 
 

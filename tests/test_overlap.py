@@ -193,7 +193,7 @@ def run_recipe_with_fake_sft(config, run_dir, monkeypatch) -> dict[str, list[tup
 def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_path, monkeypatch):
     files, model = data_files
     run_dir = tmp_path / "run"
-    config = load_config("demo", overrides(files, model, "sft.m1_with_ift=true"))
+    config = load_config("demo", overrides(files, model, "sft.m1_with_ift=true", "sft.m1_self_distill=false"))
     trained = run_recipe_with_fake_sft(config, run_dir, monkeypatch)
     stats = read_json(run_dir / "data.stats.json")
     source = f"eval.prompts {files['evaluation']}"
@@ -214,7 +214,9 @@ def test_m1_without_ift_trains_on_the_eft_examples_only(data_files, tmp_path, mo
     files, model = data_files
     run_dir = tmp_path / "run"
     trained = run_recipe_with_fake_sft(
-        load_config("demo", overrides(files, model, "sft.m1_with_ift=false")), run_dir, monkeypatch
+        load_config("demo", overrides(files, model, "sft.m1_with_ift=false", "sft.m1_self_distill=false")),
+        run_dir,
+        monkeypatch,
     )
     eft_examples = read_jsonl(run_dir / "eft" / "train.jsonl")
     assert len(eft_examples) > 0 and len(trained["sft_baseline"]) == 4
@@ -235,6 +237,24 @@ def test_m1_self_distilled_trains_on_m0s_own_answers_to_the_ift_prompts(data_fil
     stats = read_json(run_dir / "self_distill" / "self_distill.stats.json")
     assert (stats["prompts"], stats["kept"], stats["dropped_unfinished_or_empty"]) == (4, 4, 0)
     assert summarize(run_dir)["m1_data"] == "IFT answered by M0 + EFT"
+
+
+def test_m1_self_distilled_without_a_finished_answer_warns_and_trains_on_eft(data_files, tmp_path, monkeypatch):
+    from selfreward.stages.self_distill import SelfDistill
+
+    def none_finished(step, tools):
+        step.out_dir.mkdir(parents=True, exist_ok=True)
+        (step.out_dir / "answers.jsonl").write_text("")
+        write_json(step.out_dir / "self_distill.stats.json", {"stage": "self_distill", "kept": 0})
+        return {"kept": 0}
+
+    monkeypatch.setattr(SelfDistill, "run", none_finished)
+    files, model = data_files
+    run_dir = tmp_path / "run"
+    config = load_config("demo", overrides(files, model, "sft.m1_with_ift=true", "sft.m1_self_distill=true"))
+    trained = run_recipe_with_fake_sft(config, run_dir, monkeypatch)
+    assert trained["M1"] == [(e["prompt"], e["completion"]) for e in read_jsonl(run_dir / "eft" / "train.jsonl")]
+    assert "[self_distill] warning: M0 finished none of its answers" in (run_dir / "run.log").read_text()
 
 
 def test_self_distill_drops_cut_and_empty_answers(tmp_path):
@@ -267,7 +287,7 @@ def test_m1_without_ift_and_no_eft_example_stops_with_one_line(data_files, tmp_p
 
     monkeypatch.setattr(BuildEFT, "run", no_agreement)
     files, model = data_files
-    config = load_config("demo", overrides(files, model, "sft.m1_with_ift=false"))
+    config = load_config("demo", overrides(files, model, "sft.m1_with_ift=false", "sft.m1_self_distill=false"))
     with pytest.raises(SelfRewardError, match=r"sft\.m1_with_ift is false: M1 has no example"):
         run_recipe_with_fake_sft(config, tmp_path / "run", monkeypatch)
 

@@ -134,6 +134,13 @@ def m1_sft(
     if config.sft.m1_self_distill:
         yield self_distill(config, data, m0, run.dir / "self_distill")
         ift = distilled_examples(run.dir / "self_distill")
+        if not ift:
+            yield Note(
+                "self_distill/warning",
+                "warning",
+                f"[self_distill] warning: M0 finished none of its answers within sft.self_distill_max_new_tokens="
+                f"{config.sft.self_distill_max_new_tokens}; M1 is trained on the EFT examples only",
+            )
     yield sft(config, run, "sft", m0, ift + eft_examples, run.model("M1"))
 
 
