@@ -83,6 +83,32 @@ def test_each_verdict_is_lm_evals(prompts_file):
     assert change["prompt_strict"]["value"] == 0.75 and change["inst_strict"]["value"] == 0.8
 
 
+def test_a_checker_that_draws_a_random_argument_gives_one_verdict(tmp_path):
+    """lm-eval's letter_frequency draws a random letter when the row's is not one (google's row 1122: '#')."""
+    import random
+
+    row = {
+        "key": 7,
+        "prompt": "Write a tweet with at least 4 hashtags.",
+        "instruction_id_list": ["keywords:letter_frequency"],
+        "kwargs": [{"let_relation": "at least", "letter": "#", "let_frequency": 4}],
+    }
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    rows, _ = read_prompts(str(path))
+    half_the_letters = answers(" ".join(["abcdefghijklm"] * 4))  # 13 of 26 letters 4 times each
+    verdicts = set()
+    for other_state in range(30):
+        random.seed(other_state)
+        verdicts.add(score(rows, half_the_letters)[0]["prompt_strict"])
+    assert len(verdicts) == 1
+    random.seed(5)
+    before = random.random()
+    random.seed(5)
+    score(rows, half_the_letters)
+    assert random.random() == before  # the caller's random state is left as it was
+
+
 def test_a_prompt_that_ends_in_whitespace_keeps_it(prompts_file):
     rows, _ = read_prompts(str(prompts_file))
     assert rows[2]["prompt"].endswith("color. ") and rows[2]["id"] == "k3"

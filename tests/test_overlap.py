@@ -239,16 +239,22 @@ def test_m1_self_distilled_trains_on_m0s_own_answers_to_the_ift_prompts(data_fil
     assert summarize(run_dir)["m1_data"] == "IFT answered by M0 + EFT"
 
 
+def writes_nothing(examples: str, stage: str):
+    """A step's `run` that finishes with an empty examples file (no answer finished, no judgment agreed)."""
+
+    def run(step, tools):
+        step.out_dir.mkdir(parents=True, exist_ok=True)
+        (step.out_dir / examples).write_text("")
+        write_json(step.out_dir / f"{stage}.stats.json", {"stage": stage, "examples": 0})
+        return {"examples": 0}
+
+    return run
+
+
 def test_m1_self_distilled_without_a_finished_answer_warns_and_trains_on_eft(data_files, tmp_path, monkeypatch):
     from selfreward.stages.self_distill import SelfDistill
 
-    def none_finished(step, tools):
-        step.out_dir.mkdir(parents=True, exist_ok=True)
-        (step.out_dir / "answers.jsonl").write_text("")
-        write_json(step.out_dir / "self_distill.stats.json", {"stage": "self_distill", "kept": 0})
-        return {"kept": 0}
-
-    monkeypatch.setattr(SelfDistill, "run", none_finished)
+    monkeypatch.setattr(SelfDistill, "run", writes_nothing("answers.jsonl", "self_distill"))
     files, model = data_files
     run_dir = tmp_path / "run"
     config = load_config("demo", overrides(files, model, "sft.m1_with_ift=true", "sft.m1_self_distill=true"))
@@ -279,13 +285,7 @@ def test_self_distill_drops_cut_and_empty_answers(tmp_path):
 def test_m1_without_ift_and_no_eft_example_stops_with_one_line(data_files, tmp_path, monkeypatch):
     from selfreward.stages.eft import BuildEFT
 
-    def no_agreement(step, tools):
-        step.out_dir.mkdir(parents=True, exist_ok=True)
-        (step.out_dir / "train.jsonl").write_text("")
-        write_json(step.out_dir / "eft.stats.json", {"stage": "eft", "train": 0})
-        return {"train": 0}
-
-    monkeypatch.setattr(BuildEFT, "run", no_agreement)
+    monkeypatch.setattr(BuildEFT, "run", writes_nothing("train.jsonl", "eft"))
     files, model = data_files
     config = load_config("demo", overrides(files, model, "sft.m1_with_ift=false", "sft.m1_self_distill=false"))
     with pytest.raises(SelfRewardError, match=r"sft\.m1_with_ift is false: M1 has no example"):

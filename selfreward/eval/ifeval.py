@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,7 @@ def score(rows: list[dict[str, Any]], answers: list[dict[str, Any]]) -> list[dic
     utils = checkers()
     out = []
     for row, answer in zip(rows, answers):
-        result = utils.process_results(row, [answer["text"]])
+        result = seeded_verdict(utils, row, answer["text"])
         out.append(
             {
                 "id": row["id"],
@@ -199,6 +200,19 @@ def score(rows: list[dict[str, Any]], answers: list[dict[str, Any]]) -> list[dic
             }
         )
     return out
+
+
+def seeded_verdict(utils: Any, row: dict[str, Any], text: str) -> dict[str, Any]:
+    """lm-eval's verdict on one answer under a seed of its own. Its checkers replace a missing or
+    invalid argument with a random choice (google's row 1122 asks for the letter '#', so
+    letter_frequency counts a random letter): seeding by the prompt's key gives the same answer the
+    same verdict in every run. Python's global random state is restored after."""
+    state = random.getstate()
+    random.seed(f"ifeval-{row['key']}")
+    try:
+        return utils.process_results(row, [text])
+    finally:
+        random.setstate(state)
 
 
 def counts(scored: list[dict[str, Any]], metric: str) -> tuple[list[float], list[float]]:
