@@ -3,7 +3,8 @@
 Per model, each figure with its 95% interval and its change, also with an interval:
 - DPO validation accuracy (the model's DPO stage): on held-out pairs, after training, and its
   change from before training;
-- IFEval prompt-level strict accuracy (`selfreward ifeval`), change from M1 on the same prompts;
+- IFEval prompt-level strict accuracy (`selfreward ifeval`), change from M1 on the same prompts
+  (M1's own: from M0);
 - reward-model pairwise accuracy of the model's own judge on each held-out set of ranked groups
   (`selfreward eval`), change from M1 on the same groups.
 A change whose interval holds 0 reads "no measurable change". A figure not measured yet names the
@@ -20,6 +21,7 @@ from selfreward.intervals import Estimate, describe, paired_difference_ci, verdi
 from selfreward.records import read_json
 
 BASELINE = "M1"
+SEED = "M0"
 TITLE = "Did it learn? (95% intervals; changes on the same pairs, prompts or groups)"
 
 
@@ -44,11 +46,13 @@ def dpo_cells(run_dir: Path, models: list[str]) -> dict[str, str]:
 
 
 def ifeval_cells(summary: dict[str, Any]) -> dict[str, str]:
-    changes = {d["model"]: d for d in summary.get("differences", []) if d["baseline"] == BASELINE}
-    return {
-        name: describe(figures["prompt_strict"]) + change_text(changes.get(name, {}).get("prompt_strict"), BASELINE)
-        for name, figures in summary.get("models", {}).items()
-    }
+    """Prompt-level strict accuracy; M_t's change from M1, and M1's from M0 (its SFT's start)."""
+    changes = {(d["model"], d["baseline"]): d["prompt_strict"] for d in summary.get("differences", [])}
+    cells = {}
+    for name, figures in summary.get("models", {}).items():
+        against = SEED if name == BASELINE else BASELINE
+        cells[name] = describe(figures["prompt_strict"]) + change_text(changes.get((name, against)), against)
+    return cells
 
 
 def rm_cells(rm: dict[str, dict[str, Any]], set_name: str) -> dict[str, str]:

@@ -189,3 +189,5 @@ def test_ifeval_command_on_a_run(finished_run, prompts_file):
     assert report.exit_code == 0, report.output
     page = (run_dir / "report.md").read_text()
     assert page.index("Did it learn?") < page.index("Before the loop") and "IFEval prompt strict % (4 prompts)" in page
+    m1_row = next(line for line in page.splitlines() if line.startswith("| M1 |"))
+    assert " vs M0: " in m1_row  # M1's IFEval change is from the seed model
