@@ -104,7 +104,7 @@ def main() -> None:
     path = resolve_model(args.model)
     tokenizer = load_tokenizer(path, args.max_length)
     pairs = [tokenized(tokenizer, p) for p in fitting_pairs(candidates, path, args.max_length, args.count)]
-    model = load_model(path, torch.float32, "cpu", False, False)
+    model = load_model(path, torch.float32, "cpu")
     model.train()
     set_dropout(model, 0.0)
     tokens = sum(2 * len(prompt) + sum(len(a) for a in answers) for prompt, answers in pairs)

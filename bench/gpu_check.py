@@ -159,7 +159,7 @@ def build_llama8b(work: Path, layers: int) -> Path:
     """A random bf16 model of Llama-3-8B's shape with the tests' small tokenizer (ids stay in range)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from selfreward.testing import build_tiny_tokenizer
+    from selfreward.testing import build_tiny_tokenizer, special_token_ids
 
     tokenizer = build_tiny_tokenizer()
     config = LlamaConfig(
@@ -171,10 +171,8 @@ def build_llama8b(work: Path, layers: int) -> Path:
         num_key_value_heads=8,
         max_position_embeddings=8192,
         rope_theta=500000.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
         dtype="bfloat16",
+        **special_token_ids(tokenizer),
     )
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):

@@ -35,10 +35,9 @@ from selfreward.intervals import describe
 from selfreward.logprobs import score_with_model
 from selfreward.models import resolve_model
 from selfreward.overlap import disjoint_training_data
-from selfreward.recipes.self_rewarding import self_distill
+from selfreward.recipes.self_rewarding import m1_ift_examples, self_distill
 from selfreward.records import read_json, read_jsonl, write_json
 from selfreward.seed_data import load_ift, load_ranked
-from selfreward.stages.self_distill import distilled_examples
 from selfreward.stages.sft import TrainSFT
 from selfreward.steps import run_step
 
@@ -50,13 +49,10 @@ def training_examples(config: Config, run_dir: Path) -> tuple[list[tuple[str, st
     used = {e.prompt for e in data.ift}
     eft = [(e["prompt"], e["completion"]) for e in read_jsonl(run_dir / "eft" / "train.jsonl")]
     held_out = [(e.prompt, e.response) for e in ift if e.prompt not in used]
-    trained = [(e.prompt, e.response) for e in data.ift] if config.sft.m1_with_ift else []
-    if config.sft.m1_self_distill:
-        out = run_dir / "bench" / "m1" / "self_distill"
-        if not (out / "self_distill.stats.json").exists():
-            run_step(self_distill(config, data, resolve_model(config.model.name_or_path), out), config)
-        trained = distilled_examples(out)
-    return trained + eft, held_out
+    distill_dir = run_dir / "bench" / "m1" / "self_distill"
+    if config.sft.m1_self_distill and not (distill_dir / "self_distill.stats.json").exists():
+        run_step(self_distill(config, data, resolve_model(config.model.name_or_path), distill_dir), config)
+    return m1_ift_examples(config, data, distill_dir) + eft, held_out
 
 
 def per_token_nll(config: Config, model: str, items: list[tuple[str, str]]) -> float:

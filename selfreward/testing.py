@@ -36,6 +36,15 @@ def build_tiny_tokenizer() -> Any:
     return tokenizer
 
 
+def special_token_ids(tokenizer: Any) -> dict[str, Any]:
+    """A model config's bos/eos/pad ids from its tokenizer."""
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 def build_tiny_model(directory: Path, seed: int = 0, head_dim: int = 8) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -50,10 +59,8 @@ def build_tiny_model(directory: Path, seed: int = 0, head_dim: int = 8) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
+        **special_token_ids(tokenizer),
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id

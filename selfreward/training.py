@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from selfreward.config import ModelConfig, TrainingConfig, accelerate_config_path, accelerate_distributed_type
 from selfreward.errors import SelfRewardError
-from selfreward.models import cpu_supports_bf16, load_model, load_tokenizer, resolve_model
+from selfreward.models import cpu_supports_bf16, load_model, load_tokenizer, loading_switches, resolve_model
 from selfreward.records import read_json, write_json
 
 
@@ -68,15 +68,7 @@ def load_for_training(
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         options["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    model = load_model(
-        path,
-        weights_dtype(train, device),
-        None,
-        model_config.trust_remote_code,
-        model_config.allow_pickle,
-        model_config.hub_kernels,
-        **options,
-    )
+    model = load_model(path, weights_dtype(train, device), None, **loading_switches(model_config), **options)
     set_dropout(model, train.dropout)
     return model, tokenizer
 

@@ -10,7 +10,7 @@ from selfreward.config import Config, ModelConfig
 from selfreward.engines.base import Completion, Engine, Request, Sampling
 from selfreward.engines.render import choice_token_ids, model_sampling, render_request
 from selfreward.engines.shared_prefix import Sample, StopWatch, sample_group
-from selfreward.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+from selfreward.models import load_model, load_tokenizer, loading_switches, pick_device, pick_dtype, resolve_model
 
 
 class HFEngine(Engine):
@@ -23,14 +23,7 @@ class HFEngine(Engine):
         self.tokenizer = load_tokenizer(path, model.max_length, model.trust_remote_code)
         self.tokenizer.padding_side = "left"
         self.tokenizer.truncation_side = "left"
-        self.model = load_model(
-            path,
-            pick_dtype(model.dtype, self.device),
-            self.device,
-            model.trust_remote_code,
-            model.allow_pickle,
-            model.hub_kernels,
-        )
+        self.model = load_model(path, pick_dtype(model.dtype, self.device), self.device, **loading_switches(model))
         self.model.eval()
         self.eos_ids = model_sampling(self.tokenizer, self.model.generation_config).eos_ids
 

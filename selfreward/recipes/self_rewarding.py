@@ -130,18 +130,27 @@ def m1_sft(
     config: Config, run: Run, data: TrainingData, m0: str, eft_examples: list[tuple[str, str]]
 ) -> Iterator[Step]:
     """M1 = SFT(M0, IFT + EFT), the IFT examples answered by M0 itself with `sft.m1_self_distill`, or EFT only."""
-    ift = [(e.prompt, e.response) for e in data.ift] if config.sft.m1_with_ift else []
     if config.sft.m1_self_distill:
         yield self_distill(config, data, m0, run.dir / "self_distill")
-        ift = distilled_examples(run.dir / "self_distill")
-        if not ift:
-            yield Note(
-                "self_distill/warning",
-                "warning",
-                f"[self_distill] warning: M0 finished none of its answers within sft.self_distill_max_new_tokens="
-                f"{config.sft.self_distill_max_new_tokens}; M1 is trained on the EFT examples only",
-            )
+    ift = m1_ift_examples(config, data, run.dir / "self_distill")
+    if config.sft.m1_self_distill and not ift:
+        yield Note(
+            "self_distill/warning",
+            "warning",
+            f"[self_distill] warning: M0 finished none of its answers within sft.self_distill_max_new_tokens="
+            f"{config.sft.self_distill_max_new_tokens}; M1 is trained on the EFT examples only",
+        )
     yield sft(config, run, "sft", m0, ift + eft_examples, run.model("M1"))
+
+
+def m1_ift_examples(config: Config, data: TrainingData, distill_dir: Path) -> list[tuple[str, str]]:
+    """M1's IFT examples: the data's, M0's own answers (`sft.m1_self_distill`, from a finished
+    self_distill step in `distill_dir`), or none (`sft.m1_with_ift` false)."""
+    if not config.sft.m1_with_ift:
+        return []
+    if config.sft.m1_self_distill:
+        return distilled_examples(distill_dir)
+    return [(e.prompt, e.response) for e in data.ift]
 
 
 def self_distill(config: Config, data: TrainingData, m0: str, out_dir: Path) -> SelfDistill:
