@@ -5,7 +5,8 @@
 RUN_DIR is a demo run past its EFT stage (`selfreward run --set loop.iterations=0` makes one, with
 M1 trained by the preset's own setting). Each setting trains M1 anew from M0 on the run's own
 IFT + EFT examples (`--set sft.m1_with_ift=false`: EFT only; `--set sft.m1_self_distill=true`: the IFT
-prompts answered by M0 itself, cached in RUN_DIR/bench/m1/self_distill) into RUN_DIR/bench/m1/NAME, then measures, never on IFEval:
+prompts answered by M0 itself, cached in RUN_DIR/bench/m1/self_distill; `--set sft.m1_epochs=1.5`: how
+long) into RUN_DIR/bench/m1/NAME, then measures, never on IFEval:
 - IFT validation loss: per-token NLL of the human answers of the demo IFT examples the run did not
   train on (`data.max_ift` leaves them out);
 - retention: per-token NLL of M0's own greedy answers to those prompts (M0 itself is the floor; how
@@ -146,7 +147,7 @@ def main() -> None:
             TrainSFT(
                 "sft",
                 config.model,
-                config.sft,
+                config.sft.for_m1(),
                 resolve_model(config.model.name_or_path),
                 examples,
                 out / "sft",

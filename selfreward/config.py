@@ -489,6 +489,14 @@ class SFTTrainingConfig(TrainingConfig):
     M1 learns to judge while the way it answers stays the seed model's."""
     self_distill_max_new_tokens: int = Field(512, ge=1)
     """Token budget of M0's self-distillation answers; answers cut at it are dropped (counted)."""
+    m1_epochs: float | None = Field(None, gt=0)
+    """M1's epochs; None: `epochs`. The SFT baseline always trains `epochs`, so that a smaller dose for
+    M1 (enough to learn the judge format, little enough to keep the seed model's answers) leaves the
+    EFT data it writes as it was."""
+
+    def for_m1(self) -> SFTTrainingConfig:
+        """These settings as M1's SFT trains with them (`m1_epochs`)."""
+        return self if self.m1_epochs is None else self.model_copy(update={"epochs": self.m1_epochs})
 
     @model_validator(mode="after")
     def _distill_needs_ift(self) -> SFTTrainingConfig:

@@ -81,10 +81,12 @@ def summarize(run_dir: Path) -> dict[str, Any]:
 
 
 def m1_data(config: Config) -> str:
-    """What M1's SFT trained on, in words."""
+    """What M1's SFT trained on, and for how long, in words."""
     if not config.sft.m1_with_ift:
-        return "EFT"
-    return "IFT answered by M0 + EFT" if config.sft.m1_self_distill else "IFT + EFT"
+        data = "EFT"
+    else:
+        data = "IFT answered by M0 + EFT" if config.sft.m1_self_distill else "IFT + EFT"
+    return f"{data}, {config.sft.for_m1().epochs:g} epochs"
 
 
 def write_summary(run_dir: Path) -> dict[str, Any]:

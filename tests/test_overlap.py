@@ -165,8 +165,9 @@ def overrides(files, model, *extra):
     ]
 
 
-def run_recipe_with_fake_sft(config, run_dir, monkeypatch) -> dict[str, list[tuple[str, str]]]:
-    """Runs the recipe with SFT replaced by a record of each SFT stage's training examples."""
+def run_recipe_with_fake_sft(config, run_dir, monkeypatch, settings=None) -> dict[str, list[tuple[str, str]]]:
+    """Runs the recipe with SFT replaced by a record of each SFT stage's training examples (and of its
+    training settings, in `settings` when given)."""
     from selfreward import steps
     from selfreward.recipes.self_rewarding import self_rewarding, start
     from selfreward.stages.sft import TrainSFT
@@ -175,6 +176,8 @@ def run_recipe_with_fake_sft(config, run_dir, monkeypatch) -> dict[str, list[tup
 
     def fake_sft(step, tools):
         trained[step.target.name] = step.examples
+        if settings is not None:
+            settings[step.target.name] = step.config
         step.target.mkdir(parents=True)
         (step.target / "config.json").write_text("{}")
         write_json(step.stats_file, {"stage": "sft", "examples": len(step.examples)})
@@ -207,7 +210,7 @@ def test_ift_prompt_in_an_evaluation_set_trains_on_neither_copy(data_files, tmp_
     eft_examples = read_jsonl(run_dir / "eft" / "train.jsonl")
     assert read_json(run_dir / "eft" / "eft.stats.json")["train_groups_tried"] == stats["eft_train_groups"]["used"] == 5
     assert len(trained["M1"]) == 4 + len(eft_examples) and not any("magnets" in p for p, _ in trained["M1"])
-    assert summarize(run_dir)["m1_data"] == "IFT + EFT"
+    assert summarize(run_dir)["m1_data"] == "IFT + EFT, 1.5 epochs"
 
 
 def test_m1_without_ift_trains_on_the_eft_examples_only(data_files, tmp_path, monkeypatch):
@@ -221,7 +224,20 @@ def test_m1_without_ift_trains_on_the_eft_examples_only(data_files, tmp_path, mo
     eft_examples = read_jsonl(run_dir / "eft" / "train.jsonl")
     assert len(eft_examples) > 0 and len(trained["sft_baseline"]) == 4
     assert trained["M1"] == [(e["prompt"], e["completion"]) for e in eft_examples]
-    assert summarize(run_dir)["m1_data"] == "EFT"
+    assert summarize(run_dir)["m1_data"] == "EFT, 1.5 epochs"
+
+
+def test_m1_epochs_set_m1s_dose_and_leave_the_baselines(data_files, tmp_path, monkeypatch):
+    files, model = data_files
+    config = load_config("demo", overrides(files, model, "sft.m1_epochs=1.25", "sft.epochs=2"))
+    settings: dict = {}
+    run_recipe_with_fake_sft(config, tmp_path / "run", monkeypatch, settings)
+    assert summarize(tmp_path / "run")["m1_data"] == "EFT, 1.25 epochs"
+    assert (settings["M1"].epochs, settings["sft_baseline"].epochs) == (1.25, 2)
+    unchanged = {"m1_epochs": None}
+    assert settings["M1"].model_copy(update={"epochs": 2} | unchanged) == settings["sft_baseline"].model_copy(
+        update=unchanged
+    )
 
 
 def test_m1_self_distilled_trains_on_m0s_own_answers_to_the_ift_prompts(data_files, tmp_path, monkeypatch):
@@ -236,7 +252,7 @@ def test_m1_self_distilled_trains_on_m0s_own_answers_to_the_ift_prompts(data_fil
     assert trained["M1"] == [(p, answer) for p in ift_prompts] + eft_examples
     stats = read_json(run_dir / "self_distill" / "self_distill.stats.json")
     assert (stats["prompts"], stats["kept"], stats["dropped_unfinished_or_empty"]) == (4, 4, 0)
-    assert summarize(run_dir)["m1_data"] == "IFT answered by M0 + EFT"
+    assert summarize(run_dir)["m1_data"] == "IFT answered by M0 + EFT, 1.5 epochs"
 
 
 def writes_nothing(examples: str, stage: str):

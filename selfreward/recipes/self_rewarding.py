@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from selfreward.batches import derive_seed
-from selfreward.config import Config, DPOTrainingConfig
+from selfreward.config import Config, DPOTrainingConfig, SFTTrainingConfig
 from selfreward.errors import SelfRewardError
 from selfreward.models import resolve_model
 from selfreward.overlap import TrainingData, disjoint_training_data
@@ -44,7 +44,7 @@ def self_rewarding(config: Config, run: Run, data: TrainingData, ranked: list[Ra
     m0 = resolve_model(config.model.name_or_path)
     ift = [(e.prompt, e.response) for e in data.ift]
     if config.sft.baseline or config.eft.judge == "baseline":
-        yield sft(config, run, "sft_baseline", m0, ift, run.model("sft_baseline"))
+        yield sft(config, config.sft, run, "sft_baseline", m0, ift, run.model("sft_baseline"))
     yield eft(config, run, data, ranked, m0)
     eft_examples = [(e["prompt"], e["completion"]) for e in read_jsonl(run.dir / "eft" / "train.jsonl")]
     if not eft_examples and not config.sft.m1_with_ift:
@@ -112,24 +112,33 @@ def refuse_late_steps(config: Config, run_dir: Path) -> None:
                 )
 
 
-def sft(config: Config, run: Run, name: str, base: str, examples: list[tuple[str, str]], target: Path) -> TrainSFT:
+def sft(
+    config: Config,
+    settings: SFTTrainingConfig,
+    run: Run,
+    name: str,
+    base: str,
+    examples: list[tuple[str, str]],
+    target: Path,
+) -> TrainSFT:
     return TrainSFT(
         name,
         config.model,
-        config.sft,
+        settings,
         base,
         examples,
         run.dir / name,
         target,
         derive_seed(config.seed, name),
-        child_process(config.sft, config.engine.kind),
+        child_process(settings, config.engine.kind),
     )
 
 
 def m1_sft(
     config: Config, run: Run, data: TrainingData, m0: str, eft_examples: list[tuple[str, str]]
 ) -> Iterator[Step]:
-    """M1 = SFT(M0, IFT + EFT), the IFT examples answered by M0 itself with `sft.m1_self_distill`, or EFT only."""
+    """M1 = SFT(M0, IFT + EFT) for `sft.m1_epochs`, the IFT examples answered by M0 itself with
+    `sft.m1_self_distill`, or EFT only."""
     if config.sft.m1_self_distill:
         yield self_distill(config, data, m0, run.dir / "self_distill")
     ift = m1_ift_examples(config, data, run.dir / "self_distill")
@@ -140,7 +149,7 @@ def m1_sft(
             f"[self_distill] warning: M0 finished none of its answers within sft.self_distill_max_new_tokens="
             f"{config.sft.self_distill_max_new_tokens}; M1 is trained on the EFT examples only",
         )
-    yield sft(config, run, "sft", m0, ift + eft_examples, run.model("M1"))
+    yield sft(config, config.sft.for_m1(), run, "sft", m0, ift + eft_examples, run.model("M1"))
 
 
 def m1_ift_examples(config: Config, data: TrainingData, distill_dir: Path) -> list[tuple[str, str]]:
