@@ -13,7 +13,7 @@ from selfreward.learned import TITLE as LEARNED_TITLE
 from selfreward.learned import learning_table
 from selfreward.plots import Plot, missing, plots
 from selfreward.records import read_json, read_jsonl, write_atomic
-from selfreward.summary import iteration_cells, run_config, summarize, summary_columns
+from selfreward.summary import iteration_cells, preamble_rows, run_config, summarize, summary_columns
 
 Table = tuple[str, list[str], list[list[Any]]]  # title, headers, rows
 
@@ -105,47 +105,7 @@ def tables(data: dict[str, Any]) -> list[Table]:
 
 
 def preamble(summary: dict[str, Any]) -> Table:
-    pre = []
-    if summary["sft_baseline"]:
-        pre.append(
-            [
-                "SFT baseline (IFT)",
-                summary["sft_baseline"].get("examples"),
-                summary["sft_baseline"].get("train_loss"),
-                summary["sft_baseline"].get("seconds"),
-            ]
-        )
-    if summary["eft"]:
-        e = summary["eft"]
-        parse = f", judge parse rate {cell(e['judge_parse_rate'])}" if e.get("judge_parse_rate") is not None else ""
-        pre.append(
-            [
-                f"EFT data ({e.get('strategy', 'self')}: {e.get('train_groups_kept')}/{e.get('train_groups_tried')} groups kept{parse})",
-                e.get("examples"),
-                None,
-                e.get("seconds"),
-            ]
-        )
-    if summary.get("self_distill"):
-        d = summary["self_distill"]
-        pre.append(
-            [
-                f"M0's IFT answers, self-distillation ({d.get('kept')}/{d.get('prompts')} finished)",
-                d.get("kept"),
-                None,
-                d.get("seconds"),
-            ]
-        )
-    if summary["sft"]:
-        pre.append(
-            [
-                f"M1 = SFT ({summary['m1_data']})",
-                summary["sft"].get("examples"),
-                summary["sft"].get("train_loss"),
-                summary["sft"].get("seconds"),
-            ]
-        )
-    return ("Before the loop", ["stage", "examples", "train loss", "seconds"], pre)
+    return ("Before the loop", ["stage", "examples", "result", "seconds"], preamble_rows(summary))
 
 
 def iteration_tables(data: dict[str, Any]) -> list[Table]:

@@ -121,36 +121,46 @@ def summary_table(summary: dict[str, Any], config: Config) -> Table:
     return table
 
 
+def preamble_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """The stages before the loop as [stage, examples, result, seconds] rows (terminal and report)."""
+    rows: list[list[Any]] = []
+    if base := summary["sft_baseline"]:
+        rows.append(["SFT baseline (IFT)", base.get("examples"), f"loss {base.get('train_loss')}", base.get("seconds")])
+    if eft := summary["eft"]:
+        parse = f", judge parse rate {eft['judge_parse_rate']}" if eft.get("judge_parse_rate") is not None else ""
+        rows.append(
+            [
+                f"EFT data ({eft.get('strategy', 'self')})",
+                eft.get("examples"),
+                f"{eft.get('train_groups_kept')}/{eft.get('train_groups_tried')} groups kept{parse}",
+                eft.get("seconds"),
+            ]
+        )
+    if distill := summary.get("self_distill"):
+        rows.append(
+            [
+                "M0's IFT answers (self-distill)",
+                distill.get("kept"),
+                f"{distill.get('kept')}/{distill.get('prompts')} finished, {distill.get('mean_tokens')} tokens",
+                distill.get("seconds"),
+            ]
+        )
+    if sft := summary["sft"]:
+        rows.append(
+            [
+                f"M1 = SFT ({summary['m1_data']})",
+                sft.get("examples"),
+                f"loss {sft.get('train_loss')}",
+                sft.get("seconds"),
+            ]
+        )
+    return [["-" if cell is None else str(cell) for cell in row] for row in rows]
+
+
 def preamble_table(summary: dict[str, Any]) -> Table:
     table = Table(title="before the loop", title_justify="left")
     for title in ("stage", "examples", "result", "seconds"):
         table.add_column(title)
-    base, eft, sft = summary["sft_baseline"], summary["eft"], summary["sft"]
-    if base:
-        table.add_row(
-            "SFT baseline (IFT)", str(base.get("examples")), f"loss {base.get('train_loss')}", str(base.get("seconds"))
-        )
-    if eft:
-        parse = f", judge parse rate {eft['judge_parse_rate']}" if eft.get("judge_parse_rate") is not None else ""
-        table.add_row(
-            f"EFT data ({eft.get('strategy', 'self')})",
-            str(eft.get("examples")),
-            f"{eft.get('train_groups_kept')}/{eft.get('train_groups_tried')} groups kept{parse}",
-            str(eft.get("seconds")),
-        )
-    if summary.get("self_distill"):
-        d = summary["self_distill"]
-        table.add_row(
-            "M0's IFT answers (self-distill)",
-            str(d.get("kept")),
-            f"{d.get('kept')}/{d.get('prompts')} finished, {d.get('mean_tokens')} tokens",
-            str(d.get("seconds")),
-        )
-    if sft:
-        table.add_row(
-            f"M1 = SFT ({summary['m1_data']})",
-            str(sft.get("examples")),
-            f"loss {sft.get('train_loss')}",
-            str(sft.get("seconds")),
-        )
+    for row in preamble_rows(summary):
+        table.add_row(*row)
     return table

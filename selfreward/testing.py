@@ -88,6 +88,6 @@ pairs: {{min_margin: 0.0}}
 # The tiny tokenizer spells most English words letter by letter: room for whole examples. A random
 # model's EFT judgments rarely agree with the human ranking: M1 trains on the IFT examples too, with
 # their own answers (a random model's greedy answers never end, so self-distillation keeps none).
-sft: {{batch_size: 4, max_length: 4096, epochs: 1, m1_with_ift: true, m1_self_distill: false}}
+sft: {{batch_size: 4, max_length: 4096, epochs: 1, m1_epochs: null, m1_with_ift: true, m1_self_distill: false}}
 dpo: {{batch_size: 4, max_length: 4096}}
 """
