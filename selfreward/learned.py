@@ -21,7 +21,7 @@ from selfreward.intervals import Estimate, describe, paired_difference_ci, verdi
 from selfreward.records import read_json
 
 BASELINE = "M1"
-SEED = "M0"
+SEED_MODEL = "M0"  # the model M1 was trained from
 TITLE = "Did it learn? (95% intervals; changes on the same pairs, prompts or groups)"
 
 
@@ -50,7 +50,7 @@ def ifeval_cells(summary: dict[str, Any]) -> dict[str, str]:
     changes = {(d["model"], d["baseline"]): d["prompt_strict"] for d in summary.get("differences", [])}
     cells = {}
     for name, figures in summary.get("models", {}).items():
-        against = SEED if name == BASELINE else BASELINE
+        against = SEED_MODEL if name == BASELINE else BASELINE
         cells[name] = describe(figures["prompt_strict"]) + change_text(changes.get((name, against)), against)
     return cells
 
